@@ -1,0 +1,281 @@
+"""Typed configuration tree of pangu_ms.
+
+One YAML recipe maps onto :class:`Config`, whose sections are dataclasses. Every field has a default and a
+docstring line below; fields whose value must come from a fixed set carry ``metadata={"choices": ...}`` so
+that the loader can reject a bad value with the key path before anything is built.
+
+Sections
+--------
+model     architecture of the transformer (MLA / GQA attention, DSSN sandwich norm, TinyInit, MTP).
+moe       routed + shared experts, router, dispatcher, load-balancing loss.
+parallel  DP / TP / PP / VPP / EP / CP degrees and micro-batching (see ``pangu_ms/parallel``).
+train     optimisation, schedule, precision, logging and checkpoint cadence.
+data      where the tokens come from.
+stage     which training stage the recipe runs (pretrain, long_context, sft, rl).
+sim       simulator inputs (hardware profile, optimisation switches); see ``config/sim.py``.
+
+Choices made where the paper is silent are written next to the field ("choice:").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .sim import SimConfig
+
+
+def _choice(default, choices, doc=""):
+    return field(default=default, metadata={"choices": tuple(choices), "doc": doc})
+
+
+@dataclass
+class ModelConfig:
+    """Transformer architecture.
+
+    Attributes:
+        vocab_size: token vocabulary (the 718B recipe pads 153,376 tokens to 153,600).
+        hidden_size: model width d.
+        num_layers: decoder layers L (MTP layers not included).
+        num_dense_layers: the first k layers use a dense SwiGLU FFN instead of MoE.
+        dense_ffn_hidden: intermediate size of the dense SwiGLU FFN.
+        attention_type: ``mla`` (multi-head latent attention, the training path), ``gqa`` or ``mha``
+            (grouped-query / multi-head; used by the simulator for Llama / Mixtral families and by training).
+        num_heads: attention heads.
+        num_kv_heads: key/value heads for ``gqa`` (``mha`` uses ``num_heads``).
+        head_dim: per-head dim for ``gqa`` / ``mha``; 0 means ``hidden_size // num_heads``.
+        q_lora_rank: MLA query compression rank; 0 disables query compression.
+        kv_lora_rank: MLA key/value compression rank (the size of the compressed KV cache).
+        qk_nope_head_dim / qk_rope_head_dim / v_head_dim: MLA per-head dims (rope part is decoupled and shared
+            by all heads for keys).
+        max_position_embeddings: longest sequence the RoPE tables are built for.
+        rope_theta: RoPE base.
+        rope_interleaved: rotate adjacent pairs (DeepSeek / Pangu convention) instead of the two halves.
+        norm_eps: RMSNorm epsilon.
+        sandwich_norm: Depth-Scaled Sandwich-Norm (pre- and post-norm around attention and FFN). ``False`` gives
+            plain pre-norm as in DeepSeek-V3.
+        dssn_c_attn / dssn_c_mlp: DSSN constants; post-norm gamma is initialised to c/sqrt(L). choice: the
+            Pangu Ultra (dense) values 0.283 / 0.432, since the MoE paper does not publish its own.
+        init_method: ``tiny`` = TinyInit, std sqrt(1/(2 d L)) for every matrix; ``normal`` = N(0, init_std).
+        init_std: std of the ``normal`` init.
+        embedding_init_std: std of the input embedding (TinyInit uses 0.5).
+        init_depth_counts_mtp: whether L in TinyInit / DSSN counts the MTP layers. choice: False (L = 61 for
+            the 718B model), since the MTP block is an add-on predicted from the last layer.
+        mtp_depth: number of multi-token-prediction modules (0 disables MTP).
+        mtp_loss_weight: weight of the MTP cross-entropy in the total loss. choice: 0.3 (DeepSeek-V3's
+            value for the first part of pretraining; the Pangu paper does not give one).
+        tie_embeddings: share input embedding and LM head.
+        compute_dtype / param_dtype: ``float32`` on CPU (no bf16 matmul there); ``float64`` for gradient checks;
+            ``bfloat16``/``float16`` on Ascend.
+    """
+
+    vocab_size: int = 512
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_dense_layers: int = 1
+    dense_ffn_hidden: int = 256
+    attention_type: str = _choice("mla", ("mla", "gqa", "mha"))
+    num_heads: int = 4
+    num_kv_heads: int = 4
+    head_dim: int = 0
+    q_lora_rank: int = 64
+    kv_lora_rank: int = 32
+    qk_nope_head_dim: int = 16
+    qk_rope_head_dim: int = 8
+    v_head_dim: int = 16
+    max_position_embeddings: int = 2048
+    rope_theta: float = 10000.0
+    rope_interleaved: bool = True
+    norm_eps: float = 1e-5
+    sandwich_norm: bool = True
+    dssn_c_attn: float = 0.283
+    dssn_c_mlp: float = 0.432
+    init_method: str = _choice("tiny", ("tiny", "normal"))
+    init_std: float = 0.02
+    embedding_init_std: float = 0.5
+    init_depth_counts_mtp: bool = False
+    mtp_depth: int = 1
+    mtp_loss_weight: float = 0.3
+    tie_embeddings: bool = False
+    compute_dtype: str = _choice("float32", ("float32", "float64", "float16", "bfloat16"))
+    param_dtype: str = _choice("float32", ("float32", "float64", "float16", "bfloat16"))
+
+    @property
+    def attn_head_dim(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_heads
+
+    @property
+    def init_depth(self) -> int:
+        """L used by TinyInit and DSSN."""
+        return self.num_layers + (self.mtp_depth if self.init_depth_counts_mtp else 0)
+
+
+@dataclass
+class MoEConfig:
+    """Mixture-of-experts layers (layers ``num_dense_layers .. num_layers-1`` and the MTP block).
+
+    Attributes:
+        num_experts: routed experts per MoE layer; 0 makes every layer dense.
+        num_shared_experts: always-on experts; they form one SwiGLU of width num_shared * expert_ffn_hidden.
+        expert_ffn_hidden: intermediate size of one expert.
+        top_k: routed experts per token.
+        router_score: ``sigmoid`` (Pangu / DeepSeek-V3) or ``softmax`` (Mixtral). Scores are computed in fp32.
+        norm_topk_prob: renormalise the k selected scores to sum to 1 before scaling.
+        routed_scaling_factor: the combine weights of a token sum to this (2.5 in the 718B model).
+        expert_bias: aux-loss-free balancing bias added to the scores for *selection only* (DeepSeek-V3);
+            off in the released Pangu model.
+        expert_bias_update_rate: step of the sign update of that bias.
+        aux_loss_coeff: alpha of the load-balancing loss (1e-2 as reported).
+        aux_loss_scope: token set over which expert load f_i and mean score P_i are measured:
+            ``sequence`` (each sequence separately, averaged), ``micro_batch`` (this rank's micro-batch),
+            ``ep_group`` (union of the micro-batches of the expert-parallel group: statistics all-reduced over
+            the EP group; Pangu Ultra MoE's choice), ``global_batch`` (statistics all-reduced over every rank),
+            or ``none``. In a single process ``ep_group``/``global_batch`` equal ``micro_batch``.
+        dispatcher: ``dropless`` (every token reaches its k experts) or ``drop_and_pad`` (fixed capacity
+            ceil(capacity_factor * T * k / E) per expert; overflow tokens are dropped and the drop rate reported).
+        capacity_factor: capacity factor of ``drop_and_pad``.
+        dropless_impl: implementation of the dropless CPU path: ``masked_dense`` (every expert sees every
+            token, unselected weights zero: no padding, wins for few small experts), ``sorted_block``
+            (tokens sorted by expert into blocks of ``sorted_block_size`` rows, MegaBlocks-style; wins for many
+            experts), or ``auto`` (masked_dense when num_experts <= 16).
+        sorted_block_size: rows per block of ``sorted_block``.
+    """
+
+    num_experts: int = 8
+    num_shared_experts: int = 1
+    expert_ffn_hidden: int = 64
+    top_k: int = 2
+    router_score: str = _choice("sigmoid", ("sigmoid", "softmax"))
+    norm_topk_prob: bool = True
+    routed_scaling_factor: float = 2.5
+    expert_bias: bool = False
+    expert_bias_update_rate: float = 1e-3
+    aux_loss_coeff: float = 1e-2
+    aux_loss_scope: str = _choice("ep_group", ("ep_group", "micro_batch", "sequence", "global_batch", "none"))
+    dispatcher: str = _choice("dropless", ("dropless", "drop_and_pad"))
+    capacity_factor: float = 1.25
+    dropless_impl: str = _choice("auto", ("auto", "masked_dense", "sorted_block"))
+    sorted_block_size: int = 32
+
+    @property
+    def enabled(self) -> bool:
+        return self.num_experts > 0
+
+    def resolved_dropless_impl(self) -> str:
+        if self.dropless_impl != "auto":
+            return self.dropless_impl
+        return "masked_dense" if self.num_experts <= 16 else "sorted_block"
+
+
+@dataclass
+class ParallelConfig:
+    """Parallel layout. world = dp * tp * pp * cp; ep divides dp * tp (dp alone unless tp_extend_ep).
+
+    Attributes:
+        dp / tp / pp / vpp / ep / cp: data, tensor, pipeline, virtual-pipeline (chunks per stage), expert and
+            context parallel degrees.
+        micro_batch_size: sequences per micro-batch per data-parallel rank.
+        tp_extend_ep: in MoE layers the TP group shards the expert set instead of expert weights
+            (expert-parallel width tp * ep).
+        hierarchical_alltoall: EP dispatch as inter-node AllGather + intra-node all-to-all.
+        ranks_per_node: ranks per node (for the hierarchical dispatcher and the simulator).
+        optimizer_shard: shard optimizer states over DP (ZeRO-1).
+        device_num: total devices the layout is meant for; 0 means "the launch's world size".
+    """
+
+    dp: int = 1
+    tp: int = 1
+    pp: int = 1
+    vpp: int = 1
+    ep: int = 1
+    cp: int = 1
+    micro_batch_size: int = 1
+    tp_extend_ep: bool = False
+    hierarchical_alltoall: bool = False
+    ranks_per_node: int = 8
+    optimizer_shard: bool = False
+    device_num: int = 0
+
+    @property
+    def world_size(self) -> int:
+        return self.dp * self.tp * self.pp * self.cp
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping.
+
+    Attributes:
+        seed: seed of weights, data order and sampling.
+        steps: optimizer steps.
+        seq_length: tokens per sample fed to the model (labels are the next tokens).
+        global_batch_size: sequences per optimizer step over all DP ranks (accumulation fills the rest).
+        lr / min_lr / warmup_steps / lr_schedule: peak LR, floor, linear warm-up steps and decay shape
+            (``cosine``, ``wsd`` = warm-up/stable/decay with ``decay_fraction`` of the steps decaying, ``constant``).
+        adam_beta1 / adam_beta2 / adam_eps / weight_decay / grad_clip: AdamW (with bias correction) and global
+            norm clipping; defaults are the Pangu Ultra values.
+        mode: ``graph`` (``ms.jit`` step, default) or ``pynative``.
+        log_interval / eval_interval / save_interval / keep_last: cadence in steps; checkpoints kept.
+        output_dir: run directory (logs, tensorboard, checkpoints).
+    """
+
+    seed: int = 1234
+    steps: int = 100
+    seq_length: int = 64
+    global_batch_size: int = 4
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_steps: int = 10
+    lr_schedule: str = _choice("cosine", ("cosine", "wsd", "constant"))
+    decay_fraction: float = 0.2
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    mode: str = _choice("graph", ("graph", "pynative"))
+    log_interval: int = 10
+    eval_interval: int = 50
+    save_interval: int = 100
+    keep_last: int = 3
+    output_dir: str = "output/run"
+
+
+@dataclass
+class DataConfig:
+    """Where training tokens come from.
+
+    Attributes:
+        source: ``synthetic`` (random Zipf-like tokens generated from ``train.seed``; needs no files) or
+            ``mindrecord`` (packed shards written by ``tools/preprocess_data.py``).
+        path: directory or file of the prepared data (``mindrecord``).
+        tokenizer: tokenizer.json used to prepare the data and to print samples.
+    """
+
+    source: str = _choice("synthetic", ("synthetic", "mindrecord"))
+    path: str = ""
+    tokenizer: str = ""
+
+
+@dataclass
+class StageConfig:
+    """Training stage.
+
+    Attributes:
+        name: ``pretrain``, ``long_context``, ``sft`` or ``rl``.
+        init_from: checkpoint to start from (required by stages that follow pretraining).
+    """
+
+    name: str = _choice("pretrain", ("pretrain", "long_context", "sft", "rl"))
+    init_from: str = ""
+
+
+@dataclass
+class Config:
+    """A whole recipe."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    moe: MoEConfig = field(default_factory=MoEConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    stage: StageConfig = field(default_factory=StageConfig)
+    sim: SimConfig = field(default_factory=SimConfig)

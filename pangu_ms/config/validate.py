@@ -1,0 +1,132 @@
+"""Cross-field validation of a :class:`Config`; the first violation raises one :class:`ConfigError` naming its key."""
+from __future__ import annotations
+
+from .loader import ConfigError
+from .schema import Config
+
+
+def _positive(section, obj, names):
+    for n in names:
+        v = getattr(obj, n)
+        if v <= 0:
+            raise ConfigError(f"{section}.{n}: must be > 0, got {v}")
+
+
+def _non_negative(section, obj, names):
+    for n in names:
+        v = getattr(obj, n)
+        if v < 0:
+            raise ConfigError(f"{section}.{n}: must be >= 0, got {v}")
+
+
+def validate_model(cfg: Config) -> None:
+    m = cfg.model
+    _positive("model", m, ["vocab_size", "hidden_size", "num_layers", "num_heads", "max_position_embeddings",
+                           "rope_theta", "norm_eps"])
+    _non_negative("model", m, ["num_dense_layers", "mtp_depth", "mtp_loss_weight", "q_lora_rank",
+                               "dense_ffn_hidden", "head_dim"])
+    if m.num_dense_layers > m.num_layers:
+        raise ConfigError(f"model.num_dense_layers: {m.num_dense_layers} > model.num_layers={m.num_layers}")
+    if m.num_dense_layers > 0 or not cfg.moe.enabled:
+        if m.dense_ffn_hidden <= 0:
+            raise ConfigError("model.dense_ffn_hidden: must be > 0 when the model has dense FFN layers")
+    if m.attention_type == "mla":
+        _positive("model", m, ["kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"])
+        if m.qk_rope_head_dim % 2:
+            raise ConfigError(f"model.qk_rope_head_dim: must be even for RoPE, got {m.qk_rope_head_dim}")
+    else:
+        if m.head_dim == 0 and m.hidden_size % m.num_heads:
+            raise ConfigError(f"model.num_heads: hidden_size={m.hidden_size} is not divisible by "
+                              f"num_heads={m.num_heads}; set model.head_dim")
+        if m.attn_head_dim % 2:
+            raise ConfigError(f"model.head_dim: must be even for RoPE, got {m.attn_head_dim}")
+        kv = m.num_heads if m.attention_type == "mha" else m.num_kv_heads
+        if kv <= 0 or m.num_heads % kv:
+            raise ConfigError(f"model.num_kv_heads: num_heads={m.num_heads} must be a multiple of "
+                              f"num_kv_heads={kv}")
+    if m.init_method == "normal" and m.init_std <= 0:
+        raise ConfigError(f"model.init_std: must be > 0, got {m.init_std}")
+
+
+def validate_moe(cfg: Config) -> None:
+    e = cfg.moe
+    _non_negative("moe", e, ["num_experts", "num_shared_experts", "aux_loss_coeff"])
+    if not e.enabled:
+        if cfg.model.num_dense_layers < cfg.model.num_layers and cfg.model.dense_ffn_hidden <= 0:
+            raise ConfigError("model.dense_ffn_hidden: must be > 0 for a dense model (moe.num_experts=0)")
+        return
+    _positive("moe", e, ["expert_ffn_hidden", "top_k", "routed_scaling_factor", "sorted_block_size"])
+    if e.top_k > e.num_experts:
+        raise ConfigError(f"moe.top_k: {e.top_k} > moe.num_experts={e.num_experts}")
+    if e.dispatcher == "drop_and_pad" and e.capacity_factor <= 0:
+        raise ConfigError(f"moe.capacity_factor: must be > 0 for drop_and_pad, got {e.capacity_factor}")
+
+
+def validate_parallel(cfg: Config) -> None:
+    p, e, m = cfg.parallel, cfg.moe, cfg.model
+    _positive("parallel", p, ["dp", "tp", "pp", "vpp", "ep", "cp", "micro_batch_size", "ranks_per_node"])
+    if p.device_num and p.device_num != p.world_size:
+        raise ConfigError(f"parallel.device_num: {p.device_num} != dp*tp*pp*cp = "
+                          f"{p.dp}*{p.tp}*{p.pp}*{p.cp} = {p.world_size}")
+    if e.enabled:
+        width = p.ep * (p.tp if p.tp_extend_ep else 1)
+        if e.num_experts % width:
+            what = "tp*ep" if p.tp_extend_ep else "ep"
+            raise ConfigError(f"parallel.ep: moe.num_experts={e.num_experts} is not divisible by {what}={width}")
+        if (p.dp * p.tp) % width:
+            raise ConfigError(f"parallel.ep: expert-parallel width {width} does not divide dp*tp={p.dp * p.tp}")
+    elif p.ep != 1:
+        raise ConfigError(f"parallel.ep: {p.ep} > 1 but the model has no experts (moe.num_experts=0)")
+    if m.num_heads % p.tp:
+        raise ConfigError(f"parallel.tp: model.num_heads={m.num_heads} is not divisible by tp={p.tp}")
+    stages = p.pp * p.vpp
+    if p.vpp > 1 and p.pp == 1:
+        raise ConfigError("parallel.vpp: virtual pipeline stages need parallel.pp > 1")
+    if m.num_layers + m.mtp_depth < stages:
+        raise ConfigError(f"parallel.pp: {m.num_layers}+{m.mtp_depth} layers (with MTP) cannot fill "
+                          f"pp*vpp={stages} virtual stages")
+    t = cfg.train
+    per_step = p.micro_batch_size * p.dp
+    if t.global_batch_size % per_step:
+        raise ConfigError(f"train.global_batch_size: {t.global_batch_size} is not divisible by "
+                          f"parallel.micro_batch_size*dp = {per_step}")
+    n_micro = t.global_batch_size // per_step
+    if p.pp > 1 and n_micro < p.pp:
+        raise ConfigError(f"train.global_batch_size: {n_micro} micro-batches per step < pp={p.pp} "
+                          f"(1F1B needs at least pp micro-batches)")
+    if p.cp > 1 and t.seq_length % (2 * p.cp):
+        raise ConfigError(f"parallel.cp: train.seq_length={t.seq_length} is not divisible by 2*cp={2 * p.cp}")
+
+
+def validate_train(cfg: Config) -> None:
+    t = cfg.train
+    _positive("train", t, ["steps", "seq_length", "global_batch_size", "lr", "log_interval",
+                           "eval_interval", "save_interval", "keep_last"])
+    _non_negative("train", t, ["min_lr", "warmup_steps", "weight_decay", "grad_clip"])
+    if t.min_lr > t.lr:
+        raise ConfigError(f"train.min_lr: {t.min_lr} > train.lr={t.lr}")
+    if not 0.0 <= t.decay_fraction <= 1.0:
+        raise ConfigError(f"train.decay_fraction: must be in [0, 1], got {t.decay_fraction}")
+    for n in ("adam_beta1", "adam_beta2"):
+        v = getattr(t, n)
+        if not 0.0 <= v < 1.0:
+            raise ConfigError(f"train.{n}: must be in [0, 1), got {v}")
+    if t.seq_length > cfg.model.max_position_embeddings:
+        raise ConfigError(f"train.seq_length: {t.seq_length} > model.max_position_embeddings="
+                          f"{cfg.model.max_position_embeddings}")
+
+
+def validate_data(cfg: Config) -> None:
+    d = cfg.data
+    if d.source == "mindrecord" and not d.path:
+        raise ConfigError("data.path: required when data.source is 'mindrecord'")
+
+
+def validate_config(cfg: Config) -> Config:
+    """Run every check; returns cfg so it can be chained."""
+    validate_model(cfg)
+    validate_moe(cfg)
+    validate_parallel(cfg)
+    validate_train(cfg)
+    validate_data(cfg)
+    return cfg

@@ -1,0 +1,143 @@
+"""The one seam between the math and the device: reference CPU ops vs Ascend fused ops.
+
+Model Cells never call a fused op directly. They ask the backend for a small Cell (``rms_norm``, ``swiglu``,
+``attention``). The CPU reference backend (default) is built only from ops that have CPU kernels in MindSpore
+2.9 (see shared docs: classic ``ops.*``, explicit matmul + mask + softmax attention, RMSNorm as
+``x * rsqrt(mean(x^2) + eps) * w``) and is the test oracle.
+
+The Ascend backend swaps in ``ops.rms_norm``, ``ops.swiglu`` and ``ops.flash_attention_score``. None of these has
+a CPU kernel, so **the Ascend backend is untested in this repository**; it exists so that the same model
+definition compiles with the fused kernels on Ascend, where its output must be compared against the CPU
+reference (same weights, fp32) before use. Grouped-matmul expert compute and MoeTokenPermute live behind the
+same seam in :mod:`pangu_ms.moe.experts` / :mod:`pangu_ms.moe.dispatcher` (``backend.name == "ascend"``).
+"""
+from __future__ import annotations
+
+import mindspore as ms
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
+
+
+class RMSNorm(nn.Cell):
+    """y = x * rsqrt(mean(x^2, -1) + eps) * weight (reference path, in the input dtype: fp32/fp64 on CPU)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5, init_value: float = 1.0, dtype=ms.float32):
+        super().__init__()
+        self.eps = eps
+        self.weight = Parameter(Tensor(np.full((dim,), init_value, dtype=np.float32), dtype), name="weight")
+        self.out_dtype = dtype
+
+    def construct(self, x):
+        var = ops.mean(x * x, -1, keep_dims=True)
+        return x * ops.rsqrt(var + self.eps) * self.weight
+
+
+class FusedRMSNorm(RMSNorm):
+    """Ascend ``RmsNorm`` kernel (untested here: no CPU kernel)."""
+
+    def construct(self, x):
+        return ops.rms_norm(x, self.weight, self.eps)[0]
+
+
+class SwiGLU(nn.Cell):
+    """[..., 2F] (gate | up) -> silu(gate) * up, shape [..., F]."""
+
+    def __init__(self, ffn: int):
+        super().__init__()
+        self.ffn = ffn
+
+    def construct(self, h):
+        g = h[..., : self.ffn]
+        u = h[..., self.ffn:]
+        return ops.silu(g) * u
+
+
+class FusedSwiGLU(SwiGLU):
+    """Ascend ``Swiglu`` kernel (untested here). Same gate | up layout as the reference."""
+
+    def construct(self, h):
+        return ops.swiglu(h, -1)
+
+
+class CausalAttention(nn.Cell):
+    """Decoupled-RoPE causal attention, concat-free.
+
+    Inputs: q_nope [B,N,S,Dn], q_rope [B,N,S,Dr], k_nope [B,N,S,Dn], k_rope [B,S,Dr] (shared by all heads, as in
+    MLA), v [B,N,S,Dv], mask [S,S] additive. ``q_rope``/``k_rope`` may be ``None`` (GQA/MHA pass the whole head
+    dim as "nope"). Returns [B,N,S,Dv].
+
+    scores = q_nope k_nope^T + q_rope k_rope^T (the rope product is one [B, N*S, Dr] x [B, S, Dr]^T matmul, so
+    k_rope is never broadcast over heads).
+    """
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = scale
+        self.bmm_t = ops.BatchMatMul(transpose_b=True)
+        self.bmm = ops.BatchMatMul()
+
+    def construct(self, q_nope, q_rope, k_nope, k_rope, v, mask):
+        b, n, s, _ = q_nope.shape
+        sk = k_nope.shape[2]
+        scores = self.bmm_t(q_nope, k_nope)
+        if q_rope is not None:
+            dr = q_rope.shape[-1]
+            rope = self.bmm_t(q_rope.reshape(b, n * s, dr), k_rope).reshape(b, n, s, sk)
+            scores = scores + rope
+        probs = ops.softmax(scores * self.scale + mask, -1)
+        return self.bmm(probs, v)
+
+
+class FusedCausalAttention(CausalAttention):
+    """Ascend ``FlashAttentionScore`` (BNSD layout, causal sparse mode). Untested here: no CPU kernel."""
+
+    def construct(self, q_nope, q_rope, k_nope, k_rope, v, mask):
+        b, n, s, _ = q_nope.shape
+        if q_rope is not None:
+            k_rope_b = ops.broadcast_to(k_rope.reshape(b, 1, s, -1), (b, n, s, k_rope.shape[-1]))
+            q = ops.concat((q_nope, q_rope), -1)
+            k = ops.concat((k_nope, k_rope_b), -1)
+        else:
+            q, k = q_nope, k_nope
+        causal = ops.triu(ops.ones((2048, 2048), ms.uint8), 1)
+        return ops.flash_attention_score(q, k, v, n, attn_mask=causal, scalar_value=self.scale,
+                                         input_layout="BNSD", sparse_mode=2)
+
+
+class Backend:
+    """Reference CPU ops (the default and the oracle)."""
+
+    name = "cpu"
+
+    def rms_norm(self, dim: int, eps: float, init_value: float = 1.0, dtype=ms.float32) -> nn.Cell:
+        return RMSNorm(dim, eps, init_value, dtype)
+
+    def swiglu(self, ffn: int) -> nn.Cell:
+        return SwiGLU(ffn)
+
+    def attention(self, scale: float) -> nn.Cell:
+        return CausalAttention(scale)
+
+
+class AscendBackend(Backend):
+    """Fused Ascend kernels behind the same interface. Ascend-only and untested in this repository."""
+
+    name = "ascend"
+
+    def rms_norm(self, dim, eps, init_value=1.0, dtype=ms.float32):
+        return FusedRMSNorm(dim, eps, init_value, dtype)
+
+    def swiglu(self, ffn):
+        return FusedSwiGLU(ffn)
+
+    def attention(self, scale):
+        return FusedCausalAttention(scale)
+
+
+def get_backend(name: str = "cpu") -> Backend:
+    """``cpu`` (reference) or ``ascend`` (fused kernels; requires an Ascend device)."""
+    if name == "cpu":
+        return Backend()
+    if name == "ascend":
+        return AscendBackend()
+    raise ValueError(f"backend: unknown backend '{name}' (expected 'cpu' or 'ascend')")

@@ -1,0 +1,105 @@
+"""Attention blocks: Multi-head Latent Attention (MLA, the Pangu Ultra MoE / DeepSeek-V3 form) and GQA/MHA.
+
+MLA (per token x, hidden d):
+    c_q  = RMSNorm(x W_qa)                  (q_lora_rank; skipped when q_lora_rank == 0: q = x W_q)
+    q    = c_q W_qb -> per head [q_nope (Dn) | q_rope (Dr)]
+    [c_kv | k_rope] = x W_kva               (kv_lora_rank + Dr; k_rope is shared by every head)
+    [k_nope | v] = RMSNorm(c_kv) W_kvb -> per head (Dn, Dv)
+    q_rope, k_rope <- RoPE(positions)       (decoupled RoPE: only the Dr part carries position)
+    o = softmax((q_nope k_nope^T + q_rope k_rope^T) / sqrt(Dn + Dr) + causal) v;  out = o W_o
+The compressed [c_kv | k_rope] is what a KV cache stores (kv_lora_rank + Dr per token).
+
+Inputs are flattened tokens x [B*S, d] plus the batch size; outputs have the same shape.
+"""
+from __future__ import annotations
+
+import math
+
+import mindspore as ms
+from mindspore import nn, ops
+
+from ..config.schema import ModelConfig
+from .linear import Linear
+from .rope import RotaryEmbedding
+
+
+class MLA(nn.Cell):
+    def __init__(self, cfg: ModelConfig, init, backend, dtype=ms.float32):
+        super().__init__()
+        h, n = cfg.hidden_size, cfg.num_heads
+        self.n, self.dn, self.dr, self.dv = n, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim
+        self.kvl = cfg.kv_lora_rank
+        self.q_lora = cfg.q_lora_rank > 0
+        dq = self.dn + self.dr
+        if self.q_lora:
+            self.q_a_proj = Linear(h, cfg.q_lora_rank, init, dtype)
+            self.q_a_norm = backend.rms_norm(cfg.q_lora_rank, cfg.norm_eps, dtype=dtype)
+            self.q_b_proj = Linear(cfg.q_lora_rank, n * dq, init, dtype)
+        else:
+            self.q_proj = Linear(h, n * dq, init, dtype)
+        self.kv_a_proj = Linear(h, self.kvl + self.dr, init, dtype)
+        self.kv_a_norm = backend.rms_norm(self.kvl, cfg.norm_eps, dtype=dtype)
+        self.kv_b_proj = Linear(self.kvl, n * (self.dn + self.dv), init, dtype)
+        self.o_proj = Linear(n * self.dv, h, init, dtype)
+        self.rope = RotaryEmbedding(self.dr, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_interleaved,
+                                    dtype)
+        self.core = backend.attention(1.0 / math.sqrt(dq))
+
+    def project_q(self, x):
+        if self.q_lora:
+            return self.q_b_proj(self.q_a_norm(self.q_a_proj(x)))
+        return self.q_proj(x)
+
+    def construct(self, x, batch, mask):
+        t = x.shape[0]
+        s = t // batch
+        q = self.project_q(x).reshape(batch, s, self.n, self.dn + self.dr).transpose(0, 2, 1, 3)
+        q_nope = q[..., : self.dn]
+        q_rope = self.rope(q[..., self.dn:])
+        kv_a = self.kv_a_proj(x)
+        c_kv = self.kv_a_norm(kv_a[:, : self.kvl])
+        k_rope = self.rope(kv_a[:, self.kvl:].reshape(batch, s, self.dr))
+        kv = self.kv_b_proj(c_kv).reshape(batch, s, self.n, self.dn + self.dv).transpose(0, 2, 1, 3)
+        k_nope = kv[..., : self.dn]
+        v = kv[..., self.dn:]
+        o = self.core(q_nope, q_rope, k_nope, k_rope, v, mask)          # [B, N, S, Dv]
+        o = o.transpose(0, 2, 1, 3).reshape(t, self.n * self.dv)
+        return self.o_proj(o)
+
+
+class GQA(nn.Cell):
+    """Grouped-query attention (``mha`` when num_kv_heads == num_heads); RoPE over the whole head dim."""
+
+    def __init__(self, cfg: ModelConfig, init, backend, dtype=ms.float32):
+        super().__init__()
+        h, n = cfg.hidden_size, cfg.num_heads
+        self.n = n
+        self.kvh = n if cfg.attention_type == "mha" else cfg.num_kv_heads
+        self.hd = cfg.attn_head_dim
+        self.q_proj = Linear(h, n * self.hd, init, dtype)
+        self.k_proj = Linear(h, self.kvh * self.hd, init, dtype)
+        self.v_proj = Linear(h, self.kvh * self.hd, init, dtype)
+        self.o_proj = Linear(n * self.hd, h, init, dtype)
+        self.rope = RotaryEmbedding(self.hd, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_interleaved,
+                                    dtype)
+        self.core = backend.attention(1.0 / math.sqrt(self.hd))
+        self.rep = n // self.kvh
+
+    def _heads(self, y, heads, batch, s):
+        return y.reshape(batch, s, heads, self.hd).transpose(0, 2, 1, 3)
+
+    def construct(self, x, batch, mask):
+        t = x.shape[0]
+        s = t // batch
+        q = self.rope(self._heads(self.q_proj(x), self.n, batch, s))
+        k = self.rope(self._heads(self.k_proj(x), self.kvh, batch, s))
+        v = self._heads(self.v_proj(x), self.kvh, batch, s)
+        if self.rep > 1:
+            k = ops.repeat_elements(k, self.rep, 1)
+            v = ops.repeat_elements(v, self.rep, 1)
+        o = self.core(q, None, k, None, v, mask)
+        return self.o_proj(o.transpose(0, 2, 1, 3).reshape(t, self.n * self.hd))
+
+
+def build_attention(cfg: ModelConfig, init, backend, dtype=ms.float32) -> nn.Cell:
+    return MLA(cfg, init, backend, dtype) if cfg.attention_type == "mla" else GQA(cfg, init, backend, dtype)

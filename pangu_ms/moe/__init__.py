@@ -1,0 +1,1 @@
+"""Mixture-of-experts stages: router, dispatcher, experts, layer, aux loss."""

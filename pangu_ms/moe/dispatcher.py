@@ -1,0 +1,120 @@
+"""Token dispatchers (stages 2 and 4 of the MoE forward: permute tokens to experts, combine them back).
+
+All run on one process (expert parallelism wraps them with all-to-all in ``pangu_ms.parallel``). The (token,
+choice) pairs are taken in token-major order: pair j = t*k + c is token t's c-th choice.
+
+* :class:`MaskedDenseDispatcher` (dropless): no permutation; the combine weights are scattered to a dense
+  [T, E] gate matrix and the experts run ``all_experts``. Exact, padding-free, E/k x routed FLOPs.
+* :class:`SortedBlockDispatcher` (dropless): pairs are grouped by expert into a buffer where each expert's
+  segment is padded to a multiple of ``block`` rows (MegaBlocks-style). The buffer has the static size
+  R = ceil((T*k + E*(block-1)) / block) * block >= sum_e ceil(n_e / block) * block, so no token is ever dropped;
+  each block of rows runs through the expert that owns it.
+* :class:`CapacityDispatcher` (drop-and-pad): each expert takes at most C = ceil(capacity_factor * T * k / E)
+  pairs, first come first served in token-major order; pairs past capacity are dropped (their expert output is
+  zero; the shared expert and the residual still carry the token) and the drop rate is reported.
+
+Every dispatcher returns (y [T, d], drop_rate scalar).
+"""
+from __future__ import annotations
+
+import math
+
+import mindspore as ms
+from mindspore import nn, ops
+
+
+def slots_in_expert(flat_ids, num_experts, dtype):
+    """one-hot [P, E] of each pair's expert and its 0-based arrival position within that expert [P]."""
+    onehot = ops.one_hot(flat_ids, num_experts, ops.ones((), dtype), ops.zeros((), dtype))
+    pos = ((ops.cumsum(onehot, 0) - 1.0) * onehot).sum(1)
+    return onehot, pos
+
+
+class _SlotDispatcher(nn.Cell):
+    """Shared permute / combine through a slot index (one trash slot at the end for dropped pairs)."""
+
+    def __init__(self, num_experts: int, top_k: int):
+        super().__init__()
+        self.e, self.k = num_experts, top_k
+
+    def permute(self, x, slot, rows):
+        x_rep = ops.repeat_elements(x, self.k, 0)                       # [T*k, d], token-major
+        return ops.unsorted_segment_sum(x_rep, slot, rows + 1)[:rows]
+
+    def combine(self, out_rows, slot, w):
+        t = w.shape[0]
+        pad = ops.zeros((1, out_rows.shape[-1]), out_rows.dtype)
+        gathered = ops.gather(ops.concat((out_rows, pad), 0), slot, 0)   # [T*k, d]
+        return (gathered * w.reshape(-1, 1)).reshape(t, self.k, -1).sum(1)
+
+
+class MaskedDenseDispatcher(nn.Cell):
+    def __init__(self, num_experts: int, top_k: int):
+        super().__init__()
+        self.e = num_experts
+
+    def construct(self, x, idx, w, experts):
+        gates = (ops.one_hot(idx, self.e, ops.ones((), w.dtype), ops.zeros((), w.dtype))
+                 * w.reshape(w.shape[0], w.shape[1], 1)).sum(1)
+        return experts.all_experts(x, gates), ops.zeros((), x.dtype)
+
+
+class SortedBlockDispatcher(_SlotDispatcher):
+    def __init__(self, num_experts: int, top_k: int, block: int):
+        super().__init__(num_experts, top_k)
+        self.block = block
+
+    def construct(self, x, idx, w, experts):
+        rows = sorted_block_rows(x.shape[0], self.e, self.k, self.block)
+        flat = idx.reshape(-1)
+        onehot, pos = slots_in_expert(flat, self.e, x.dtype)
+        counts = onehot.sum(0)
+        padded = ops.ceil(counts / self.block) * self.block
+        ends = ops.cumsum(padded, 0)
+        starts = ends - padded
+        slot = ((onehot * starts).sum(1) + pos).astype(ms.int32)
+        buf = self.permute(x, slot, rows)
+        nb = rows // self.block
+        block_start = ops.arange(0, rows, self.block).astype(x.dtype).reshape(nb, 1)
+        owner = (block_start >= ends.reshape(1, -1)).astype(ms.int32).sum(1)
+        owner = ops.minimum(owner, self.e - 1)
+        out = experts.per_group(buf.reshape(nb, self.block, -1), owner).reshape(rows, -1)
+        return self.combine(out, slot, w), ops.zeros((), x.dtype)
+
+
+class CapacityDispatcher(_SlotDispatcher):
+    def __init__(self, num_experts: int, top_k: int, capacity_factor: float):
+        super().__init__(num_experts, top_k)
+        self.capacity_factor = capacity_factor
+
+    def construct(self, x, idx, w, experts):
+        cap = capacity(x.shape[0], self.e, self.k, self.capacity_factor)
+        flat = idx.reshape(-1)
+        onehot, pos = slots_in_expert(flat, self.e, x.dtype)
+        keep = (pos < cap).astype(x.dtype)
+        rows = self.e * cap
+        slot_f = flat.astype(x.dtype) * cap + pos
+        slot = (keep * slot_f + (1.0 - keep) * rows).astype(ms.int32)
+        buf = self.permute(x, slot, rows).reshape(self.e, cap, -1)
+        out = experts.per_group(buf).reshape(rows, -1)
+        y = self.combine(out, slot, w * keep.reshape(w.shape))
+        return y, 1.0 - keep.mean()
+
+
+def capacity(num_tokens: int, num_experts: int, top_k: int, capacity_factor: float) -> int:
+    """C = ceil(capacity_factor * T * k / E), at least 1 (static: T is known when the graph is built)."""
+    return max(1, math.ceil(capacity_factor * num_tokens * top_k / num_experts))
+
+
+def sorted_block_rows(num_tokens: int, num_experts: int, top_k: int, block: int) -> int:
+    """Static buffer rows R of the sorted-block dispatcher (a multiple of ``block``)."""
+    return (num_tokens * top_k + num_experts * (block - 1) + block - 1) // block * block
+
+
+def build_dispatcher(cfg) -> nn.Cell:
+    """From ``MoEConfig``. Buffer sizes follow the token count of each call (static per compiled graph)."""
+    if cfg.dispatcher == "drop_and_pad":
+        return CapacityDispatcher(cfg.num_experts, cfg.top_k, cfg.capacity_factor)
+    if cfg.resolved_dropless_impl() == "sorted_block":
+        return SortedBlockDispatcher(cfg.num_experts, cfg.top_k, cfg.sorted_block_size)
+    return MaskedDenseDispatcher(cfg.num_experts, cfg.top_k)

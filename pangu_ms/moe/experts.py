@@ -1,0 +1,42 @@
+"""Routed experts (stage 3 of the MoE forward): E SwiGLU FFNs stored as two batched weights.
+
+w_gate_up [E, d, 2F] (gate | up along the last dim), w_down [E, F, d]. Two ways to run them:
+* ``all_experts(x, gates)``: every expert on every token in two matmuls ([T,d] x [d, E*2F], then
+  [T, E*F] x [E*F, d]) with the unselected gates zero -- exact dropless compute without any permutation; costs
+  E/k x the routed FLOPs, so it only pays for few, small experts (the tiny CPU recipes).
+* ``per_group(xe, expert_ids)``: a batched matmul over groups of rows [G, C, d]; group g uses expert
+  ``expert_ids[g]`` (or expert g when ``expert_ids`` is None). Used by the capacity and sorted-block
+  dispatchers and by expert parallelism. On Ascend the same stage maps to GroupedMatmul over sorted tokens.
+"""
+from __future__ import annotations
+
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+
+
+class RoutedExperts(nn.Cell):
+    def __init__(self, num_experts: int, hidden: int, ffn: int, init, backend, dtype=ms.float32):
+        super().__init__()
+        self.e, self.h, self.f = num_experts, hidden, ffn
+        self.w_gate_up = Parameter(Tensor(init.normal((num_experts, hidden, 2 * ffn)), dtype), name="w_gate_up")
+        self.w_down = Parameter(Tensor(init.normal((num_experts, ffn, hidden)), dtype), name="w_down")
+        self.act = backend.swiglu(ffn)
+        self.matmul = ops.MatMul()
+        self.bmm = ops.BatchMatMul()
+
+    def all_experts(self, x, gates):
+        """x [T, d], gates [T, E] (zero where not routed) -> sum_e gates[:, e] * FFN_e(x), shape [T, d]."""
+        t = x.shape[0]
+        w1 = self.w_gate_up.transpose(1, 0, 2).reshape(self.h, self.e * 2 * self.f)
+        h = self.matmul(x, w1).reshape(t, self.e, 2 * self.f)
+        a = self.act(h) * gates.reshape(t, self.e, 1)
+        return self.matmul(a.reshape(t, self.e * self.f), self.w_down.reshape(self.e * self.f, self.h))
+
+    def per_group(self, xe, expert_ids=None):
+        """xe [G, C, d] -> [G, C, d]; group g is processed by expert expert_ids[g] (default g)."""
+        if expert_ids is None:
+            w1, w2 = self.w_gate_up, self.w_down
+        else:
+            w1 = ops.gather(self.w_gate_up, expert_ids, 0)
+            w2 = ops.gather(self.w_down, expert_ids, 0)
+        return self.bmm(self.act(self.bmm(xe, w1)), w2)

@@ -1,0 +1,39 @@
+"""MoE layer = shared expert + the routed stages: route -> dispatch -> experts -> combine.
+
+    y = SharedExpert(x) + combine(experts(dispatch(x, route(x))))
+Returns (y, aux_loss, expert_load [E] (tokens routed to each expert, before any drop), drop_rate).
+"""
+from __future__ import annotations
+
+import mindspore as ms
+from mindspore import nn, ops
+
+from ..config.schema import MoEConfig
+from ..model.mlp import SwiGLUMLP
+from .aux_loss import LoadBalancingLoss
+from .dispatcher import build_dispatcher
+from .experts import RoutedExperts
+from .router import TopKRouter
+
+
+class MoELayer(nn.Cell):
+    def __init__(self, hidden: int, cfg: MoEConfig, init, backend, dtype=ms.float32,
+                 reducer: nn.Cell | None = None):
+        super().__init__()
+        self.router = TopKRouter(hidden, cfg, init, dtype)
+        self.experts = RoutedExperts(cfg.num_experts, hidden, cfg.expert_ffn_hidden, init, backend, dtype)
+        self.has_shared = cfg.num_shared_experts > 0
+        if self.has_shared:
+            self.shared_expert = SwiGLUMLP(hidden, cfg.num_shared_experts * cfg.expert_ffn_hidden, init,
+                                           backend, dtype)
+        self.dispatcher = build_dispatcher(cfg)
+        self.use_aux = cfg.aux_loss_scope != "none" and cfg.aux_loss_coeff > 0
+        self.aux = LoadBalancingLoss(cfg.num_experts, cfg.top_k, cfg.aux_loss_coeff, cfg.aux_loss_scope, reducer)
+
+    def construct(self, x, batch):
+        idx, w, mask, probs = self.router(x)
+        y, drop_rate = self.dispatcher(x, idx, w, self.experts)
+        if self.has_shared:
+            y = y + self.shared_expert(x)
+        aux = self.aux(mask, probs, batch) if self.use_aux else ops.zeros((), probs.dtype)
+        return y, aux.astype(x.dtype), ops.stop_gradient(mask.sum(0)), drop_rate

@@ -1,0 +1,50 @@
+"""Top-k router (stage 1 of the MoE forward).
+
+    s      = sigmoid(x W_g^T)            (or softmax), in fp32 (fp64 when the model runs in fp64)
+    chosen = top_k(s + b)                b = aux-loss-free expert bias (selection only; zero when disabled)
+    w      = s[chosen];  w <- w / sum(w) if norm_topk_prob;  w <- w * routed_scaling_factor
+So with renormalisation the k combine weights of every token sum to ``routed_scaling_factor``.
+
+Also returns what the load-balancing loss needs: the selection mask [T, E] and the per-token normalised scores
+p = s / sum_j s_j (the sigmoid scores are normalised as in DeepSeek-V3's sequence-wise loss).
+"""
+from __future__ import annotations
+
+import mindspore as ms
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
+
+from ..config.schema import MoEConfig
+
+
+class TopKRouter(nn.Cell):
+    def __init__(self, hidden: int, cfg: MoEConfig, init, dtype=ms.float32):
+        super().__init__()
+        self.e, self.k = cfg.num_experts, cfg.top_k
+        self.sigmoid = cfg.router_score == "sigmoid"
+        self.norm = cfg.norm_topk_prob
+        self.scale = cfg.routed_scaling_factor
+        self.use_bias = cfg.expert_bias
+        self.rdtype = ms.float64 if dtype == ms.float64 else ms.float32
+        self.weight = Parameter(Tensor(init.normal((self.e, hidden)), self.rdtype), name="weight")
+        if self.use_bias:
+            self.expert_bias = Parameter(Tensor(np.zeros(self.e, np.float32), self.rdtype), name="expert_bias",
+                                         requires_grad=False)
+        self.matmul = ops.MatMul(transpose_b=True)
+
+    def construct(self, x):
+        logits = self.matmul(x.astype(self.rdtype), self.weight)
+        if self.sigmoid:
+            scores = ops.sigmoid(logits)
+            probs = scores / ops.sum(scores, -1, keepdim=True)
+        else:
+            scores = ops.softmax(logits, -1)
+            probs = scores
+        select = scores + self.expert_bias if self.use_bias else scores
+        _, idx = ops.topk(select, self.k)
+        w = ops.gather_elements(scores, 1, idx)
+        if self.norm:
+            w = w / (ops.sum(w, -1, keepdim=True) + 1e-20)
+        w = w * self.scale
+        mask = ops.one_hot(idx, self.e, Tensor(1.0, self.rdtype), Tensor(0.0, self.rdtype)).sum(1)
+        return idx.astype(ms.int32), w.astype(x.dtype), mask, probs

@@ -1,0 +1,1 @@
+"""Training: optimizer/schedule builders, the jitted train step, the loop shared by all stages."""

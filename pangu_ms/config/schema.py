@@ -167,7 +167,8 @@ class MoEConfig:
 
 @dataclass
 class ParallelConfig:
-    """Parallel layout. world = dp * tp * pp * cp; ep divides dp * tp (dp alone unless tp_extend_ep).
+    """Parallel layout. world = dp * tp * pp * cp; ep divides dp * cp (EP groups come from the data-parallel ranks;
+    with tp_extend_ep the expert-parallel width is tp * ep).
 
     Attributes:
         dp / tp / pp / vpp / ep / cp: data, tensor, pipeline, virtual-pipeline (chunks per stage), expert and

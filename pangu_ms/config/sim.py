@@ -1,7 +1,24 @@
-"""Simulator section of the recipe (``sim:``): hardware, cluster and optimisation switches for pangu_ms/sim."""
+"""Simulator section of the recipe (``sim:``): hardware, cluster and optimisation switches for pangu_ms/sim.
+
+Sections
+--------
+target        which hardware profile and how many devices the estimate is for.
+precision     number format of the GEMMs (bf16 / fp8 / fp32) and of gradient reduction.
+schedule      pipeline schedule (1F1B, interleaved, DualPipe-style).
+memory        recompute granularity, activation swapping, optimizer-state swapping.
+communication overlap switches (TP collectives fused with GEMMs, cross-micro-batch EP overlap, DP overlap)
+              and the expert-placement load-imbalance factor.
+
+The parallel degrees themselves (dp, tp, pp, vpp, ep, cp, micro_batch_size, tp_extend_ep,
+hierarchical_alltoall, optimizer_shard) live in the ``parallel:`` section, shared with training.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+
+def _choice(default, choices):
+    return field(default=default, metadata={"choices": tuple(choices)})
 
 
 @dataclass
@@ -9,7 +26,66 @@ class SimConfig:
     """Inputs of the performance simulator that are not part of the model or the parallel layout.
 
     Attributes:
-        hardware: hardware profile name (``ascend_910b``, ``h100``, ``h800``) or a profile YAML path.
+        hardware: hardware profile name (``ascend_910b``, ``h100``, ``h800``, ``cpu``) or a profile YAML path.
+        devices: cluster size; 0 means ``parallel.dp * tp * pp * cp``. When set, dp is derived as
+            devices / (tp * pp * cp).
+
+        precision: ``bf16`` (all GEMMs at the BF16 peak), ``fp8`` (linear-layer GEMMs at the FP8 peak,
+            attention core in BF16, EP dispatch sent in FP8, as DeepSeek-V3), ``fp32`` (CPU).
+        grad_reduce_dtype: dtype of the data-parallel gradient reduction (``fp32`` = Megatron/MindSpeed default
+            for bf16 training with fp32 main grads).
+
+        pp_schedule: ``auto`` (interleaved when vpp > 1, else 1F1B), ``1f1b``, ``interleaved`` or
+            ``dualpipe`` (DeepSeek-V3's bidirectional schedule: bubble (p/2-1)(F+B/2), EP all-to-all hidden,
+            two parameter copies).
+
+        recompute: ``none``; ``selective`` (recompute RMSNorms, RoPE and SwiGLU activations: cheap
+            element-wise recompute); ``moe_fine`` (selective + the routed-expert first GEMM and activation,
+            without re-running communication; MindSpeed "zero-memory"); ``full`` (store only each layer's input,
+            re-run the whole layer forward, communication included).
+        recompute_fraction: fraction of each stage's layers the granularity applies to (1.0 = all).
+        swap_activations: fraction of the stored activations offloaded to host memory during the forward
+            pass and fetched back for the backward pass (0 = off). Transfer time beyond the compute it can hide
+            behind is exposed.
+        swap_optimizer: keep fp32 master weights and Adam moments in host memory between steps (MindSpeed
+            ``--swap-optimizer``); costs a host round trip of those bytes each step.
+
+        tp_comm_overlap: fuse TP all-gather / reduce-scatter with the adjacent GEMM (Ascend MC2, NVIDIA
+            userbuffers); the collective is split into ``tp_overlap_chunks`` pieces.
+        tp_overlap_chunks: pieces of a fused TP collective; the first piece stays exposed.
+        ep_overlap: cross-micro-batch overlap of EP all-to-all with compute (Pangu "Adaptive Pipe Overlap",
+            MindSpeed ``--moe-fb-overlap``): in the 1F1B steady state a micro-batch's all-to-all hides behind the
+            other micro-batch's compute; in warm-up/cool-down only half of it is hidden.
+        dp_overlap: overlap DP gradient reduction (and the ZeRO parameter all-gather) with the last
+            micro-batch's backward (and the next step's first forward).
+        expert_imbalance: max/mean tokens per device after routing (1.0 = perfect balance). Multiplies the
+            routed-expert compute, the all-to-all time and the routed activations of the busiest device.
+        attention_causal_skip: the attention kernel skips fully masked blocks (hardware work is half the
+            full-square FLOPs that MFU counts).
+        fused_kernels: fused RMSNorm / SwiGLU / RoPE / permutation kernels (one read + one write per
+            element-wise op); off multiplies element-wise memory traffic by ``unfused_traffic_factor``.
+        unfused_traffic_factor: memory-traffic multiplier of unfused element-wise ops.
     """
 
+    # target
     hardware: str = "ascend_910b"
+    devices: int = 0
+    # precision
+    precision: str = _choice("bf16", ("bf16", "fp8", "fp32"))
+    grad_reduce_dtype: str = _choice("fp32", ("fp32", "bf16"))
+    # schedule
+    pp_schedule: str = _choice("auto", ("auto", "1f1b", "interleaved", "dualpipe"))
+    # memory
+    recompute: str = _choice("none", ("none", "selective", "moe_fine", "full"))
+    recompute_fraction: float = 1.0
+    swap_activations: float = 0.0
+    swap_optimizer: bool = False
+    # communication
+    tp_comm_overlap: bool = False
+    tp_overlap_chunks: int = 4
+    ep_overlap: bool = False
+    dp_overlap: bool = True
+    expert_imbalance: float = 1.0
+    attention_causal_skip: bool = True
+    fused_kernels: bool = True
+    unfused_traffic_factor: float = 3.0

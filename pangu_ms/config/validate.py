@@ -1,4 +1,8 @@
-"""Cross-field validation of a :class:`Config`; the first violation raises one :class:`ConfigError` naming its key."""
+"""Cross-field validation of a :class:`Config`; the first violation raises one :class:`ConfigError` naming its key.
+
+Layout checks that need the rank topology (TP divisibility of every sharded dim, hierarchical all-to-all node
+shapes, the launch world size) live in :func:`pangu_ms.parallel.dims.validate_layout`.
+"""
 from __future__ import annotations
 
 from .loader import ConfigError
@@ -73,8 +77,10 @@ def validate_parallel(cfg: Config) -> None:
         if e.num_experts % width:
             what = "tp*ep" if p.tp_extend_ep else "ep"
             raise ConfigError(f"parallel.ep: moe.num_experts={e.num_experts} is not divisible by {what}={width}")
-        if (p.dp * p.tp) % width:
-            raise ConfigError(f"parallel.ep: expert-parallel width {width} does not divide dp*tp={p.dp * p.tp}")
+        if (p.dp * p.cp) % p.ep:
+            # EP groups are drawn from the data(-and-context)-parallel ranks of a stage; with tp_extend_ep the
+            # TP ranks are added on top, so the expert-parallel width tp*ep divides dp*cp*tp either way.
+            raise ConfigError(f"parallel.ep: ep={p.ep} does not divide dp*cp={p.dp * p.cp}")
     elif p.ep != 1:
         raise ConfigError(f"parallel.ep: {p.ep} > 1 but the model has no experts (moe.num_experts=0)")
     if m.num_heads % p.tp:

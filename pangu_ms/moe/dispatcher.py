@@ -23,9 +23,16 @@ import mindspore as ms
 from mindspore import nn, ops
 
 
+def one_hot(ids, n, dtype):
+    """One-hot in ``dtype`` (the OneHot kernel has no fp64 variant: build in fp32 and cast)."""
+    if dtype == ms.float64:
+        return ops.one_hot(ids, n, ops.ones((), ms.float32), ops.zeros((), ms.float32)).astype(dtype)
+    return ops.one_hot(ids, n, ops.ones((), dtype), ops.zeros((), dtype))
+
+
 def slots_in_expert(flat_ids, num_experts, dtype):
     """one-hot [P, E] of each pair's expert and its 0-based arrival position within that expert [P]."""
-    onehot = ops.one_hot(flat_ids, num_experts, ops.ones((), dtype), ops.zeros((), dtype))
+    onehot = one_hot(flat_ids, num_experts, dtype)
     pos = ((ops.cumsum(onehot, 0) - 1.0) * onehot).sum(1)
     return onehot, pos
 
@@ -54,7 +61,7 @@ class MaskedDenseDispatcher(nn.Cell):
         self.e = num_experts
 
     def construct(self, x, idx, w, experts):
-        gates = (ops.one_hot(idx, self.e, ops.ones((), w.dtype), ops.zeros((), w.dtype))
+        gates = (one_hot(idx, self.e, w.dtype)
                  * w.reshape(w.shape[0], w.shape[1], 1)).sum(1)
         return experts.all_experts(x, gates), ops.zeros((), x.dtype)
 

@@ -15,6 +15,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from ..config.schema import MoEConfig
+from .dispatcher import one_hot
 
 
 class TopKRouter(nn.Cell):
@@ -46,5 +47,5 @@ class TopKRouter(nn.Cell):
         if self.norm:
             w = w / (ops.sum(w, -1, keepdim=True) + 1e-20)
         w = w * self.scale
-        mask = ops.one_hot(idx, self.e, Tensor(1.0, self.rdtype), Tensor(0.0, self.rdtype)).sum(1)
+        mask = one_hot(idx, self.e, self.rdtype).sum(1)
         return idx.astype(ms.int32), w.astype(x.dtype), mask, probs

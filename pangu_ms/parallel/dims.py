@@ -1,0 +1,410 @@
+"""Parallel dimensions: rank <-> (pp, dp, cp, tp) coordinates, expert coordinates, process groups, validation.
+
+Pure Python (no MindSpore import): the explicit CPU path (msrun + hand-written collectives) and the Ascend shard
+plan (:mod:`pangu_ms.parallel.plan`) both read their rank lists from here, so they agree by construction.
+
+Rank order (Megatron style, TP fastest)::
+
+    rank = ((pp * DP + dp) * CP + cp) * TP + tp
+
+so a pipeline stage owns the contiguous block ``[pp * S, (pp + 1) * S)`` with ``S = DP * CP * TP`` (this is how
+MindSpore's ``pipeline_stages`` splits the devices), and inside a stage the local index ``l = rank - pp * S``
+is the row-major index of the device matrix ``(dp, cp, tp)``.
+
+Expert grid. In MoE layers the ``S`` ranks of a stage are re-factored as ``(edp, ep, tp)`` with the same local
+index, i.e. ``dc = dp * CP + cp`` is split as ``edp = dc // EP``, ``ep = dc % EP``:
+
+* ``tp_extend_ep = False``: the expert-parallel group has ``EP`` members (same ``tp``, consecutive ``dc``), the
+  TP group shards each expert's FFN dimension (expert-TP = TP).
+* ``tp_extend_ep = True`` (MindSpeed ``moe_tp_extend_ep``): the TP group shards the *expert set* instead, so the
+  expert-parallel group is the ``EP * TP`` consecutive local ranks and expert-TP is 1.
+
+The expert-parallel rank inside its group is ``r = ep`` (or ``ep * TP + tp`` with tp_extend_ep) and that rank owns
+experts ``[r * E / W, (r + 1) * E / W)`` with ``W`` the expert-parallel width. Ranks with the same expert
+coordinates in different ``edp`` slices hold replicas of the same experts (group ``expert_dp``): expert gradients
+are reduced over that group only, dense gradients over ``dp_cp``.
+
+Hierarchical all-to-all: each EP group is cut by node (``rank // ranks_per_node``) into *inner* groups (members on
+one node; intra-node all-to-all) and *outer* groups (the j-th member of every node; inter-node AllGather). For the
+718B layout (TP 8 = ranks_per_node, EP 4, tp_extend_ep) the EP group is 32 ranks on 4 nodes: inner = the node's
+8 ranks (its TP group), outer = 4 ranks, one per node.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import cached_property
+
+from ..config import ConfigError
+
+#: Group kinds, see :meth:`ParallelDims.groups`.
+GROUP_KINDS = ("dp", "tp", "pp", "cp", "dp_cp", "ep", "expert_dp", "expert_tp", "embedding")
+
+
+@dataclass(frozen=True)
+class Coord:
+    """Coordinates of one rank. ``ep`` is the rank inside its expert-parallel group (0..W-1)."""
+
+    rank: int
+    pp: int
+    dp: int
+    cp: int
+    tp: int
+    edp: int
+    ep: int
+    etp: int
+    node: int
+
+
+class ParallelDims:
+    """The parallel layout as arithmetic. Construct with :meth:`from_config` or directly.
+
+    Raises :class:`ConfigError` when the degrees cannot form the grids (see :func:`layout_problems` for the full
+    list of checks with readable messages).
+    """
+
+    def __init__(self, dp=1, tp=1, pp=1, cp=1, ep=1, vpp=1, tp_extend_ep=False, ranks_per_node=8,
+                 num_experts=0):
+        self.dp, self.tp, self.pp, self.cp, self.ep, self.vpp = int(dp), int(tp), int(pp), int(cp), int(ep), int(vpp)
+        self.tp_extend_ep = bool(tp_extend_ep)
+        self.ranks_per_node = int(ranks_per_node)
+        self.num_experts = int(num_experts)
+        for n in ("dp", "tp", "pp", "cp", "ep", "vpp", "ranks_per_node"):
+            if getattr(self, n) <= 0:
+                raise ConfigError(f"parallel.{n}: must be > 0, got {getattr(self, n)}")
+        if (self.dp * self.cp) % self.ep:
+            raise ConfigError(_ep_grid_message(self.dp, self.cp, self.ep, self.tp_extend_ep))
+
+    @classmethod
+    def from_config(cls, cfg) -> "ParallelDims":
+        p = cfg.parallel
+        return cls(dp=p.dp, tp=p.tp, pp=p.pp, cp=p.cp, ep=p.ep, vpp=p.vpp, tp_extend_ep=p.tp_extend_ep,
+                   ranks_per_node=p.ranks_per_node, num_experts=cfg.moe.num_experts)
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def world(self) -> int:
+        return self.dp * self.tp * self.pp * self.cp
+
+    @property
+    def stage_size(self) -> int:
+        """Devices in one pipeline stage (dp * cp * tp)."""
+        return self.dp * self.cp * self.tp
+
+    @property
+    def ep_width(self) -> int:
+        """Members of one expert-parallel group (ep, or ep * tp with tp_extend_ep)."""
+        return self.ep * (self.tp if self.tp_extend_ep else 1)
+
+    @property
+    def etp(self) -> int:
+        """Expert tensor-parallel degree (tp, or 1 with tp_extend_ep)."""
+        return 1 if self.tp_extend_ep else self.tp
+
+    @property
+    def edp(self) -> int:
+        """Replicas of each expert inside a stage (dp * cp / ep)."""
+        return self.dp * self.cp // self.ep
+
+    @property
+    def experts_per_rank(self) -> int:
+        return self.num_experts // self.ep_width if self.num_experts else 0
+
+    @property
+    def num_nodes(self) -> int:
+        return -(-self.world // self.ranks_per_node)
+
+    # ------------------------------------------------------------------ coordinates
+    def rank_of(self, pp=0, dp=0, cp=0, tp=0) -> int:
+        for n, v, size in (("pp", pp, self.pp), ("dp", dp, self.dp), ("cp", cp, self.cp), ("tp", tp, self.tp)):
+            if not 0 <= v < size:
+                raise ValueError(f"{n}={v} out of range [0, {size})")
+        return ((pp * self.dp + dp) * self.cp + cp) * self.tp + tp
+
+    def expert_rank_of(self, pp=0, edp=0, ep=0, etp=0) -> int:
+        """Rank from expert coordinates (``ep`` in [0, ep_width), ``etp`` in [0, etp))."""
+        if not 0 <= edp < self.edp or not 0 <= ep < self.ep_width or not 0 <= etp < self.etp:
+            raise ValueError(f"expert coordinates (edp={edp}, ep={ep}, etp={etp}) out of range "
+                             f"({self.edp}, {self.ep_width}, {self.etp})")
+        local = (edp * self.ep_width + ep) * self.etp + etp
+        return pp * self.stage_size + local
+
+    def coord(self, rank: int) -> Coord:
+        if not 0 <= rank < self.world:
+            raise ValueError(f"rank {rank} out of range [0, {self.world})")
+        tp = rank % self.tp
+        cp = (rank // self.tp) % self.cp
+        dp = (rank // (self.tp * self.cp)) % self.dp
+        pp = rank // self.stage_size
+        dc = dp * self.cp + cp
+        edp, e = divmod(dc, self.ep)
+        if self.tp_extend_ep:
+            ep, etp = e * self.tp + tp, 0
+        else:
+            ep, etp = e, tp
+        return Coord(rank=rank, pp=pp, dp=dp, cp=cp, tp=tp, edp=edp, ep=ep, etp=etp,
+                     node=rank // self.ranks_per_node)
+
+    def node_of(self, rank: int) -> int:
+        return rank // self.ranks_per_node
+
+    # ------------------------------------------------------------------ experts
+    def experts_of(self, rank: int) -> range:
+        """Global ids of the routed experts held by ``rank`` (contiguous block ``[r*E/W, (r+1)*E/W)``)."""
+        n = self.experts_per_rank
+        r = self.coord(rank).ep
+        return range(r * n, (r + 1) * n)
+
+    def expert_owner(self, expert: int) -> int:
+        """EP rank (inside any EP group) that owns global expert ``expert``."""
+        if not 0 <= expert < self.num_experts:
+            raise ValueError(f"expert {expert} out of range [0, {self.num_experts})")
+        return expert // self.experts_per_rank
+
+    # ------------------------------------------------------------------ groups
+    def _partition(self, key) -> list[tuple[int, ...]]:
+        buckets: dict = {}
+        for r in range(self.world):
+            buckets.setdefault(key(self.coord(r)), []).append(r)
+        return sorted(tuple(v) for v in buckets.values())
+
+    @cached_property
+    def _groups(self) -> dict:
+        g = {
+            "dp": self._partition(lambda c: (c.pp, c.cp, c.tp)),
+            "tp": self._partition(lambda c: (c.pp, c.dp, c.cp)),
+            "pp": self._partition(lambda c: (c.dp, c.cp, c.tp)),
+            "cp": self._partition(lambda c: (c.pp, c.dp, c.tp)),
+            "dp_cp": self._partition(lambda c: (c.pp, c.tp)),
+            "ep": self._partition(lambda c: (c.pp, c.edp, c.etp)),
+            "expert_dp": self._partition(lambda c: (c.pp, c.ep, c.etp)),
+            "expert_tp": self._partition(lambda c: (c.pp, c.edp, c.ep)),
+        }
+        # Embedding group: first and last stage ranks with the same (dp, cp, tp); the input embedding is used on
+        # stage 0 and again by the MTP module (and a tied LM head) on the last stage, so its gradient is summed
+        # over this pair. A single-rank group when pp == 1.
+        g["embedding"] = [tuple(sorted({grp[0], grp[-1]})) for grp in g["pp"]]
+        return g
+
+    def groups(self, kind: str) -> list[tuple[int, ...]]:
+        """Every group of ``kind`` as sorted rank tuples; the groups of one kind partition the world
+        (``embedding`` excepted: it only covers the first and last stage).
+
+        kinds: ``dp`` (dense replicas), ``tp``, ``pp``, ``cp``, ``dp_cp`` (dense gradient reduction when cp > 1),
+        ``ep`` (expert-parallel all-to-all), ``expert_dp`` (replicas of the same experts: expert gradient
+        reduction and the EP-replica optimizer shard), ``expert_tp`` (shards of one expert's FFN dim),
+        ``embedding``.
+        """
+        if kind not in GROUP_KINDS:
+            raise KeyError(f"unknown group kind '{kind}' (known: {', '.join(GROUP_KINDS)})")
+        return list(self._groups[kind])
+
+    def group_of(self, kind: str, rank: int) -> tuple[int, ...]:
+        """The group of ``kind`` containing ``rank``."""
+        for g in self.groups(kind):
+            if rank in g:
+                return g
+        raise ValueError(f"rank {rank} is in no '{kind}' group")
+
+    def rank_groups(self, rank: int) -> dict:
+        """``{kind: ranks}`` for every group kind containing ``rank`` (what one process needs to create)."""
+        out = {k: self.group_of(k, rank) for k in GROUP_KINDS if k != "embedding"}
+        emb = [g for g in self.groups("embedding") if rank in g]
+        if emb:
+            out["embedding"] = emb[0]
+        return out
+
+    # ------------------------------------------------------------------ hierarchical all-to-all
+    def hierarchical_split(self, ep_group) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
+        """Split one EP group into (inner, outer) groups by node.
+
+        inner: the members on one node, one group per node, in node order (intra-node all-to-all).
+        outer: ``outer[j]`` holds the j-th member of every node (inter-node AllGather).
+        Raises ConfigError when the nodes hold different numbers of members.
+        """
+        by_node: dict = {}
+        for r in sorted(ep_group):
+            by_node.setdefault(self.node_of(r), []).append(r)
+        inner = [tuple(by_node[n]) for n in sorted(by_node)]
+        sizes = {len(g) for g in inner}
+        if len(sizes) != 1:
+            raise ConfigError(
+                f"parallel.hierarchical_alltoall: EP group {_short(ep_group)} has an unequal number of members per "
+                f"node ({', '.join(f'node {n}: {len(by_node[n])}' for n in sorted(by_node))}) with "
+                f"ranks_per_node={self.ranks_per_node}")
+        k = sizes.pop()
+        outer = [tuple(g[j] for g in inner) for j in range(k)]
+        return inner, outer
+
+    def hierarchical_groups(self) -> dict:
+        """``{"inner": [...], "outer": [...]}`` over every EP group of the world."""
+        inner, outer = [], []
+        for g in self.groups("ep"):
+            i, o = self.hierarchical_split(g)
+            inner += i
+            outer += o
+        return {"inner": sorted(inner), "outer": sorted(outer)}
+
+    def hierarchical_of(self, rank: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(inner group, outer group) of ``rank``."""
+        inner, outer = self.hierarchical_split(self.group_of("ep", rank))
+        return (next(g for g in inner if rank in g), next(g for g in outer if rank in g))
+
+    # ------------------------------------------------------------------ misc
+    def summary(self) -> dict:
+        return {
+            "world": self.world, "dp": self.dp, "tp": self.tp, "pp": self.pp, "vpp": self.vpp, "cp": self.cp,
+            "ep": self.ep, "tp_extend_ep": self.tp_extend_ep, "stage_size": self.stage_size,
+            "ep_width": self.ep_width, "expert_tp": self.etp, "expert_dp": self.edp,
+            "experts_per_rank": self.experts_per_rank, "ranks_per_node": self.ranks_per_node,
+            "num_nodes": self.num_nodes,
+        }
+
+
+def group_name(kind: str, ranks) -> str:
+    """Deterministic communication-group name for ``create_group`` (identical on every member rank)."""
+    ranks = tuple(int(r) for r in ranks)
+    if len(ranks) <= 8:
+        tag = "-".join(map(str, ranks))
+    else:
+        tag = f"{ranks[0]}x{len(ranks)}_" + hashlib.sha1(",".join(map(str, ranks)).encode()).hexdigest()[:10]
+    return f"pangu_{kind}_{tag}"
+
+
+def _short(ranks) -> str:
+    ranks = list(ranks)
+    return str(ranks) if len(ranks) <= 8 else f"[{ranks[0]}, {ranks[1]}, ..., {ranks[-1]}] ({len(ranks)} ranks)"
+
+
+def _ep_grid_message(dp, cp, ep, extend) -> str:
+    if extend:
+        return (f"parallel.ep: ep={ep} does not divide dp*cp={dp * cp}; with tp_extend_ep the expert-parallel "
+                f"group is tp*ep consecutive ranks of a stage, which needs ep | dp*cp")
+    return (f"parallel.ep: ep={ep} does not divide dp*cp={dp * cp}; without tp_extend_ep the expert-parallel "
+            f"group is taken from the data ranks (tp shards each expert); set parallel.tp_extend_ep=true to "
+            f"fold tp into ep")
+
+
+# ---------------------------------------------------------------------- validation
+def layout_problems(cfg, world_size: int | None = None) -> list[str]:
+    """Every violation of the layout checks that :func:`pangu_ms.config.validate_config` does not make,
+    one readable one-line message each (empty list = valid).
+
+    ``world_size``: the launch's world size (msrun ``--worker_num``), if known; it must equal dp*tp*pp*cp.
+    The basic checks (world = dp*tp*pp*cp vs device_num, num_experts % width, width | dp*tp, heads % tp,
+    layers vs pp*vpp, micro-batches >= pp, cp | seq) live in ``config/validate.py`` and are not repeated.
+    """
+    p, m, e, t = cfg.parallel, cfg.model, cfg.moe, cfg.train
+    out: list[str] = []
+    bad_degree = [n for n in ("dp", "tp", "pp", "cp", "ep", "vpp", "ranks_per_node", "micro_batch_size")
+                  if getattr(p, n) <= 0]
+    if bad_degree:
+        return [f"parallel.{n}: must be > 0, got {getattr(p, n)}" for n in bad_degree]
+    world = p.world_size
+    if world_size is not None and world_size != world:
+        out.append(f"parallel: launched with {world_size} ranks but dp*tp*pp*cp = {p.dp}*{p.tp}*{p.pp}*{p.cp} "
+                   f"= {world}")
+    # expert grid
+    if e.enabled and (p.dp * p.cp) % p.ep:
+        out.append(_ep_grid_message(p.dp, p.cp, p.ep, p.tp_extend_ep))
+    etp = 1 if p.tp_extend_ep else p.tp
+    # tensor-parallel divisibility of every sharded dimension
+    if p.tp > 1:
+        if m.vocab_size % p.tp:
+            out.append(f"parallel.tp: model.vocab_size={m.vocab_size} is not divisible by tp={p.tp} "
+                       f"(vocab-parallel embedding / LM head)")
+        has_dense_ffn = m.num_dense_layers > 0 or not e.enabled
+        if has_dense_ffn and m.dense_ffn_hidden % p.tp:
+            out.append(f"parallel.tp: model.dense_ffn_hidden={m.dense_ffn_hidden} is not divisible by tp={p.tp}")
+        if e.enabled and e.num_shared_experts and (e.num_shared_experts * e.expert_ffn_hidden) % p.tp:
+            out.append(f"parallel.tp: shared-expert width num_shared_experts*expert_ffn_hidden="
+                       f"{e.num_shared_experts * e.expert_ffn_hidden} is not divisible by tp={p.tp}")
+        if m.attention_type == "gqa" and m.num_kv_heads % p.tp:
+            out.append(f"parallel.tp: model.num_kv_heads={m.num_kv_heads} is not divisible by tp={p.tp}")
+    if e.enabled and etp > 1 and e.expert_ffn_hidden % etp:
+        out.append(f"parallel.tp: moe.expert_ffn_hidden={e.expert_ffn_hidden} is not divisible by tp={etp} "
+                   f"(experts are tensor-parallel without tp_extend_ep; set parallel.tp_extend_ep=true)")
+    if e.enabled and p.tp_extend_ep and p.tp > 1 and e.dispatcher == "drop_and_pad":
+        out.append("parallel.tp_extend_ep: needs moe.dispatcher=dropless (the TP-extended expert groups use "
+                   "grouped GEMM without drop-and-pad)")
+    if not e.enabled and p.tp_extend_ep and p.tp > 1:
+        out.append("parallel.tp_extend_ep: set but the model has no experts (moe.num_experts=0)")
+    # pipeline
+    n_micro = t.global_batch_size // max(1, p.micro_batch_size * p.dp)
+    if p.pp > 1 and p.vpp > 1 and n_micro % p.pp:
+        out.append(f"train.global_batch_size: {n_micro} micro-batches per step is not a multiple of pp={p.pp} "
+                   f"(the interleaved 1F1B schedule with vpp={p.vpp} needs that)")
+    n_items = m.num_layers + m.mtp_depth
+    if p.pp > 1 and m.mtp_depth > 0:
+        from .stages import chunk_sizes  # local import: stages imports nothing from here at module level
+        try:
+            sizes = chunk_sizes(n_items, p.pp * p.vpp)
+            if sizes and sizes[-1] < m.mtp_depth:
+                out.append(f"model.mtp_depth: {m.mtp_depth} MTP modules do not fit the last virtual stage "
+                           f"({sizes[-1]} slots of {n_items} layers over pp*vpp={p.pp * p.vpp}); the MTP block "
+                           f"must sit on the last stage")
+        except ValueError:
+            pass  # pp*vpp > layers: validate.py reports it
+    # hierarchical all-to-all
+    if p.hierarchical_alltoall and e.enabled:
+        width = p.ep * (p.tp if p.tp_extend_ep else 1)
+        if world > p.ranks_per_node and world % p.ranks_per_node:
+            out.append(f"parallel.ranks_per_node: world size {world} is not a multiple of ranks_per_node="
+                       f"{p.ranks_per_node} (hierarchical_alltoall needs whole nodes)")
+        elif width > 1 and (p.dp * p.cp) % p.ep == 0:
+            dims = ParallelDims.from_config(cfg)
+            try:
+                dims.hierarchical_split(dims.groups("ep")[0])
+                for g in dims.groups("ep"):
+                    dims.hierarchical_split(g)
+            except ConfigError as err:
+                out.append(str(err))
+    return out
+
+
+def layout_notes(cfg) -> list[str]:
+    """Non-fatal remarks (settings that are legal but have no effect)."""
+    p, e = cfg.parallel, cfg.moe
+    notes = []
+    width = p.ep * (p.tp if p.tp_extend_ep else 1)
+    if p.hierarchical_alltoall and (not e.enabled or width == 1):
+        notes.append("parallel.hierarchical_alltoall: no effect (expert-parallel width is 1)")
+    elif p.hierarchical_alltoall and p.dp * p.cp % p.ep == 0 and p.world_size > 0:
+        try:
+            dims = ParallelDims.from_config(cfg)
+            inner, outer = dims.hierarchical_split(dims.groups("ep")[0])
+            if len(inner) == 1:
+                notes.append(f"parallel.hierarchical_alltoall: each EP group lies on one node "
+                             f"(ranks_per_node={p.ranks_per_node}); the hierarchical dispatch degenerates to flat")
+        except ConfigError:
+            pass
+    if p.tp_extend_ep and p.tp == 1:
+        notes.append("parallel.tp_extend_ep: no effect with tp=1")
+    if p.optimizer_shard and p.dp * p.cp == 1:
+        notes.append("parallel.optimizer_shard: no effect with dp*cp=1 (no replicas to shard over)")
+    if p.world_size > 4096:
+        notes.append(f"parallel: world {p.world_size} > 4096, the range the MindSpore 2.9 docstring of "
+                     f"set_auto_parallel_context(device_num=...) states (the 2.9 Python code only checks >= 1); "
+                     f"verify on the target cluster")
+    return notes
+
+
+def validate_layout(cfg, world_size: int | None = None) -> ParallelDims:
+    """Raise one :class:`ConfigError` for the first layout violation; return the :class:`ParallelDims`.
+
+    Run after :func:`pangu_ms.config.validate_config` (the basic checks are there).
+    """
+    problems = layout_problems(cfg, world_size)
+    if problems:
+        raise ConfigError(problems[0])
+    return ParallelDims.from_config(cfg)
+
+
+def partitions_world(groups, world: int) -> bool:
+    """True when ``groups`` are disjoint and cover ``range(world)``."""
+    seen = [r for g in groups for r in g]
+    return len(seen) == world and sorted(seen) == list(range(world))
+
+
+__all__ = ["GROUP_KINDS", "Coord", "ParallelDims", "group_name", "layout_problems", "layout_notes",
+           "validate_layout", "partitions_world"]

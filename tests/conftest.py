@@ -1,0 +1,37 @@
+"""Shared test setup: CPU device, MindFormers logs out of the working tree, small config factory."""
+import os
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+os.environ.setdefault("LOCAL_DEFAULT_PATH", os.path.join(tempfile.gettempdir(), "pangu_ms_test_mflogs"))
+os.environ.setdefault("GLOG_v", "3")
+
+import mindspore as ms  # noqa: E402
+import pytest  # noqa: E402
+
+ms.set_device("CPU")
+
+
+def tiny_overrides(**extra):
+    """A very small config (fast to build and run) as override strings."""
+    base = {
+        "model.vocab_size": 64, "model.hidden_size": 32, "model.num_layers": 3, "model.num_dense_layers": 1,
+        "model.dense_ffn_hidden": 48, "model.num_heads": 2, "model.q_lora_rank": 16, "model.kv_lora_rank": 12,
+        "model.qk_nope_head_dim": 8, "model.qk_rope_head_dim": 4, "model.v_head_dim": 8,
+        "model.max_position_embeddings": 64, "moe.num_experts": 4, "moe.top_k": 2, "moe.expert_ffn_hidden": 16,
+        "train.seq_length": 16, "train.global_batch_size": 2,
+    }
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+@pytest.fixture
+def small_cfg():
+    from pangu_ms.config import load_config
+
+    def make(**extra):
+        return load_config(None, tiny_overrides(**extra))
+    return make

@@ -1,0 +1,206 @@
+"""ParallelDims: coordinates, groups, experts, hierarchical split, layout validation (pure Python, fast)."""
+import itertools
+
+import pytest
+
+from pangu_ms.config import ConfigError, load_config
+from pangu_ms.parallel.dims import (GROUP_KINDS, ParallelDims, group_name, layout_problems, partitions_world,
+                                    validate_layout)
+
+TINY = "yaml/tiny_cpu.yaml"
+BIG = "yaml/pangu_ultra_moe_718b_pretrain.yaml"
+
+LAYOUTS = [
+    dict(dp=1),
+    dict(dp=2, ep=2),
+    dict(dp=4, ep=2),
+    dict(dp=2, tp=2, ep=2),
+    dict(dp=2, tp=2, ep=2, tp_extend_ep=True),
+    dict(dp=2, tp=2, pp=2, cp=2, ep=2, vpp=2),
+    dict(dp=4, tp=2, pp=2, cp=1, ep=4, tp_extend_ep=True, ranks_per_node=4),
+    dict(dp=2, tp=1, pp=1, cp=2, ep=4, ranks_per_node=2),
+]
+
+
+def _dims(**kw):
+    kw.setdefault("num_experts", 16)
+    return ParallelDims(**kw)
+
+
+@pytest.mark.parametrize("kw", LAYOUTS)
+def test_rank_coord_bijection(kw):
+    d = _dims(**kw)
+    seen = set()
+    for r in range(d.world):
+        c = d.coord(r)
+        assert d.rank_of(c.pp, c.dp, c.cp, c.tp) == r
+        assert d.expert_rank_of(c.pp, c.edp, c.ep, c.etp) == r
+        seen.add((c.pp, c.dp, c.cp, c.tp))
+    assert len(seen) == d.world
+    grid = itertools.product(range(d.pp), range(d.dp), range(d.cp), range(d.tp))
+    assert sorted(d.rank_of(*g) for g in grid) == list(range(d.world))
+
+
+@pytest.mark.parametrize("kw", LAYOUTS)
+def test_groups_partition_world(kw):
+    d = _dims(**kw)
+    expect = {"dp": d.dp, "tp": d.tp, "pp": d.pp, "cp": d.cp, "dp_cp": d.dp * d.cp, "ep": d.ep_width,
+              "expert_dp": d.edp, "expert_tp": d.etp}
+    for kind, size in expect.items():
+        gs = d.groups(kind)
+        assert partitions_world(gs, d.world), kind
+        assert {len(g) for g in gs} == {size}, kind
+    # each rank's groups intersect exactly in itself (orthogonality)
+    for r in range(d.world):
+        g = d.rank_groups(r)
+        assert set(g["dp"]) & set(g["tp"]) == {r}
+        assert set(g["ep"]) & set(g["expert_dp"]) == {r}
+        assert set(g["pp"]) & set(g["dp_cp"]) == {r}
+        # the EP group and expert-DP group live inside one pipeline stage
+        assert {d.coord(x).pp for x in g["ep"] + g["expert_dp"]} == {d.coord(r).pp}
+
+
+def test_dense_groups_coordinates():
+    d = _dims(dp=2, tp=2, pp=2, cp=2, ep=2)
+    for g in d.groups("tp"):
+        assert len({(d.coord(r).pp, d.coord(r).dp, d.coord(r).cp) for r in g}) == 1
+        assert g == tuple(range(g[0], g[0] + d.tp))  # TP is the fastest axis: contiguous
+    for g in d.groups("pp"):
+        assert [d.coord(r).pp for r in g] == list(range(d.pp))
+    # a stage is a contiguous block of stage_size ranks (MindSpore's pipeline_stages split)
+    for r in range(d.world):
+        assert d.coord(r).pp == r // d.stage_size
+
+
+@pytest.mark.parametrize("kw", LAYOUTS)
+def test_expert_ownership(kw):
+    d = _dims(**kw)
+    W, E = d.ep_width, d.num_experts
+    for g in d.groups("ep"):
+        owned = []
+        for pos, r in enumerate(g):  # ranks of an EP group in order are EP ranks 0..W-1
+            assert d.coord(r).ep == pos
+            ex = d.experts_of(r)
+            assert ex == range(pos * E // W, (pos + 1) * E // W)
+            owned += list(ex)
+        assert owned == list(range(E))  # every expert exactly once per EP group
+    for g in d.groups("expert_dp"):  # replicas hold the same experts
+        assert len({tuple(d.experts_of(r)) for r in g}) == 1
+    for e in range(E):
+        assert d.expert_owner(e) == e // (E // W)
+
+
+def test_tp_extend_ep_folds_tp_into_ep():
+    d = _dims(dp=2, tp=2, ep=2, tp_extend_ep=True)
+    assert d.ep_width == 4 and d.etp == 1 and d.edp == 1
+    assert d.groups("ep") == [(0, 1, 2, 3)]
+    assert d.group_of("tp", 0) == (0, 1)
+    d2 = _dims(dp=2, tp=2, ep=2)
+    assert d2.ep_width == 2 and d2.etp == 2
+    assert d2.groups("ep") == [(0, 2), (1, 3)]
+    assert d2.groups("expert_tp") == [(0, 1), (2, 3)]
+
+
+@pytest.mark.parametrize("kw", [
+    dict(dp=4, ep=4, ranks_per_node=2),
+    dict(dp=4, ep=2, ranks_per_node=2),
+    dict(dp=8, ep=8, ranks_per_node=4),
+    dict(dp=4, tp=2, ep=4, tp_extend_ep=True, ranks_per_node=2),
+    dict(dp=2, ep=2, ranks_per_node=8),
+])
+def test_hierarchical_groups(kw):
+    d = _dims(**kw)
+    h = d.hierarchical_groups()
+    assert partitions_world(h["inner"], d.world) and partitions_world(h["outer"], d.world)
+    for g in h["inner"]:
+        assert len({d.node_of(r) for r in g}) == 1  # inner = one node
+    for g in h["outer"]:
+        assert len({d.node_of(r) for r in g}) == len(g)  # outer = one rank per node
+    for r in range(d.world):
+        inner, outer = d.hierarchical_of(r)
+        ep = d.group_of("ep", r)
+        assert set(inner) <= set(ep) and set(outer) <= set(ep)
+        assert set(inner) & set(outer) == {r}
+        assert len(inner) * len(outer) == len(ep)
+        assert d.ranks_per_node % len(inner) == 0 or len(inner) == d.ranks_per_node
+
+
+def test_hierarchical_718b_is_tp_inside_node():
+    d = validate_layout(load_config(BIG))
+    inner, outer = d.hierarchical_of(0)
+    assert inner == tuple(range(8)) == d.group_of("tp", 0)
+    assert outer == (0, 8, 16, 24)
+
+
+def test_hierarchical_unequal_nodes_rejected():
+    d = _dims(dp=6, ep=6, ranks_per_node=4)  # EP group of 6 on nodes of 4: 4 + 2
+    with pytest.raises(ConfigError, match="unequal number of members per node"):
+        d.hierarchical_split(d.groups("ep")[0])
+
+
+def test_group_name_deterministic_and_distinct():
+    d = _dims(dp=4, tp=2, ep=2)
+    names = {group_name(k, g) for k in ("dp", "tp", "ep") for g in d.groups(k)}
+    assert len(names) == sum(len(d.groups(k)) for k in ("dp", "tp", "ep"))
+    big = tuple(range(0, 384, 8))
+    assert group_name("dp", big) == group_name("dp", list(big)) and len(group_name("dp", big)) < 64
+
+
+def test_718b_layout_validates_for_6144():
+    cfg = load_config(BIG)
+    p = cfg.parallel
+    assert (p.tp, p.pp, p.vpp, p.ep, p.micro_batch_size, p.dp) == (8, 16, 2, 4, 2, 48)
+    assert p.device_num == 6144 and p.tp_extend_ep and p.hierarchical_alltoall
+    assert layout_problems(cfg, world_size=6144) == []
+    d = validate_layout(cfg, world_size=6144)
+    assert d.world == 6144 and d.ep_width == 32 and d.experts_per_rank == 8 and d.edp == 12
+    assert sorted(GROUP_KINDS) == sorted(d.rank_groups(6000))  # last stage: has an embedding group
+    assert d.rank_groups(6000)["embedding"] == (240, 6000)
+    assert "embedding" not in d.rank_groups(5000)  # middle stage
+
+
+BAD = [
+    (TINY, ["parallel.dp=2", "parallel.tp=2", "parallel.ep=2", "model.dense_ffn_hidden=255"],
+     "dense_ffn_hidden=255 is not divisible by tp=2"),
+    (TINY, ["parallel.dp=2", "parallel.tp=2", "parallel.ep=2", "model.vocab_size=513"],
+     "vocab_size=513 is not divisible by tp=2"),
+    (TINY, ["parallel.dp=2", "parallel.tp=2", "parallel.ep=2", "moe.expert_ffn_hidden=63"],
+     "expert_ffn_hidden=63 is not divisible by tp=2"),
+    (TINY, ["parallel.dp=2", "parallel.tp=2", "parallel.ep=1", "parallel.tp_extend_ep=true",
+            "moe.dispatcher=drop_and_pad"], "needs moe.dispatcher=dropless"),
+    (TINY, ["parallel.dp=6", "parallel.ep=2", "parallel.hierarchical_alltoall=true", "parallel.ranks_per_node=4",
+            "train.global_batch_size=6"], "not a multiple of ranks_per_node=4"),
+    (TINY, ["parallel.dp=6", "parallel.ep=6", "moe.num_experts=12", "parallel.hierarchical_alltoall=true",
+            "parallel.ranks_per_node=3", "train.global_batch_size=6", "parallel.ranks_per_node=4"],
+     "not a multiple of ranks_per_node"),
+    (TINY, ["parallel.pp=2", "parallel.vpp=2", "train.global_batch_size=3"],
+     "3 micro-batches per step is not a multiple of pp=2"),
+    (TINY, ["parallel.pp=5", "model.mtp_depth=2", "model.num_layers=6", "train.global_batch_size=5"],
+     "MTP modules do not fit the last virtual stage"),
+]
+
+
+@pytest.mark.parametrize("path,sets,msg", BAD)
+def test_bad_layouts_one_line_error(path, sets, msg):
+    cfg = load_config(path, sets)  # the basic checks pass ...
+    problems = layout_problems(cfg)  # ... the layout checks do not
+    assert problems and msg in problems[0], problems
+    assert all("\n" not in p for p in problems)
+    with pytest.raises(ConfigError, match="^parallel|^model|^train"):
+        validate_layout(cfg)
+
+
+def test_world_size_mismatch():
+    cfg = load_config(TINY, ["parallel.dp=2"])
+    assert layout_problems(cfg, world_size=2) == []
+    assert "launched with 4 ranks but dp*tp*pp*cp" in layout_problems(cfg, world_size=4)[0]
+
+
+def test_hierarchical_unequal_via_config():
+    cfg = load_config(TINY, ["parallel.dp=6", "parallel.ep=6", "moe.num_experts=12",
+                             "parallel.hierarchical_alltoall=true", "parallel.ranks_per_node=3",
+                             "train.global_batch_size=6", "parallel.pp=1"])
+    # 6 ranks on nodes of 3: equal (3 + 3) -> valid; nodes of 4 are rejected above
+    assert layout_problems(cfg) == []
+    d = ParallelDims.from_config(cfg)
+    assert d.hierarchical_of(4) == ((3, 4, 5), (1, 4))

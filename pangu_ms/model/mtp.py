@@ -15,13 +15,13 @@ from .linear import Linear
 
 
 class MTPModule(nn.Cell):
-    def __init__(self, cfg, init, backend, dtype, reducer, layer_cls):
+    def __init__(self, cfg, init, backend, dtype, hooks, layer_cls):
         super().__init__()
         m = cfg.model
         self.enorm = backend.rms_norm(m.hidden_size, m.norm_eps, dtype=dtype)
         self.hnorm = backend.rms_norm(m.hidden_size, m.norm_eps, dtype=dtype)
         self.eh_proj = Linear(2 * m.hidden_size, m.hidden_size, init, dtype)
-        self.layer = layer_cls(cfg, cfg.moe.enabled, init, backend, dtype, reducer)
+        self.layer = layer_cls(cfg, cfg.moe.enabled, init, backend, dtype, hooks)
         self.final_norm = backend.rms_norm(m.hidden_size, m.norm_eps, dtype=dtype)
 
     def construct(self, prev_hidden, next_embed, batch, mask):

@@ -34,7 +34,7 @@ def model_dtype(cfg: Config):
 
 
 class DecoderLayer(nn.Cell):
-    def __init__(self, cfg: Config, moe_layer: bool, init: Initializer, backend, dtype, reducer=None):
+    def __init__(self, cfg: Config, moe_layer: bool, init: Initializer, backend, dtype, hooks=None):
         super().__init__()
         m = cfg.model
         self.sandwich = m.sandwich_norm
@@ -46,7 +46,7 @@ class DecoderLayer(nn.Cell):
             self.post_attn_norm = backend.rms_norm(m.hidden_size, m.norm_eps, g_attn, dtype)
         self.pre_mlp_norm = backend.rms_norm(m.hidden_size, m.norm_eps, dtype=dtype)
         if moe_layer:
-            self.moe = MoELayer(m.hidden_size, cfg.moe, init, backend, dtype, reducer)
+            self.moe = MoELayer(m.hidden_size, cfg.moe, init, backend, dtype, hooks)
         else:
             self.mlp = SwiGLUMLP(m.hidden_size, m.dense_ffn_hidden, init, backend, dtype)
         if self.sandwich:
@@ -97,7 +97,9 @@ class PanguForCausalLM(nn.Cell):
     ``drop_rate`` is the mean over MoE layers (zero when dropless).
     """
 
-    def __init__(self, cfg: Config, seed: int | None = None, backend: str = "cpu", reducer=None):
+    def __init__(self, cfg: Config, seed: int | None = None, backend: str = "cpu", hooks=None):
+        """``hooks``: optional expert-parallel hooks handed to every MoE layer (see ``MoELayer``); the model
+        itself never sees ranks or process groups."""
         super().__init__()
         self.cfg = cfg
         m = cfg.model
@@ -106,13 +108,13 @@ class PanguForCausalLM(nn.Cell):
         init = Initializer(m, cfg.train.seed if seed is None else seed)
         self.embedding = Embedding(m.vocab_size, m.hidden_size, init, dtype)
         moe_flags = [cfg.moe.enabled and i >= m.num_dense_layers for i in range(m.num_layers)]
-        self.layers = nn.CellList([DecoderLayer(cfg, f, init, be, dtype, reducer) for f in moe_flags])
+        self.layers = nn.CellList([DecoderLayer(cfg, f, init, be, dtype, hooks) for f in moe_flags])
         self.moe_layer_ids = [i for i, f in enumerate(moe_flags) if f]
         self.final_norm = be.rms_norm(m.hidden_size, m.norm_eps, dtype=dtype)
         self.tied = m.tie_embeddings
         if not self.tied:
             self.lm_head = Linear(m.hidden_size, m.vocab_size, init, dtype)
-        self.mtp = nn.CellList([MTPModule(cfg, init, be, dtype, reducer, DecoderLayer) for _ in range(m.mtp_depth)])
+        self.mtp = nn.CellList([MTPModule(cfg, init, be, dtype, hooks, DecoderLayer) for _ in range(m.mtp_depth)])
         self.mtp_weight = m.mtp_loss_weight
         self.ce = CrossEntropy()
         self.n_moe = len(self.moe_layer_ids)

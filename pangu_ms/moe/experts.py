@@ -15,11 +15,19 @@ from mindspore import Parameter, Tensor, nn, ops
 
 
 class RoutedExperts(nn.Cell):
-    def __init__(self, num_experts: int, hidden: int, ffn: int, init, backend, dtype=ms.float32):
+    def __init__(self, num_experts: int, hidden: int, ffn: int, init, backend, dtype=ms.float32,
+                 local: tuple | None = None):
+        """``local = (first, count)`` keeps only experts first..first+count-1 (expert parallelism). The full
+        weights are drawn first and then sliced, so every rank's slice equals the single-process weights."""
         super().__init__()
+        w1 = init.normal((num_experts, hidden, 2 * ffn))
+        w2 = init.normal((num_experts, ffn, hidden))
+        if local is not None:
+            first, count = local
+            w1, w2, num_experts = w1[first:first + count], w2[first:first + count], count
         self.e, self.h, self.f = num_experts, hidden, ffn
-        self.w_gate_up = Parameter(Tensor(init.normal((num_experts, hidden, 2 * ffn)), dtype), name="w_gate_up")
-        self.w_down = Parameter(Tensor(init.normal((num_experts, ffn, hidden)), dtype), name="w_down")
+        self.w_gate_up = Parameter(Tensor(w1, dtype), name="w_gate_up")
+        self.w_down = Parameter(Tensor(w2, dtype), name="w_down")
         self.act = backend.swiglu(ffn)
         self.matmul = ops.MatMul()
         self.bmm = ops.BatchMatMul()

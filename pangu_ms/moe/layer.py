@@ -17,16 +17,20 @@ from .router import TopKRouter
 
 
 class MoELayer(nn.Cell):
-    def __init__(self, hidden: int, cfg: MoEConfig, init, backend, dtype=ms.float32,
-                 reducer: nn.Cell | None = None):
+    def __init__(self, hidden: int, cfg: MoEConfig, init, backend, dtype=ms.float32, hooks=None):
+        """``hooks`` (expert parallelism, see ``pangu_ms.parallel``) may provide ``local_experts`` (first, count),
+        ``dispatcher(cfg)`` (a Cell with the dispatcher interface) and ``aux_reducer`` (statistics reducer of the
+        aux-loss scope). Without hooks the layer is the single-process reference."""
         super().__init__()
+        local = getattr(hooks, "local_experts", None)
+        reducer = getattr(hooks, "aux_reducer", None)
         self.router = TopKRouter(hidden, cfg, init, dtype)
-        self.experts = RoutedExperts(cfg.num_experts, hidden, cfg.expert_ffn_hidden, init, backend, dtype)
+        self.experts = RoutedExperts(cfg.num_experts, hidden, cfg.expert_ffn_hidden, init, backend, dtype, local)
         self.has_shared = cfg.num_shared_experts > 0
         if self.has_shared:
             self.shared_expert = SwiGLUMLP(hidden, cfg.num_shared_experts * cfg.expert_ffn_hidden, init,
                                            backend, dtype)
-        self.dispatcher = build_dispatcher(cfg)
+        self.dispatcher = hooks.dispatcher(cfg) if hooks is not None else build_dispatcher(cfg)
         self.use_aux = cfg.aux_loss_scope != "none" and cfg.aux_loss_coeff > 0
         self.aux = LoadBalancingLoss(cfg.num_experts, cfg.top_k, cfg.aux_loss_coeff, cfg.aux_loss_scope, reducer)
 

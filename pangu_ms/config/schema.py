@@ -173,7 +173,8 @@ class ParallelConfig:
     Attributes:
         dp / tp / pp / vpp / ep / cp: data, tensor, pipeline, virtual-pipeline (chunks per stage), expert and
             context parallel degrees.
-        micro_batch_size: sequences per micro-batch per data-parallel rank.
+        micro_batch_size: sequences per micro-batch per data-parallel rank; gradient accumulation steps =
+            global_batch_size / (micro_batch_size * dp).
         tp_extend_ep: in MoE layers the TP group shards the expert set instead of expert weights
             (expert-parallel width tp * ep).
         hierarchical_alltoall: EP dispatch as inter-node AllGather + intra-node all-to-all.
@@ -201,6 +202,28 @@ class ParallelConfig:
 
 
 @dataclass
+class PhaseConfig:
+    """One phase of a multi-phase pretraining schedule (e.g. general -> reasoning -> annealing).
+
+    Attributes:
+        name: label used in logs.
+        steps: optimizer steps of the phase.
+        lr / min_lr / warmup_steps / lr_schedule / decay_fraction: the phase's own LR curve (warm-up from 0,
+            then cosine / WSD / constant down to ``min_lr`` at the end of the phase).
+        weights: data-mixture weights by corpus name (empty = the prepared data's own weights).
+    """
+
+    name: str = "phase"
+    steps: int = 100
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_steps: int = 0
+    lr_schedule: str = _choice("cosine", ("cosine", "wsd", "constant"))
+    decay_fraction: float = 0.2
+    weights: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
 class TrainConfig:
     """Optimisation and bookkeeping.
 
@@ -216,6 +239,13 @@ class TrainConfig:
         mode: ``graph`` (``ms.jit`` step, default) or ``pynative``.
         log_interval / eval_interval / save_interval / keep_last: cadence in steps; checkpoints kept.
         output_dir: run directory (logs, tensorboard, checkpoints).
+        phases: multi-phase schedule; when given, the phases' steps must add up to ``steps`` and each phase's LR
+            curve and mixture replace the single schedule above.
+        checkpoint_format: ``safetensors`` or ``ckpt``.
+        resume: continue automatically from the latest complete checkpoint in ``output_dir``.
+        eval_batches: validation batches per evaluation.
+        sample_tokens: tokens generated from a prompt at the end of training (0 disables).
+        peak_flops: fp32 FLOP/s used for MFU; 0 measures this machine's GEMM peak at start-up.
     """
 
     seed: int = 1234
@@ -238,6 +268,12 @@ class TrainConfig:
     save_interval: int = 100
     keep_last: int = 3
     output_dir: str = "output/run"
+    phases: list[PhaseConfig] = field(default_factory=list)
+    checkpoint_format: str = _choice("safetensors", ("safetensors", "ckpt"))
+    resume: bool = True
+    eval_batches: int = 20
+    sample_tokens: int = 64
+    peak_flops: float = 0.0
 
 
 @dataclass
@@ -245,15 +281,23 @@ class DataConfig:
     """Where training tokens come from.
 
     Attributes:
-        source: ``synthetic`` (random Zipf-like tokens generated from ``train.seed``; needs no files) or
+        source: ``synthetic`` (random Zipf-distributed tokens from ``train.seed``; needs no files) or
             ``mindrecord`` (packed shards written by ``tools/preprocess_data.py``).
-        path: directory or file of the prepared data (``mindrecord``).
-        tokenizer: tokenizer.json used to prepare the data and to print samples.
+        path: directory of the prepared data (``mindrecord``). When it does not exist and ``corpus`` is set, the
+            training entry prepares it first (tokenizer trained with vocab = ``model.vocab_size``).
+        corpus: what to prepare, ``name[:weight],...`` of built-in corpora (shakespeare, cantonese, wikipedia)
+            or .txt / .jsonl files.
+        tokenizer: existing tokenizer.json or sentencepiece model to prepare with (empty: train a BPE).
+        valid_fraction: documents held out for validation when preparing.
+        weights: mixture weights by corpus name for single-phase runs (empty = the prepared data's weights).
     """
 
     source: str = _choice("synthetic", ("synthetic", "mindrecord"))
     path: str = ""
+    corpus: str = ""
     tokenizer: str = ""
+    valid_fraction: float = 0.01
+    weights: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -42,7 +42,8 @@ class SimConfig:
         recompute: ``none``; ``selective`` (recompute RMSNorms, RoPE and SwiGLU activations: cheap
             element-wise recompute); ``moe_fine`` (selective + the routed-expert first GEMM and activation,
             without re-running communication; MindSpeed "zero-memory"); ``full`` (store only each layer's input,
-            re-run the whole layer forward, communication included).
+            re-run the whole layer forward, communication included); ``auto`` (the first of none, selective,
+            moe_fine, full whose memory fits: the cheapest granularity a planner would pick).
         recompute_fraction: fraction of each stage's layers the granularity applies to (1.0 = all).
         swap_activations: fraction of the stored activations offloaded to host memory during the forward
             pass and fetched back for the backward pass (0 = off). Transfer time beyond the compute it can hide
@@ -65,6 +66,9 @@ class SimConfig:
         fused_kernels: fused RMSNorm / SwiGLU / RoPE / permutation kernels (one read + one write per
             element-wise op); off multiplies element-wise memory traffic by ``unfused_traffic_factor``.
         unfused_traffic_factor: memory-traffic multiplier of unfused element-wise ops.
+        moe_impl: ``grouped`` (grouped GEMM over the tokens routed to each expert, as on NPU/GPU) or
+            ``training_cpu`` (the project's single-process CPU path chosen by ``moe.dropless_impl``:
+            ``masked_dense`` runs every expert on every token, so routed-expert work is E/k times the model's).
     """
 
     # target
@@ -76,7 +80,7 @@ class SimConfig:
     # schedule
     pp_schedule: str = _choice("auto", ("auto", "1f1b", "interleaved", "dualpipe"))
     # memory
-    recompute: str = _choice("none", ("none", "selective", "moe_fine", "full"))
+    recompute: str = _choice("none", ("none", "selective", "moe_fine", "full", "auto"))
     recompute_fraction: float = 1.0
     swap_activations: float = 0.0
     swap_optimizer: bool = False
@@ -89,3 +93,4 @@ class SimConfig:
     attention_causal_skip: bool = True
     fused_kernels: bool = True
     unfused_traffic_factor: float = 3.0
+    moe_impl: str = _choice("grouped", ("grouped", "training_cpu"))

@@ -117,6 +117,19 @@ def validate_train(cfg: Config) -> None:
         v = getattr(t, n)
         if not 0.0 <= v < 1.0:
             raise ConfigError(f"train.{n}: must be in [0, 1), got {v}")
+    if t.phases:
+        total = sum(ph.steps for ph in t.phases)
+        if total != t.steps:
+            raise ConfigError(f"train.steps: {t.steps} != sum of train.phases steps {total}")
+        for i, ph in enumerate(t.phases):
+            _positive(f"train.phases[{i}]", ph, ["steps", "lr"])
+            if ph.min_lr > ph.lr:
+                raise ConfigError(f"train.phases[{i}].min_lr: {ph.min_lr} > lr={ph.lr}")
+            if ph.warmup_steps > ph.steps:
+                raise ConfigError(f"train.phases[{i}].warmup_steps: {ph.warmup_steps} > steps={ph.steps}")
+            for name, w in ph.weights.items():
+                if w < 0:
+                    raise ConfigError(f"train.phases[{i}].weights.{name}: must be >= 0, got {w}")
     if t.seq_length > cfg.model.max_position_embeddings:
         raise ConfigError(f"train.seq_length: {t.seq_length} > model.max_position_embeddings="
                           f"{cfg.model.max_position_embeddings}")
@@ -126,6 +139,8 @@ def validate_data(cfg: Config) -> None:
     d = cfg.data
     if d.source == "mindrecord" and not d.path:
         raise ConfigError("data.path: required when data.source is 'mindrecord'")
+    if not 0.0 <= d.valid_fraction < 1.0:
+        raise ConfigError(f"data.valid_fraction: must be in [0, 1), got {d.valid_fraction}")
 
 
 def validate_config(cfg: Config) -> Config:

@@ -11,6 +11,29 @@ import mindspore as ms
 from mindspore import nn, ops
 
 
+def clip_global_norm(grads, clip: float):
+    """(grads scaled so their global norm is at most ``clip`` (0 = no clipping), the unclipped norm).
+
+    When all gradients share one dtype they are flattened into one buffer: one Concat, one square-sum, one
+    scaling Mul and one Split instead of ~3 kernels per tensor (each kernel launch costs ~12 us on CPU)."""
+    if len(grads) > 1 and all(g.dtype == grads[0].dtype for g in grads):
+        flat = ops.concat(tuple(g.reshape(-1) for g in grads), 0)
+        norm = ops.sqrt((flat * flat).sum())
+        if clip > 0:
+            factor = ops.minimum(clip / (norm + 1e-6), 1.0)
+            parts = ops.split(flat * factor.astype(flat.dtype), [g.size for g in grads], 0)
+            grads = tuple(p.reshape(g.shape) for p, g in zip(parts, grads))
+        return grads, norm
+    sq = ()
+    for g in grads:
+        sq = sq + ((g * g).sum(),)
+    norm = ops.sqrt(ops.addn(sq))
+    if clip > 0:
+        factor = ops.minimum(clip / (norm + 1e-6), 1.0)
+        grads = tuple(g * factor.astype(g.dtype) for g in grads)
+    return grads, norm
+
+
 class TrainStep(nn.Cell):
     def __init__(self, net: nn.Cell, optimizer: nn.Cell, grad_clip: float = 1.0, grad_reducer: nn.Cell = None):
         super().__init__(auto_prefix=False)
@@ -25,15 +48,45 @@ class TrainStep(nn.Cell):
         outs, grads = self.grad_fn(input_ids, labels, loss_mask)
         if self.reducer is not None:
             grads = self.reducer(grads)
-        sq = ()
-        for g in grads:
-            sq = sq + ((g * g).sum(),)
-        norm = ops.sqrt(ops.addn(sq))
-        if self.clip > 0:
-            factor = ops.minimum(self.clip / (norm + 1e-6), 1.0)
-            grads = tuple(g * factor.astype(g.dtype) for g in grads)
+        grads, norm = clip_global_norm(grads, self.clip)
         self.optimizer(grads)
         return outs + (norm,)
+
+
+class AccumulatingTrainStep(nn.Cell):
+    """Gradient accumulation that really accumulates: ``micro`` adds each micro-batch's gradients into
+    buffers; ``apply`` averages them over the ``n`` micro-batches, reduces, clips and steps the optimizer, then
+    zeroes the buffers. Equal to one step on the concatenated batch when the loss is a per-token mean and the
+    aux-loss scope does not span micro-batches (``sequence``; other scopes see each micro-batch separately,
+    as Megatron's do). MindFormers disables accumulation outside semi-auto parallel, hence this Cell.
+    """
+
+    def __init__(self, net: nn.Cell, optimizer: nn.Cell, grad_clip: float = 1.0, grad_reducer: nn.Cell = None):
+        super().__init__(auto_prefix=False)
+        self.net = net
+        self.optimizer = optimizer
+        self.weights = optimizer.parameters
+        self.grad_fn = ms.value_and_grad(net, None, self.weights, has_aux=True)
+        self.acc = ms.ParameterTuple(ms.Parameter(ops.zeros(w.shape, w.dtype), name="grad_acc." + w.name,
+                                                  requires_grad=False) for w in self.weights)
+        self.clip = grad_clip
+        self.reducer = grad_reducer
+
+    def micro(self, input_ids, labels, loss_mask=None):
+        outs, grads = self.grad_fn(input_ids, labels, loss_mask)
+        for a, g in zip(self.acc, grads):
+            ops.assign_add(a, g)
+        return outs
+
+    def apply(self, n):
+        grads = tuple(a / n for a in self.acc)
+        if self.reducer is not None:
+            grads = self.reducer(grads)
+        grads, norm = clip_global_norm(grads, self.clip)
+        self.optimizer(grads)
+        for a in self.acc:
+            ops.assign(a, ops.zeros_like(a))
+        return norm
 
 
 def compile_step(step: TrainStep, mode: str = "graph"):

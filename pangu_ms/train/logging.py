@@ -1,0 +1,79 @@
+"""Run logging: plain log lines (stdout + ``train.log``), tensorboardX scalars, ``metrics.jsonl`` (one JSON
+object per logged step, read by ``tools/plot_run.py``), and a tqdm progress bar with ETA on rank 0."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+
+class RunLogger:
+    def __init__(self, run_dir: str, rank: int = 0, total_steps: int = 0, start_step: int = 0,
+                 progress: bool = True):
+        self.rank = rank
+        self.main = rank == 0
+        os.makedirs(run_dir, exist_ok=True)
+        self.log_file = open(os.path.join(run_dir, "train.log" if self.main else f"train_rank{rank}.log"), "a",
+                             encoding="utf-8")
+        self.tb = None
+        self.jsonl = None
+        self.bar = None
+        if self.main:
+            from tensorboardX import SummaryWriter
+            self.tb = SummaryWriter(os.path.join(run_dir, "tb"))
+            self.jsonl = open(os.path.join(run_dir, "metrics.jsonl"), "a", encoding="utf-8")
+            if progress and total_steps > start_step:
+                from tqdm import tqdm
+                self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
+                                dynamic_ncols=True, file=sys.stderr, leave=True)
+
+    def info(self, msg: str) -> None:
+        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+        self.log_file.write(line + "\n")
+        self.log_file.flush()
+        if self.main:
+            if self.bar is not None:
+                self.bar.write(line)
+            else:
+                print(line, flush=True)
+
+    def scalars(self, step: int, values: dict) -> None:
+        if not self.main:
+            return
+        clean = {k: float(v) for k, v in values.items() if v is not None and np.isfinite(float(v))}
+        for k, v in clean.items():
+            self.tb.add_scalar(k, v, step)
+        self.jsonl.write(json.dumps({"step": step, **clean}) + "\n")
+        self.jsonl.flush()
+
+    def advance(self, n: int = 1, postfix: dict | None = None) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+            if postfix:
+                self.bar.set_postfix(postfix, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.tb is not None:
+            self.tb.flush()
+            self.tb.close()
+        if self.jsonl is not None:
+            self.jsonl.close()
+        self.log_file.close()
+
+
+def expert_load_stats(load: np.ndarray) -> dict:
+    """Per MoE layer: max / min of the load normalised by the mean, and the coefficient of variation."""
+    out = {}
+    for i, row in enumerate(np.asarray(load, np.float64)):
+        mean = row.mean()
+        if mean <= 0:
+            continue
+        out[f"moe/layer{i}/load_max"] = row.max() / mean
+        out[f"moe/layer{i}/load_min"] = row.min() / mean
+        out[f"moe/layer{i}/load_cv"] = row.std() / mean
+    return out

@@ -1,0 +1,242 @@
+"""The training loop shared by every stage: data, jitted step (with real gradient accumulation), validation,
+logging, atomic checkpoints with automatic exact resume, and a generated sample at the end.
+
+Order of one optimizer step ``i`` (0-based): for each micro-batch ``j`` of this rank, ``sampler.batch(i, j)``
+-> forward/backward (-> gradient buffers when accumulating) -> gradient reduction over DP/EP ranks -> clip ->
+AdamW with ``lr[i]``. A checkpoint taken after step ``i`` stores every Parameter (weights, moments, global step)
+and resumes at step ``i + 1``; since batches are a function of (seed, step, rank) and the model has no dropout,
+a resumed run reproduces the uninterrupted run's losses exactly.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from types import SimpleNamespace
+
+import mindspore as ms
+import numpy as np
+from mindspore import Tensor
+
+from ..config import Config, dump_config
+from ..model import PanguForCausalLM
+from ..model.stats import compute_stats
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .logging import RunLogger, expert_load_stats
+from .mf import ensure_mindformers
+from .schedule import lr_values, phase_starts
+from .step import AccumulatingTrainStep, TrainStep, compile_step
+
+
+def single_process_runtime():
+    return SimpleNamespace(rank=0, world=1, dp_rank=0, dp_size=1, is_distributed=False, hooks=None,
+                           grad_reducer=lambda net: None, barrier=lambda: None)
+
+
+def setup_runtime(cfg: Config):
+    """msrun-launched -> the explicit-collective runtime of ``pangu_ms.parallel``; else one process."""
+    if os.environ.get("MS_ROLE") or int(os.environ.get("RANK_SIZE", "1")) > 1:
+        from ..parallel.runtime import setup_parallel
+        return setup_parallel(cfg)
+    return single_process_runtime()
+
+
+class Trainer:
+    def __init__(self, cfg: Config, runtime=None, progress: bool = True):
+        self.cfg = cfg
+        t = cfg.train
+        self.run_dir = os.path.abspath(t.output_dir)
+        os.makedirs(self.run_dir, exist_ok=True)
+        ensure_mindformers(os.path.join(self.run_dir, "mindformers_log"), 0 if t.mode == "graph" else 1)
+        ms.set_context(mode=ms.GRAPH_MODE if t.mode == "graph" else ms.PYNATIVE_MODE)
+        self.rt = runtime or setup_runtime(cfg)
+        self.ckpt_dir = os.path.join(self.run_dir, "checkpoints")
+        self.sampler, self.valid, self.tokenizer = self._build_data()
+        self.accum = self.sampler.accumulation_steps
+        self.micro = self.sampler.micro_batch_size
+        self.net = PanguForCausalLM(cfg, hooks=self.rt.hooks)
+        from .optim import build_optimizer
+        self.optimizer = build_optimizer(self.net.trainable_params(), t)
+        reducer = self.rt.grad_reducer(self.net)
+        if self.accum > 1:
+            self.step_cell = AccumulatingTrainStep(self.net, self.optimizer, t.grad_clip, reducer)
+            self._micro = ms.jit(self.step_cell.micro) if t.mode == "graph" else self.step_cell.micro
+            self._apply = ms.jit(self.step_cell.apply) if t.mode == "graph" else self.step_cell.apply
+        else:
+            self.step_cell = TrainStep(self.net, self.optimizer, t.grad_clip, reducer)
+            self._step = compile_step(self.step_cell, t.mode)
+        self.lr = lr_values(t)
+        self.stats = compute_stats(cfg, t.seq_length)
+        self.start_step = 0
+        self.log = None
+        self.progress = progress
+
+    # ------------------------------------------------------------------ data
+    def _build_data(self):
+        cfg, t, rt = self.cfg, self.cfg.train, self.rt
+        mbs = cfg.parallel.micro_batch_size
+        if cfg.data.source == "synthetic":
+            from ..data.synthetic import SyntheticSampler
+            s = SyntheticSampler(cfg.model.vocab_size, t.seq_length, t.global_batch_size, rt.dp_rank, rt.dp_size,
+                                 t.seed, mbs)
+            return s, None, None
+        from ..data import load_batch_sampler, load_tokenizer, open_prepared
+        from ..data.prepare import ensure_prepared
+        path = ensure_prepared(cfg, is_main=rt.rank == 0, barrier=rt.barrier)
+        phases = None
+        if t.phases:
+            phases = [(start, dict(ph.weights) or None) for start, ph in phase_starts(t)]
+            if any(w is None for _, w in phases):
+                phases = None if all(w is None for _, w in phases) else \
+                    [(s, w or {}) for s, w in phases]
+        sampler = load_batch_sampler(path, t.seq_length, t.global_batch_size, rt.dp_rank, rt.dp_size, t.seed,
+                                     micro_batch_size=mbs, weights=dict(cfg.data.weights) or None, phases=phases,
+                                     vocab_size=cfg.model.vocab_size)
+        valid = open_prepared(path, "valid", seq_len=t.seq_length, vocab_size=cfg.model.vocab_size)
+        tok_path = os.path.join(path, "tokenizer.json")
+        tokenizer = load_tokenizer(tok_path) if os.path.isfile(tok_path) else None
+        return sampler, valid, tokenizer
+
+    def _valid_iter(self, batch_size):
+        n = self.cfg.train.eval_batches
+        if self.valid is None:
+            yield from self.sampler.valid_batches(batch_size, n)
+            return
+        from ..data import eval_batches
+        for split in self.valid.values():
+            per = max(1, n // len(self.valid))
+            yield from eval_batches(split, batch_size, self.rt.dp_rank, self.rt.dp_size, max_batches=per)
+
+    # ------------------------------------------------------------------ steps
+    def run_step(self, step: int):
+        """One optimizer step; returns host floats (loss, lm, mtp, aux, drop, grad_norm) and the expert load."""
+        if self.accum == 1:
+            ids = self.sampler.batch(step, 0)
+            out = self._step(Tensor(ids[:, :-1]), Tensor(ids[:, 1:]))
+            loss, lm, mtp, aux, load, drop, norm = out
+            vals = [float(v.asnumpy()) for v in (loss, lm, mtp, aux, drop, norm)]
+            return vals, load.asnumpy()
+        acc = np.zeros(5)
+        load_sum = None
+        for j in range(self.accum):
+            ids = self.sampler.batch(step, j)
+            loss, lm, mtp, aux, load, drop = self._micro(Tensor(ids[:, :-1]), Tensor(ids[:, 1:]))
+            acc += [float(v.asnumpy()) for v in (loss, lm, mtp, aux, drop)]
+            load_sum = load.asnumpy() if load_sum is None else load_sum + load.asnumpy()
+        norm = float(self._apply(Tensor(float(self.accum), ms.float32)).asnumpy())
+        return list(acc / self.accum) + [norm], load_sum
+
+    def evaluate(self) -> float:
+        if not hasattr(self, "_eval_fn"):
+            net = self.net
+
+            def eval_fn(x, y):
+                return net(x, y)[1]
+            self._eval_fn = ms.jit(eval_fn) if self.cfg.train.mode == "graph" else eval_fn
+        losses = [float(self._eval_fn(Tensor(b[:, :-1]), Tensor(b[:, 1:])).asnumpy())
+                  for b in self._valid_iter(self.micro)]
+        return float(np.mean(losses)) if losses else float("nan")
+
+    # ------------------------------------------------------------------ checkpoints
+    def maybe_resume(self) -> None:
+        init_from = self.cfg.stage.init_from
+        latest = latest_checkpoint(self.ckpt_dir) if self.cfg.train.resume else None
+        if latest:
+            state = load_checkpoint(self.step_cell, latest)
+            self.start_step = state["step"] + 1
+            self.log.info(f"resumed from {latest} (next step {self.start_step})")
+        elif init_from:
+            path = latest_checkpoint(init_from) or init_from
+            load_checkpoint(self.net, path)
+            self.log.info(f"initialised weights from {path}")
+
+    def save(self, step: int) -> None:
+        if self.rt.rank == 0 or self.rt.hooks is not None:
+            root = self.ckpt_dir if self.rt.hooks is None else os.path.join(self.ckpt_dir, f"rank_{self.rt.rank}")
+            save_checkpoint(self.step_cell, root, step, {"run": self.cfg.train.output_dir},
+                            self.cfg.train.checkpoint_format, self.cfg.train.keep_last)
+        self.rt.barrier()
+
+    # ------------------------------------------------------------------ main
+    def train(self, stop_after: int | None = None) -> dict:
+        """Train to ``train.steps`` (or stop after ``stop_after`` steps of this call, to emulate an
+        interruption). Returns a summary dict (losses per step, final validation loss, throughput)."""
+        cfg, t = self.cfg, self.cfg.train
+        if self.rt.hooks is not None and self.rt.rank != 0:
+            self.ckpt_dir = os.path.join(self.ckpt_dir, f"rank_{self.rt.rank}")
+        self.log = RunLogger(self.run_dir, self.rt.rank, t.steps, 0, progress=False)
+        self.maybe_resume()
+        if self.rt.hooks is not None and self.rt.rank == 0:
+            self.ckpt_dir = os.path.join(self.ckpt_dir, "rank_0") if not self.ckpt_dir.endswith("rank_0") \
+                else self.ckpt_dir
+        self.log.close()
+        self.log = RunLogger(self.run_dir, self.rt.rank, t.steps, self.start_step, self.progress)
+        if self.rt.rank == 0:
+            dump_config(cfg, os.path.join(self.run_dir, "config.yaml"))
+        peak = t.peak_flops or self._measure_peak()
+        tokens_per_step = t.global_batch_size * t.seq_length
+        self.log.info(f"model {self.stats.total_params / 1e6:.3f}M params ({self.stats.active_params / 1e6:.3f}M "
+                      f"active), {self.stats.train_flops_per_token / 1e6:.2f} MFLOP/token; "
+                      f"{t.steps} steps x {tokens_per_step} tokens, accumulation {self.accum}, "
+                      f"world {self.rt.world}; MFU peak {peak / 1e9:.1f} GFLOP/s")
+        losses, summary = {}, {}
+        end = t.steps if stop_after is None else min(t.steps, self.start_step + stop_after)
+        t_window, n_window, train_time = time.perf_counter(), 0, 0.0
+        phase_at = {s: p.name for s, p in phase_starts(t)} if t.phases else {}
+        for step in range(self.start_step, end):
+            if step in phase_at:
+                self.log.info(f"phase '{phase_at[step]}' starts at step {step}")
+            t0 = time.perf_counter()
+            (loss, lm, mtp, aux, drop, norm), load = self.run_step(step)
+            train_time += time.perf_counter() - t0
+            n_window += 1
+            losses[step] = loss
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"step {step}: loss is {loss}; stopping (see {self.run_dir}/train.log)")
+            self.log.advance(1, {"loss": f"{loss:.3f}"})
+            last = step == end - 1
+            if (step + 1) % t.log_interval == 0 or last:
+                dt = time.perf_counter() - t_window
+                tps = n_window * tokens_per_step / dt
+                mfu = tps * self.stats.train_flops_per_token / peak
+                vals = {"loss/total": loss, "loss/lm": lm, "loss/mtp": mtp, "loss/aux": aux, "lr": self.lr[step],
+                        "grad_norm": norm, "perf/tokens_per_s": tps, "perf/mfu": mfu, "moe/drop_rate": drop,
+                        **expert_load_stats(load)}
+                self.log.scalars(step + 1, vals)
+                self.log.info(f"step {step + 1}/{t.steps} loss {loss:.4f} lm {lm:.4f} mtp {mtp:.4f} aux {aux:.4f} "
+                              f"lr {self.lr[step]:.2e} gnorm {norm:.3f} {tps:.0f} tok/s mfu {100 * mfu:.2f}%")
+                t_window, n_window = time.perf_counter(), 0
+            if (step + 1) % t.eval_interval == 0 or (last and end == t.steps):
+                v = self.evaluate()
+                summary["valid_loss"] = v
+                self.log.scalars(step + 1, {"valid/loss": v})
+                self.log.info(f"step {step + 1} validation loss {v:.4f}")
+                t_window = time.perf_counter()
+            if (step + 1) % t.save_interval == 0 or last:
+                self.save(step)
+        summary.update({"losses": losses, "train_time_s": train_time,
+                        "tokens_per_s": (end - self.start_step) * tokens_per_step / max(train_time, 1e-9)})
+        if end == t.steps and t.sample_tokens > 0 and self.rt.rank == 0:
+            summary["sample"] = self.sample(t.sample_tokens)
+        self.log.close()
+        return summary
+
+    def _measure_peak(self) -> float:
+        from ..bench.peak import mindspore_gemm_peak
+        return mindspore_gemm_peak(sizes=(1024, 2048), repeats=3)[0] * 1e9
+
+    # ------------------------------------------------------------------ generation
+    def sample(self, n_tokens: int, prompt: str = "ROMEO:\n", temperature: float = 0.8, top_k: int = 20) -> str:
+        """Sample ``n_tokens`` after ``prompt`` (full forward per token over a fixed window; the KV-cache decoder
+        belongs to the RL stage). Printed to the log and returned."""
+        from .generate import sample_tokens
+        s = self.cfg.train.seq_length
+        if self.tokenizer is not None:
+            ids = self.tokenizer.encode(prompt)
+        else:
+            ids = list(self.sampler.global_batch(0)[0, :8])
+        out = sample_tokens(self.net, ids, n_tokens, s, temperature, top_k, self.cfg.train.seed,
+                            graph=self.cfg.train.mode == "graph")
+        text = self.tokenizer.decode(out) if self.tokenizer is not None else " ".join(map(str, out))
+        self.log.info("sample:\n" + text)
+        return text

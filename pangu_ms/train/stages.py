@@ -1,0 +1,13 @@
+"""Stage dispatch: ``stage.name`` of the recipe -> the stage's runner. Pretraining is the shared loop; the other
+stages (long_context, sft, rl) build on it and are added by their own modules."""
+from __future__ import annotations
+
+from ..config import Config
+
+
+def run_stage(cfg: Config, progress: bool = True) -> dict:
+    name = cfg.stage.name
+    if name == "pretrain":
+        from .loop import Trainer
+        return Trainer(cfg, progress=progress).train()
+    raise NotImplementedError(f"stage.name: '{name}' is not implemented yet (available: pretrain)")

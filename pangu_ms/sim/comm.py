@@ -1,0 +1,203 @@
+"""Communication volumes and times: TP collectives, EP all-to-all (flat / hierarchical), PP p2p, DP reduction.
+
+Cost model (alpha-beta with a message-size efficiency curve per link class, see hardware.py)::
+
+    all-gather / reduce-scatter over n ranks of a total tensor of B bytes:
+        t = (n-1)/n * B / bw_eff(B/n) + (n-1) * latency
+    all-reduce = reduce-scatter + all-gather                     (ring / mesh algorithm, bus-bandwidth optimal)
+    p2p of B bytes:  t = B / bw_eff(B) + latency
+
+``bw_eff`` is the link bandwidth times its efficiency at that message size. A group that fits in one node uses
+the intra-node link (for a ``mesh`` node only n-1 of the D-1 links of a device serve an n-rank group); a group
+that spans nodes is limited by the per-device NIC (inter-node link).
+
+EP all-to-all (one direction = dispatch *or* combine) for a device that owns ``T`` tokens, each sent to k
+experts spread uniformly over the W ranks of the expert-parallel group, n_loc of which share its node::
+
+    flat:          rows = T*k;   intra bytes = rows*(n_loc-1)/W * h*b;   inter bytes = rows*(W-n_loc)/W * h*b
+                   t = max(intra / bw_intra, inter / bw_inter) + latency      (the two link classes run in parallel)
+    hierarchical:  a token crosses the slow link once per remote node that holds at least one of its experts:
+                   D = (N_g - 1) * (1 - P_none),  P_none = prod_{i<k} (E - E_node - i) / (E - i)
+                   (N_g nodes in the group, E_node = E / N_g experts per node), then is spread inside the node:
+                   inter bytes = T*D*h*b,   intra bytes = T*k*h*b*(n_loc-1)/n_loc,   t = inter/bw + intra/bw
+                   (the inter-node AllGather stage precedes the intra-node all-to-all stage)
+
+The busiest device receives ``expert_imbalance`` times the mean; the all-to-all finishes with it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config.schema import Config
+from .hardware import HardwareProfile, Link
+from .layout import Layout
+
+
+def _group_link(hw: HardwareProfile, n: int, spans_nodes: bool) -> tuple[Link, float]:
+    """(link, bandwidth scale) for an n-rank group."""
+    if spans_nodes:
+        return hw.inter_node, 1.0
+    link = hw.intra_node
+    if link.topology == "mesh" and hw.devices_per_node > 1:
+        return link, min(1.0, (n - 1) / (hw.devices_per_node - 1))
+    return link, 1.0
+
+
+def allgather_time(total_bytes: float, n: int, hw: HardwareProfile, spans_nodes: bool) -> float:
+    """All-gather (or reduce-scatter) of a tensor of ``total_bytes`` (the gathered size) over n ranks."""
+    if n <= 1 or total_bytes <= 0:
+        return 0.0
+    link, scale = _group_link(hw, n, spans_nodes)
+    bw = link.effective_bandwidth(total_bytes / n) * scale
+    return (n - 1) / n * total_bytes / bw + (n - 1) * link.latency
+
+
+def allreduce_time(total_bytes: float, n: int, hw: HardwareProfile, spans_nodes: bool) -> float:
+    return 2.0 * allgather_time(total_bytes, n, hw, spans_nodes)
+
+
+def p2p_time(nbytes: float, hw: HardwareProfile, spans_nodes: bool) -> float:
+    if nbytes <= 0:
+        return 0.0
+    link = hw.inter_node if spans_nodes else hw.intra_node
+    return nbytes / link.effective_bandwidth(nbytes) + link.latency
+
+
+def ep_group_geometry(layout: Layout, devices_per_node: int) -> tuple[int, int]:
+    """(n_loc, n_nodes): EP-group members sharing a node with a given member, and nodes the group spans.
+
+    Rank order tp (innermost) < cp < dp: EP members are ``i + tp*cp*j`` (i < tp with tp_extend_ep, j < ep).
+    """
+    stride = layout.tp * layout.cp
+    dp_in_node = min(layout.ep, max(1, devices_per_node // stride))
+    n_loc = dp_in_node * (layout.tp if layout.tp_extend_ep else 1)
+    n_loc = max(1, min(n_loc, layout.ep_width))
+    return n_loc, max(1, layout.ep_width // n_loc)
+
+
+def expected_remote_nodes(num_experts: int, top_k: int, n_nodes: int) -> float:
+    """Expected number of *other* nodes holding at least one of a token's k experts (uniform routing)."""
+    if n_nodes <= 1:
+        return 0.0
+    e_node = num_experts / n_nodes
+    p_none = 1.0
+    for i in range(top_k):
+        p_none *= max(0.0, (num_experts - e_node - i) / (num_experts - i))
+    return (n_nodes - 1) * (1.0 - p_none)
+
+
+@dataclass
+class A2AVolume:
+    """Bytes one device sends in one all-to-all direction (mean device)."""
+
+    intra_bytes: float
+    inter_bytes: float
+    hierarchical: bool
+
+
+def alltoall_volume(tokens: float, hidden: int, top_k: int, num_experts: int, width: int, n_loc: int,
+                    bytes_per_elem: float, hierarchical: bool) -> A2AVolume:
+    """Per-device dispatch (or combine) volume, flat or hierarchical (formulas in the module docstring)."""
+    row = hidden * bytes_per_elem
+    n_nodes = max(1, width // max(n_loc, 1))
+    if hierarchical and n_nodes > 1:
+        d = expected_remote_nodes(num_experts, top_k, n_nodes)
+        inter = tokens * d * row
+        intra = tokens * top_k * row * (n_loc - 1) / n_loc
+        return A2AVolume(intra, inter, True)
+    rows = tokens * top_k
+    return A2AVolume(rows * (n_loc - 1) / width * row, rows * (width - n_loc) / width * row, False)
+
+
+def alltoall_time(vol: A2AVolume, n_loc: int, hw: HardwareProfile) -> float:
+    link_i, scale_i = _group_link(hw, n_loc, False)
+    t_intra = vol.intra_bytes / (link_i.effective_bandwidth(vol.intra_bytes / max(n_loc, 1)) * scale_i) \
+        if vol.intra_bytes > 0 else 0.0
+    t_inter = vol.inter_bytes / hw.inter_node.effective_bandwidth(vol.inter_bytes) if vol.inter_bytes > 0 else 0.0
+    lat = (hw.intra_node.latency if vol.intra_bytes else 0.0) + (hw.inter_node.latency if vol.inter_bytes else 0.0)
+    if vol.hierarchical:
+        return t_intra + t_inter + lat
+    return max(t_intra, t_inter) + lat
+
+
+@dataclass
+class LayerComm:
+    """Communication of one layer for one micro-batch, forward direction (backward moves the same bytes)."""
+
+    tp_attn: float = 0.0      # TP all-gather + reduce-scatter around attention
+    tp_mlp: float = 0.0       # ... around the dense FFN / shared expert / MoE input
+    ep_a2a: float = 0.0       # dispatch + combine (busiest device)
+    tp_expert: float = 0.0    # TP gather / scatter of routed rows (EP without tp_extend_ep)
+    a2a_bytes: float = 0.0    # bytes sent per device (dispatch + combine, mean device)
+
+
+class CommModel:
+    def __init__(self, cfg: Config, layout: Layout, hw: HardwareProfile):
+        self.cfg, self.L, self.hw = cfg, layout, hw
+        self.act_bytes = 4.0 if cfg.sim.precision == "fp32" else 2.0
+        self.dispatch_bytes = 1.0 if cfg.sim.precision == "fp8" else self.act_bytes
+
+    def tp_pair(self) -> float:
+        """All-gather + reduce-scatter of one [tok, h] activation over the TP group (sequence parallel)."""
+        L = self.L
+        if L.tp <= 1:
+            return 0.0
+        b = L.tokens_per_micro * self.cfg.model.hidden_size * self.act_bytes
+        return 2.0 * allgather_time(b, L.tp, self.hw, L.tp > self.hw.devices_per_node)
+
+    def layer(self, moe_layer: bool) -> LayerComm:
+        cfg, L, hw = self.cfg, self.L, self.hw
+        c = LayerComm()
+        pair = self.tp_pair()
+        c.tp_attn = pair
+        if not moe_layer:
+            c.tp_mlp = pair
+            return c
+        e, h = cfg.moe, cfg.model.hidden_size
+        c.tp_mlp = pair if (e.num_shared_experts or not L.tp_extend_ep) else 0.0
+        n_loc, _ = ep_group_geometry(L, hw.devices_per_node)
+        owned = L.tokens_per_micro / L.tp                       # tokens this rank routes (sequence parallel)
+        if L.ep_width > 1:
+            disp = alltoall_volume(owned, h, e.top_k, e.num_experts, L.ep_width, n_loc, self.dispatch_bytes,
+                                   L.hierarchical_alltoall)
+            comb = alltoall_volume(owned, h, e.top_k, e.num_experts, L.ep_width, n_loc, self.act_bytes,
+                                   L.hierarchical_alltoall)
+            imb = cfg.sim.expert_imbalance
+            c.ep_a2a = imb * (alltoall_time(disp, n_loc, hw) + alltoall_time(comb, n_loc, hw))
+            c.a2a_bytes = disp.intra_bytes + disp.inter_bytes + comb.intra_bytes + comb.inter_bytes
+        if not L.tp_extend_ep and L.tp > 1:
+            rows = L.tokens_per_micro * e.top_k * h * self.act_bytes
+            c.tp_expert = cfg.sim.expert_imbalance * 2.0 * allgather_time(rows, L.tp, hw, False)
+        return c
+
+    def pp_p2p(self) -> float:
+        """One activation (or gradient) transfer between adjacent virtual stages, sequence-parallel sharded."""
+        L = self.L
+        if L.pp <= 1:
+            return 0.0
+        b = L.tokens_per_micro * self.cfg.model.hidden_size * self.act_bytes / L.tp
+        spans = L.dp * L.tp * L.cp >= self.hw.devices_per_node
+        return p2p_time(b, self.hw, spans)
+
+    def dp_reduce(self, dense_params: float, expert_params: float) -> float:
+        """Gradient reduction of the per-device parameter shards (+ ZeRO parameter all-gather).
+
+        all-reduce of the gradients over the DP group (dense params: dp*cp ranks; expert params: the expert-DP
+        group). With ``optimizer_shard``: reduce-scatter of gradients + all-gather of bf16 parameters, i.e.
+        ``(n-1)/n * (grad + param bytes)`` each way.
+        """
+        L, hw = self.L, self.hw
+        gb = 4.0 if self.cfg.sim.grad_reduce_dtype == "fp32" else 2.0
+        pb = self.act_bytes
+        total = 0.0
+        # DP ranks stride tp (dense; cp folded into the group), expert-DP ranks stride tp*cp*ep
+        for params, n, stride in ((dense_params, L.dp * L.cp, L.tp), (expert_params, L.expert_dp,
+                                                                       L.tp * L.cp * L.ep)):
+            if n <= 1 or params <= 0:
+                continue
+            spans = n * stride > hw.devices_per_node
+            if L.optimizer_shard:
+                total += allgather_time(params * gb, n, hw, spans) + allgather_time(params * pb, n, hw, spans)
+            else:
+                total += allreduce_time(params * gb, n, hw, spans)
+        return total

@@ -1,0 +1,284 @@
+"""Per-operator compute of one micro-batch on one device: FLOPs, bytes and roofline time.
+
+FLOPs come from the project's one counter (``pangu_ms/model/stats.py``): every operator's *model* FLOPs are
+built from ``attention_params``, ``attention_norm_params``, ``attention_core_flops_per_token``,
+``swiglu_params`` and ``moe_params``, so that summing the operators of every block of the model gives exactly
+``compute_stats(cfg).train_flops_per_token`` (tests/sim checks it). Model FLOPs are what MFU counts.
+
+*Hardware* FLOPs are what a device actually executes and can differ from the model FLOPs:
+* MLA down-projections (``q_a``, ``kv_a``) are duplicated on every TP rank (they are not sharded);
+* the causal attention kernel skips masked blocks (half the full-square FLOPs) when
+  ``sim.attention_causal_skip``; its backward does 2.5x the forward work (FlashAttention recomputes QK^T);
+* routed-expert work on the busiest device is ``sim.expert_imbalance`` times the mean.
+
+Roofline per operator (forward; backward = 2x for GEMMs and element-wise, 2.5x for attention)::
+
+    gemm         t = max(F_hw / (peak_dtype * eff_gemm(F_call)), bytes / hbm_bw) + calls * op_overhead
+    attention    t = max(F_hw / (peak_bf16 * attention_efficiency), bytes / hbm_bw) + op_overhead
+    elementwise  t = bytes * traffic_factor / (hbm_bw * elementwise_efficiency) + op_overhead
+
+Conventions: ``tok`` = micro_batch_size * seq / cp tokens per micro-batch; with TP > 1 sequence parallelism is
+on, so token-wise (norm, residual, router) work is split over the TP ranks and TP-sharded GEMMs see all ``tok``
+rows. Activations are 2 bytes (bf16 / fp8 runs) or 4 bytes (fp32).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..config.schema import Config
+from ..model.stats import (attention_core_flops_per_token, attention_norm_params, attention_params, moe_params,
+                           swiglu_params)
+from .hardware import HardwareProfile
+from .layout import Layout
+
+GEMM, ATTN, ELEM = "gemm", "attn", "elementwise"
+# recompute tags: which granularity re-runs an op in the backward pass
+R_ELEM, R_EXPERT_FC1, R_NONE = "elementwise", "expert_fc1", "none"
+
+
+@dataclass
+class Op:
+    """One forward operator of one micro-batch on one device."""
+
+    name: str
+    kind: str                 # gemm | attn | elementwise
+    model_flops: float        # counted by MFU (forward)
+    hw_flops: float           # executed (forward)
+    bytes: float              # HBM traffic (forward)
+    call_flops: float = 0.0   # FLOPs of one GEMM call (efficiency lookup)
+    calls: int = 1
+    imbalance: bool = False   # scales with sim.expert_imbalance
+    recompute: str = R_ELEM
+    gemm_dtype: str = "bf16"  # which peak a GEMM runs at
+
+
+@dataclass
+class BlockCost:
+    """Compute of one block (layer / embedding / head / MTP) for one micro-batch on one device."""
+
+    name: str
+    ops: list = field(default_factory=list)
+    fwd: float = 0.0                  # seconds
+    bwd: float = 0.0
+    recompute_selective: float = 0.0  # forward time re-run by 'selective'
+    recompute_expert: float = 0.0     # extra forward time re-run by 'moe_fine'
+    gemm_time_attn: float = 0.0       # forward GEMM time of the attention block (hides TP collectives)
+    gemm_time_mlp: float = 0.0        # forward GEMM time of the FFN / MoE block
+    model_flops: float = 0.0          # forward model FLOPs on this device
+
+    def add(self, op: Op, t: float, part: str) -> None:
+        self.ops.append((op, t))
+        bwd_factor = 2.5 if op.kind == ATTN else 2.0
+        self.fwd += t
+        self.bwd += bwd_factor * t
+        self.model_flops += op.model_flops
+        if op.recompute == R_ELEM:
+            self.recompute_selective += t
+        elif op.recompute == R_EXPERT_FC1:
+            self.recompute_expert += t
+        if op.kind == GEMM and part == "attn":
+            self.gemm_time_attn += t
+        elif op.kind == GEMM:
+            self.gemm_time_mlp += t
+
+
+class ComputeModel:
+    """Roofline timing of operators for one (config, layout, hardware)."""
+
+    def __init__(self, cfg: Config, layout: Layout, hw: HardwareProfile):
+        self.cfg, self.L, self.hw = cfg, layout, hw
+        s = cfg.sim
+        self.act_bytes = 4.0 if s.precision == "fp32" else 2.0
+        self.linear_dtype = {"bf16": "bf16", "fp8": "fp8", "fp32": "fp32"}[s.precision]
+        self.attn_dtype = "fp32" if s.precision == "fp32" else "bf16"
+        self.traffic = 1.0 if s.fused_kernels else s.unfused_traffic_factor
+        self.imb = s.expert_imbalance
+        self.causal = 0.5 if s.attention_causal_skip else 1.0
+        self._peak = {d: hw.peak(d) for d in {self.linear_dtype, self.attn_dtype}}
+        if self.linear_dtype == "fp8":
+            self._peak["bf16"] = hw.peak("bf16")
+
+    # ----------------------------------------------------------------- timing
+    def time(self, op: Op) -> float:
+        hw = self.hw
+        flops = op.hw_flops * (self.imb if op.imbalance else 1.0)
+        byts = op.bytes * (self.imb if op.imbalance else 1.0)
+        if op.kind == GEMM:
+            eff = hw.gemm_efficiency(op.call_flops or flops)
+            t = max(flops / (self._peak[op.gemm_dtype] * eff), byts / hw.hbm_bandwidth)
+        elif op.kind == ATTN:
+            t = max(flops / (self._peak[self.attn_dtype] * hw.attention_efficiency), byts / hw.hbm_bandwidth)
+        else:
+            t = byts * self.traffic / (hw.hbm_bandwidth * hw.elementwise_efficiency)
+        return t + op.calls * hw.op_overhead
+
+    def _gemm(self, name, model_flops, hw_flops, weight_elems, rows, in_dim, out_dim, calls=1, imbalance=False,
+              recompute=R_NONE, dtype=None) -> Op:
+        b = self.act_bytes * (weight_elems + rows * (in_dim + out_dim))
+        return Op(name, GEMM, model_flops, hw_flops, b, hw_flops / calls, calls, imbalance, recompute,
+                  dtype or self.linear_dtype)
+
+    def _elem(self, name, elems, imbalance=False, recompute=R_ELEM, calls=1) -> Op:
+        return Op(name, ELEM, 0.0, 0.0, self.act_bytes * elems, 0.0, calls, imbalance, recompute)
+
+    # ----------------------------------------------------------------- blocks
+    def attention(self, blk: BlockCost) -> None:
+        cfg, m, t = self.cfg, self.cfg.model, self.L.tp
+        tok, h = self.L.tokens_per_micro, m.hidden_size
+        mm = attention_params(cfg) - attention_norm_params(cfg)
+        if m.attention_type == "mla":
+            qk = m.qk_nope_head_dim + m.qk_rope_head_dim
+            # down-projections q_a (absent when q_lora_rank = 0: q is then a TP-sharded matmul) and kv_a are
+            # replicated on each TP rank: model FLOPs counted once per TP group, executed tp times
+            down = (h * m.q_lora_rank if m.q_lora_rank > 0 else 0) + h * (m.kv_lora_rank + m.qk_rope_head_dim)
+            o_proj = m.num_heads * m.v_head_dim * h
+            up = mm - down - o_proj                                     # q_b (or q) and kv_b
+            op = self._gemm("attn.down_proj", 2.0 * tok * down / t, 2.0 * tok * down, down, tok, h, down / h,
+                            calls=2)
+            blk.add(op, self.time(op), "attn")
+            # up-projections: re-run by 'selective' for MLA (DeepSeek-V3 recomputes MLA up-projections)
+            op = self._gemm("attn.up_proj", 2.0 * tok * up / t, 2.0 * tok * up / t, up / t, tok,
+                            (m.q_lora_rank + m.kv_lora_rank) / 2, m.num_heads * (qk + qk + m.v_head_dim) / t / 2,
+                            calls=2, recompute=R_ELEM)
+            blk.add(op, self.time(op), "attn")
+            op = self._gemm("attn.o_proj", 2.0 * tok * o_proj / t, 2.0 * tok * o_proj / t, o_proj / t, tok,
+                            m.num_heads * m.v_head_dim / t, h)
+            blk.add(op, self.time(op), "attn")
+            heads_qk = m.num_heads / t * qk
+            lat = 2 * (m.q_lora_rank + m.kv_lora_rank)                 # latent norms, replicated
+            rope = 2 * 2 * m.num_heads / t * m.qk_rope_head_dim        # rotate q and k (read + write)
+            qkv_out = m.num_heads / t * (2 * qk + m.v_head_dim)
+        else:
+            hd = m.attn_head_dim
+            kvh = m.num_heads if m.attention_type == "mha" else m.num_kv_heads
+            op = self._gemm("attn.qkv_o_proj", 2.0 * tok * mm / t, 2.0 * tok * mm / t, mm / t, tok,
+                            h / 2 + m.num_heads * hd / t / 2, (m.num_heads + 2 * kvh) * hd / t / 2 + h / 2,
+                            calls=2)
+            blk.add(op, self.time(op), "attn")
+            heads_qk = m.num_heads / t * hd
+            lat = 0
+            rope = 2 * 2 * (m.num_heads + kvh) / t * hd / 2
+            qkv_out = (m.num_heads + 2 * max(kvh / t, 1.0)) * hd
+        core = tok * attention_core_flops_per_token(cfg, self.L.seq) / t
+        qkv_bytes = self.act_bytes * tok * (qkv_out + heads_qk)        # read q, k, v; write o
+        op = Op("attn.core", ATTN, core, core * self.causal, qkv_bytes, recompute=R_NONE)
+        blk.add(op, self.time(op), "attn")
+        norms = (2 if m.sandwich_norm else 1) * 2 * h / t              # pre (+ post) norm: read + write
+        op = self._elem("attn.norm_rope_residual", tok * (norms + lat + rope + 3 * h / t),
+                        calls=3 + (2 if lat else 0))
+        blk.add(op, self.time(op), "attn")
+
+    def dense_ffn(self, blk: BlockCost, ffn: int) -> None:
+        m, t, tok = self.cfg.model, self.L.tp, self.L.tokens_per_micro
+        h = m.hidden_size
+        w = swiglu_params(h, ffn)
+        op = self._gemm("ffn.swiglu", 2.0 * tok * w / t, 2.0 * tok * w / t, w / t, tok, (h + 2 * ffn / t) / 3,
+                        (2 * ffn / t + h) / 3, calls=3)
+        blk.add(op, self.time(op), "mlp")
+        norms = (2 if m.sandwich_norm else 1) * 2 * h / t
+        op = self._elem("ffn.act_norm_residual", tok * (3 * ffn / t + norms + 3 * h / t), calls=4)
+        blk.add(op, self.time(op), "mlp")
+
+    def moe(self, blk: BlockCost) -> None:
+        cfg, m, e, L = self.cfg, self.cfg.model, self.cfg.moe, self.L
+        t, tok, h, f, k = L.tp, L.tokens_per_micro, m.hidden_size, e.expert_ffn_hidden, e.top_k
+        p = moe_params(cfg)
+        # router on this rank's tok/t tokens (sequence parallel)
+        op = self._gemm("moe.router", 2.0 * tok * p["router"] / t, 2.0 * tok * p["router"] / t, p["router"],
+                        tok / t, h, e.num_experts, recompute=R_NONE, dtype=self.attn_dtype)
+        blk.add(op, self.time(op), "mlp")
+        op = self._elem("moe.router_topk", tok / t * 3 * e.num_experts * 2, recompute=R_NONE, calls=3)
+        blk.add(op, self.time(op), "mlp")
+        # routed experts: every device holds E_loc experts and, on average, rows = tok*k/t routed token copies
+        if L.tp_extend_ep:
+            e_loc = e.num_experts / L.ep_width
+            rows, n_w = tok * k / t, f
+        else:
+            e_loc = e.num_experts / L.ep
+            rows, n_w = tok * k, f / t
+        routed = 2.0 * tok * p["routed_active"] / t                     # = 2 * rows * 3 h n_w
+        hw_scale = 1.0
+        if self.cfg.sim.moe_impl == "training_cpu" and e.resolved_dropless_impl() == "masked_dense":
+            hw_scale = e.num_experts / k                                 # every expert sees every token
+            rows = rows * hw_scale
+        per_call = 2.0 * (rows / e_loc) * h * n_w
+        fc1 = self._gemm("moe.experts.fc1", routed * 2 / 3, hw_scale * routed * 2 / 3, e_loc * 2 * h * n_w, rows, h,
+                         2 * n_w, calls=int(2 * e_loc), imbalance=True, recompute=R_EXPERT_FC1)
+        fc1.call_flops = per_call
+        blk.add(fc1, self.time(fc1), "mlp")
+        fc2 = self._gemm("moe.experts.fc2", routed / 3, hw_scale * routed / 3, e_loc * h * n_w, rows, n_w, h,
+                         calls=int(e_loc), imbalance=True)
+        fc2.call_flops = per_call
+        blk.add(fc2, self.time(fc2), "mlp")
+        op = self._elem("moe.experts.act", rows * 3 * n_w, imbalance=True)
+        blk.add(op, self.time(op), "mlp")
+        op = self._elem("moe.permute_unpermute", tok / t * k * h * 4, recompute=R_NONE, calls=4)
+        blk.add(op, self.time(op), "mlp")
+        if e.num_shared_experts:
+            fs = e.num_shared_experts * f
+            w = p["shared_experts"]
+            op = self._gemm("moe.shared", 2.0 * tok * w / t, 2.0 * tok * w / t, w / t, tok, (h + 2 * fs / t) / 3,
+                            (2 * fs / t + h) / 3, calls=3)
+            blk.add(op, self.time(op), "mlp")
+            op = self._elem("moe.shared.act", tok * 3 * fs / t)
+            blk.add(op, self.time(op), "mlp")
+        norms = (2 if m.sandwich_norm else 1) * 2 * h / t
+        op = self._elem("moe.norm_residual", tok * (norms + 3 * h / t), calls=3)
+        blk.add(op, self.time(op), "mlp")
+
+    def layer(self, moe_layer: bool) -> BlockCost:
+        blk = BlockCost("moe_layer" if moe_layer else "dense_layer")
+        self.attention(blk)
+        if moe_layer:
+            self.moe(blk)
+        else:
+            self.dense_ffn(blk, self.cfg.model.dense_ffn_hidden)
+        return blk
+
+    def embedding(self) -> BlockCost:
+        blk = BlockCost("embedding")
+        op = self._elem("embed.lookup", self.L.tokens_per_micro * 2 * self.cfg.model.hidden_size / self.L.tp,
+                        recompute=R_NONE)
+        blk.add(op, self.time(op), "mlp")
+        return blk
+
+    def head(self, name: str = "head") -> BlockCost:
+        """Final RMSNorm + vocab-parallel LM head + fp32 softmax cross-entropy."""
+        m, t, tok = self.cfg.model, self.L.tp, self.L.tokens_per_micro
+        h, v = m.hidden_size, m.vocab_size
+        blk = BlockCost(name)
+        op = self._gemm(f"{name}.lm_head", 2.0 * tok * v * h / t, 2.0 * tok * v * h / t, v * h / t, tok, h,
+                        v / t)
+        blk.add(op, self.time(op), "mlp")
+        op = self._elem(f"{name}.norm_xent", tok * (2 * h / t + 3 * 2 * v / t), recompute=R_NONE, calls=4)
+        blk.add(op, self.time(op), "mlp")
+        return blk
+
+    def mtp_extra(self) -> BlockCost:
+        """MTP module minus its decoder layer and head: enorm, hnorm, eh_proj (2h -> h)."""
+        m, t, tok = self.cfg.model, self.L.tp, self.L.tokens_per_micro
+        h = m.hidden_size
+        blk = BlockCost("mtp_proj")
+        op = self._gemm("mtp.eh_proj", 2.0 * tok * 2 * h * h / t, 2.0 * tok * 2 * h * h / t, 2 * h * h / t, tok,
+                        2 * h, h / t)
+        blk.add(op, self.time(op), "mlp")
+        op = self._elem("mtp.norms", tok * 2 * 2 * h / t, calls=2)
+        blk.add(op, self.time(op), "mlp")
+        return blk
+
+
+def model_flops_per_token(cfg: Config, layout: Layout, hw: HardwareProfile, with_mtp: bool = True) -> float:
+    """Training model FLOPs per token (3 x forward) summed over the simulator's operators.
+
+    Equals ``compute_stats(cfg, seq).train_flops_per_token`` (or the ``_without_mtp`` variant).
+    """
+    cm = ComputeModel(cfg, layout, hw)
+    m = cfg.model
+    n_moe = (m.num_layers - m.num_dense_layers) if cfg.moe.enabled else 0
+    n_dense = m.num_layers - n_moe
+    fwd = (n_dense * cm.layer(False).model_flops + n_moe * (cm.layer(True).model_flops if n_moe else 0.0)
+           + cm.embedding().model_flops + cm.head().model_flops)
+    if with_mtp and m.mtp_depth:
+        mtp_layer = cm.layer(cfg.moe.enabled)
+        fwd += m.mtp_depth * (cm.mtp_extra().model_flops + mtp_layer.model_flops + cm.head("mtp_head").model_flops)
+    return 3.0 * fwd * layout.tp / layout.tokens_per_micro

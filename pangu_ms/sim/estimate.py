@@ -1,0 +1,343 @@
+"""End-to-end estimate of one training step: time, breakdown, MFU and per-device memory.
+
+Assembly (every term's formula is in the module named):
+
+1. The model is a sequence of blocks: embedding, the decoder layers, final norm + LM head, and per MTP depth the
+   MTP projection, its decoder layer and its (shared) head. Each block type is costed once per micro-batch on
+   one device: compute (compute.py), communication (comm.py), stored activations (memory.py).
+2. Per block and micro-batch, the time on the critical path is
+       fwd + bwd compute + recompute + exposed TP collectives + exposed EP all-to-all
+   * TP collectives (fwd and bwd): exposed unless ``tp_comm_overlap``, then max(c / chunks, c - gemm) where
+     gemm is the GEMM time the collective is fused with.
+   * EP all-to-all (dispatch + combine, fwd and bwd = 2 x a2a): exposed unless ``ep_overlap``; with it, in the
+     1F1B steady state the a2a hides behind the other micro-batch's compute of the same layer,
+     max(0, 2 a2a - compute), and in warm-up/cool-down (fraction w of the passes, schedule.py) only half is
+     hidden. DualPipe always overlaps.
+   * recompute: ``selective`` re-runs element-wise ops, ``moe_fine`` also the routed-expert fc1, ``full``
+     re-runs the whole forward incl. its communication (for ``recompute_fraction`` of the layers).
+   * activation swap: 2 x swapped bytes / host bandwidth per micro-batch, exposed beyond the block's compute.
+3. Blocks are split into pp * vpp virtual stages balanced by time (schedule.partition); physical stage s holds
+   chunks s, s+p, ... and adds 2 PP p2p transfers per chunk and micro-batch.
+4. step = m * T_max + bubble_units * T_mean + exposed DP reduction + optimizer step + optimizer swap, where T is
+   the per-micro-batch time of a physical stage. DP reduction (comm.dp_reduce) overlaps, with ``dp_overlap``,
+   the last micro-batch's backward (and, with ZeRO, the next step's first forward).
+5. MFU = model FLOPs per token (stats.py ``train_flops_per_token``, MTP included, full-square attention, no
+   recompute) x tokens per step / (step time x devices x peak). The peak is the profile's ``mfu_peak_dtype``
+   dense peak and is printed with every MFU.
+6. Memory per device = max over stages of model states + in-flight activations (x (1 - swap)) + transients +
+   the profile's reserve; ``fits`` = memory <= usable HBM.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ..config.schema import Config
+from ..model.stats import attention_params, compute_stats, layer_norm_params, moe_params, swiglu_params
+from .comm import CommModel
+from .compute import ComputeModel
+from .hardware import HardwareProfile, load_hardware
+from .layout import Layout, resolve_layout
+from .memory import a2a_buffer_bytes, head_transient_bytes, layer_activation_bytes, model_state_bytes
+from .schedule import bubble_units, inflight_chunks, partition, stage_sums, warmup_fraction
+
+GB = 1024 ** 3
+
+
+@dataclass
+class Block:
+    """Cost of one block for one micro-batch on one device."""
+
+    name: str
+    fwd: float = 0.0
+    bwd: float = 0.0
+    recompute: float = 0.0
+    tp_exposed: float = 0.0
+    ep_exposed: float = 0.0
+    ep_total: float = 0.0
+    swap_exposed: float = 0.0
+    act_bytes: float = 0.0          # stored per micro-batch
+    transient: float = 0.0          # one micro-batch working set
+    dense_params: float = 0.0
+    expert_params: float = 0.0
+    model_flops: float = 0.0
+    act_modules: dict = field(default_factory=dict)
+
+    @property
+    def time(self) -> float:
+        return self.fwd + self.bwd + self.recompute + self.tp_exposed + self.ep_exposed + self.swap_exposed
+
+
+@dataclass
+class Estimate:
+    """Result of :func:`estimate`; ``as_dict()`` is the CLI's JSON."""
+
+    mfu: float
+    peak_flops_per_device: float
+    peak_dtype: str
+    step_time_s: float
+    tokens_per_s: float
+    tokens_per_s_per_device: float
+    memory_per_device_gb: float
+    hbm_usable_gb: float
+    fits: bool
+    model_flops_per_token: float
+    devices: int
+    layout: dict
+    breakdown_s: dict
+    memory_gb: dict
+    stage_times_s: list
+    details: dict
+
+    def as_dict(self) -> dict:
+        return {
+            "mfu": self.mfu,
+            "peak_flops_per_device": self.peak_flops_per_device,
+            "peak_dtype": self.peak_dtype,
+            "step_time_s": self.step_time_s,
+            "tokens_per_s": self.tokens_per_s,
+            "tokens_per_s_per_device": self.tokens_per_s_per_device,
+            "memory_per_device_gb": self.memory_per_device_gb,
+            "hbm_usable_gb": self.hbm_usable_gb,
+            "fits": self.fits,
+            "model_flops_per_token": self.model_flops_per_token,
+            "devices": self.devices,
+            "layout": self.layout,
+            "breakdown": self.breakdown_s,
+            "memory_breakdown_gb": self.memory_gb,
+            "stage_times_s": self.stage_times_s,
+            "details": self.details,
+        }
+
+
+def _tp_exposed(c: float, gemm: float, cfg: Config) -> float:
+    if c <= 0:
+        return 0.0
+    if not cfg.sim.tp_comm_overlap:
+        return c
+    n = max(1, cfg.sim.tp_overlap_chunks)
+    return max(c / n, c - gemm)
+
+
+class Simulator:
+    """Costs blocks once per (config, layout, hardware) and assembles the step."""
+
+    def __init__(self, cfg: Config, layout: Layout, hw: HardwareProfile):
+        self.cfg, self.L, self.hw = cfg, layout, hw
+        self.cm = ComputeModel(cfg, layout, hw)
+        self.comm = CommModel(cfg, layout, hw)
+        self.warm = 0.0 if layout.schedule == "dualpipe" else warmup_fraction(layout.schedule, layout.pp,
+                                                                                layout.n_micro, layout.vpp)
+
+    # --------------------------------------------------------------- blocks
+    def _layer_block(self, moe_layer: bool, name: str) -> Block:
+        cfg, s = self.cfg, self.cfg.sim
+        c = self.cm.layer(moe_layer)
+        lc = self.comm.layer(moe_layer)
+        b = Block(name, fwd=c.fwd, bwd=c.bwd, model_flops=c.model_flops)
+        # TP collectives: forward pair + backward pair around each sub-block
+        tp_f = (_tp_exposed(lc.tp_attn, c.gemm_time_attn, cfg) + _tp_exposed(lc.tp_mlp, c.gemm_time_mlp, cfg)
+                + _tp_exposed(lc.tp_expert, c.gemm_time_mlp, cfg))
+        tp_b = (_tp_exposed(lc.tp_attn, 2 * c.gemm_time_attn, cfg) + _tp_exposed(lc.tp_mlp, 2 * c.gemm_time_mlp, cfg)
+                + _tp_exposed(lc.tp_expert, 2 * c.gemm_time_mlp, cfg))
+        b.tp_exposed = tp_f + tp_b
+        # EP all-to-all: fwd (dispatch + combine) and bwd
+        a2a = 2.0 * lc.ep_a2a
+        b.ep_total = a2a
+        if a2a > 0:
+            if s.ep_overlap or self.L.schedule == "dualpipe":
+                steady = max(0.0, a2a - (c.fwd + c.bwd))
+                edge = max(0.5 * a2a, steady)
+                b.ep_exposed = (1.0 - self.warm) * steady + self.warm * edge
+            else:
+                b.ep_exposed = a2a
+        # recompute
+        rc, frac = s.recompute, s.recompute_fraction
+        if rc == "selective":
+            b.recompute = c.recompute_selective
+        elif rc == "moe_fine":
+            b.recompute = c.recompute_selective + c.recompute_expert
+        elif rc == "full":
+            b.recompute = frac * (c.fwd + tp_f + (b.ep_exposed / 2.0))
+        # activations
+        mods = layer_activation_bytes(cfg, self.L, moe_layer)
+        b.transient = mods.pop("_full_working_set", 0.0) + (a2a_buffer_bytes(cfg, self.L) if moe_layer else 0.0)
+        b.act_modules = mods
+        b.act_bytes = sum(mods.values())
+        if s.swap_activations > 0:
+            move = 2.0 * s.swap_activations * b.act_bytes / self.hw.host_bandwidth
+            b.swap_exposed = max(0.0, move - (c.fwd + c.bwd))
+        # parameters
+        attn = attention_params(cfg) + layer_norm_params(cfg)
+        if moe_layer:
+            p = moe_params(cfg)
+            b.dense_params = attn + p["router"] + p["expert_bias"] + p["shared_experts"]
+            b.expert_params = p["routed_experts"]
+        else:
+            b.dense_params = attn + swiglu_params(cfg.model.hidden_size, cfg.model.dense_ffn_hidden)
+        return b
+
+    def _simple_block(self, cost, name: str, dense_params: float, act_per_token: float = 0.0,
+                      transient: float = 0.0) -> Block:
+        b = Block(name, fwd=cost.fwd, bwd=cost.bwd, model_flops=cost.model_flops, dense_params=dense_params,
+                  transient=transient)
+        bpe = 4.0 if self.cfg.sim.precision == "fp32" else 2.0
+        b.act_bytes = act_per_token * self.L.tokens_per_micro * bpe
+        b.act_modules = {name: b.act_bytes}
+        if self.cfg.sim.recompute in ("selective", "moe_fine", "full"):
+            b.recompute = cost.recompute_selective
+        return b
+
+    def blocks(self) -> list:
+        cfg, m = self.cfg, self.cfg.model
+        h, v, t = m.hidden_size, m.vocab_size, self.L.tp
+        n_moe = (m.num_layers - m.num_dense_layers) if cfg.moe.enabled else 0
+        dense = self._layer_block(False, "dense_layer") if m.num_layers - n_moe else None
+        moe = self._layer_block(True, "moe_layer") if n_moe else None
+        emb = self._simple_block(self.cm.embedding(), "embedding", v * h, act_per_token=0.0)
+        head_t = head_transient_bytes(cfg, self.L)
+        head = self._simple_block(self.cm.head(), "head", (0 if m.tie_embeddings else v * h) + h,
+                                  act_per_token=2 * h / t, transient=head_t)
+        out = [emb] + [dense] * (m.num_layers - n_moe) + [moe] * n_moe + [head]
+        if m.mtp_depth:
+            # MTP keeps its own copy of the input embedding on the last stage (DeepSeek-V3 / Megatron); its
+            # head shares the LM head weights
+            proj = self._simple_block(self.cm.mtp_extra(), "mtp_proj", 2 * h + 2 * h * h + h + v * h,
+                                      act_per_token=4 * h / t)
+            mtp_layer = moe if cfg.moe.enabled else (dense or self._layer_block(False, "dense_layer"))
+            mtp_head = self._simple_block(self.cm.head("mtp_head"), "mtp_head", 0.0, act_per_token=2 * h / t,
+                                          transient=head_t)
+            out += [proj, mtp_layer, mtp_head] * m.mtp_depth
+        return out
+
+    # --------------------------------------------------------------- step
+    def run(self) -> Estimate:
+        cfg, L, hw, s = self.cfg, self.L, self.hw, self.cfg.sim
+        blocks = self.blocks()
+        p, v, m = L.pp, L.vpp, L.n_micro
+        k = p * v
+        if len(blocks) < k:
+            from .layout import LayoutError
+            raise LayoutError(f"parallel.pp: {len(blocks)} blocks (embedding, layers, head, MTP) cannot fill "
+                              f"pp*vpp={k} virtual stages")
+        bounds = partition([b.time for b in blocks], k)
+        p2p = self.comm.pp_p2p()
+
+        def chunk_sum(attr):
+            return [sum(getattr(blocks[i], attr) for i in range(a, e)) for a, e in bounds]
+
+        chunk_time = [x + 2.0 * p2p * (p > 1) for x in chunk_sum("time")]
+        st_time = stage_sums(chunk_time, p, v)
+        st_parts = {a: stage_sums(chunk_sum(a), p, v) for a in
+                    ("fwd", "bwd", "recompute", "tp_exposed", "ep_exposed", "swap_exposed", "act_bytes",
+                     "dense_params", "expert_params", "ep_total")}
+        st_transient = [max((blocks[i].transient for c in range(s_, k, p) for i in range(*bounds[c])), default=0.0)
+                        for s_ in range(p)]
+        slow = max(range(p), key=lambda i: st_time[i])
+        t_max, t_mean = st_time[slow], sum(st_time) / p
+        bubble = bubble_units(L.schedule, p, v) * t_mean
+
+        # data-parallel reduction, optimizer step, optimizer swap (worst stage by parameters)
+        dp_times, opt_times, swap_times = [], [], []
+        for i in range(p):
+            d, x = st_parts["dense_params"][i], st_parts["expert_params"][i]
+            t_dp = self.comm.dp_reduce(d / L.tp, x / L.expert_shards)
+            window = st_parts["bwd"][i] / m if s.dp_overlap else 0.0
+            if s.dp_overlap and L.optimizer_shard:
+                window += st_parts["fwd"][i] / m
+            dp_times.append(max(0.0, t_dp - window))
+            shard_params = (d / L.tp / ((L.dp * L.cp) if L.optimizer_shard else 1)
+                            + x / L.expert_shards / (L.expert_dp if L.optimizer_shard else 1))
+            opt_times.append(30.0 * shard_params / (hw.hbm_bandwidth * hw.elementwise_efficiency))
+            swap_times.append(2 * 12.0 * shard_params / hw.host_bandwidth if s.swap_optimizer else 0.0)
+        tail = max(dp + o + w for dp, o, w in zip(dp_times, opt_times, swap_times))
+        step = m * t_max + bubble + tail
+
+        # MFU
+        stats = compute_stats(cfg, L.seq)
+        fpt = stats.train_flops_per_token
+        tokens = L.global_batch * L.seq
+        peak = hw.mfu_peak
+        mfu = fpt * tokens / (step * L.devices * peak)
+
+        # memory per stage
+        mem_rows = []
+        for i in range(p):
+            states = model_state_bytes(cfg, L, st_parts["dense_params"][i], st_parts["expert_params"][i])
+            inflight = inflight_chunks(L.schedule, p, m, v, i)
+            act = st_parts["act_bytes"][i] / v * inflight * (1.0 - s.swap_activations)
+            total = states.total + act + st_transient[i] + hw.reserved_bytes
+            mem_rows.append((total, states, act, st_transient[i], inflight))
+        worst = max(range(p), key=lambda i: mem_rows[i][0])
+        total, states, act, transient, inflight = mem_rows[worst]
+        fits = total <= hw.usable_hbm_bytes
+
+        # breakdown along the slowest stage (sums to the step time)
+        sp = {a: st_parts[a][slow] for a in st_parts}
+        i_tail = max(range(p), key=lambda i: dp_times[i] + opt_times[i] + swap_times[i])
+        breakdown = {
+            "compute_fwd_bwd": m * (sp["fwd"] + sp["bwd"]),
+            "recompute": m * sp["recompute"],
+            "tp_comm_exposed": m * sp["tp_exposed"],
+            "ep_alltoall_exposed": m * sp["ep_exposed"],
+            "pp_p2p": m * 2.0 * p2p * v * (p > 1),
+            "swap_exposed": m * sp["swap_exposed"],
+            "pipeline_bubble": bubble,
+            "dp_reduce_exposed": dp_times[i_tail],
+            "optimizer_step": opt_times[i_tail],
+            "optimizer_swap": swap_times[i_tail],
+        }
+        act_modules: dict = {}
+        for c in range(worst, k, p):
+            for bi in range(*bounds[c]):
+                for name, val in blocks[bi].act_modules.items():
+                    act_modules[name] = act_modules.get(name, 0.0) + val / GB
+        layers_per_chunk = [e - a for a, e in bounds]
+        return Estimate(
+            mfu=mfu, peak_flops_per_device=peak, peak_dtype=hw.mfu_peak_dtype, step_time_s=step,
+            tokens_per_s=tokens / step, tokens_per_s_per_device=tokens / step / L.devices,
+            memory_per_device_gb=total / GB, hbm_usable_gb=hw.usable_hbm_bytes / GB, fits=fits,
+            model_flops_per_token=fpt, devices=L.devices,
+            layout={"dp": L.dp, "tp": L.tp, "pp": L.pp, "vpp": L.vpp, "ep": L.ep, "cp": L.cp,
+                    "micro_batch_size": L.mbs, "micro_batches": m, "seq_length": L.seq,
+                    "global_batch_size": L.global_batch, "schedule": L.schedule,
+                    "ep_width": L.ep_width if cfg.moe.enabled else 1, "tp_extend_ep": L.tp_extend_ep,
+                    "hierarchical_alltoall": L.hierarchical_alltoall, "optimizer_shard": L.optimizer_shard,
+                    "precision": s.precision, "recompute": s.recompute, "hardware": hw.name},
+            breakdown_s=breakdown,
+            memory_gb={"weights": states.weights / GB, "gradients": states.grads / GB,
+                       "optimizer": states.optimizer / GB, "activations": act / GB,
+                       "transient": transient / GB, "reserved": hw.reserved_bytes / GB,
+                       "worst_stage": worst, "inflight_chunks": inflight,
+                       "activations_per_micro_batch_by_module": act_modules},
+            stage_times_s=st_time,
+            details={"bubble_fraction": bubble / step, "slowest_stage": slow,
+                     "blocks_per_virtual_stage": layers_per_chunk,
+                     "ep_alltoall_total_s": m * sp["ep_total"],
+                     "total_params": stats.total_params, "active_params": stats.active_params,
+                     "flop_convention": "train_flops_per_token (3x fwd, full-square attention, MTP included, "
+                                        "recompute not counted)"},
+        )
+
+
+def estimate(cfg: Config, hardware: HardwareProfile | str | None = None, devices: int | None = None) -> Estimate:
+    """Estimate one training step of ``cfg`` on ``devices`` devices of ``hardware`` (default ``cfg.sim``)."""
+    hw = hardware if isinstance(hardware, HardwareProfile) else load_hardware(hardware or cfg.sim.hardware)
+    cfg, layout = resolve_layout(cfg, devices, hw.devices_per_node)
+    return run_with_recompute(cfg, layout, hw)
+
+
+RECOMPUTE_ORDER = ("none", "selective", "moe_fine", "full")
+
+
+def run_with_recompute(cfg: Config, layout: Layout, hw: HardwareProfile) -> Estimate:
+    """Run the simulator; ``sim.recompute: auto`` takes the cheapest granularity (in RECOMPUTE_ORDER) that fits."""
+    if cfg.sim.recompute != "auto":
+        return Simulator(cfg, layout, hw).run()
+    est = None
+    for rc in RECOMPUTE_ORDER:
+        c = dataclasses.replace(cfg, sim=dataclasses.replace(cfg.sim, recompute=rc))
+        est = Simulator(c, layout, hw).run()
+        if est.fits:
+            break
+    return est

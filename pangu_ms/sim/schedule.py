@@ -1,0 +1,108 @@
+"""Pipeline schedules: bubble, in-flight micro-batches, and the assignment of blocks to (virtual) stages.
+
+With p stages, v virtual chunks per stage, m micro-batches per step and T the fwd+bwd time of one micro-batch
+on one stage (all its chunks):
+
+* 1F1B (PipeDream-flush):   step = (m + p - 1) * T,        bubble fraction (p-1) / (m + p - 1)
+* interleaved (Megatron):   step = (m + (p - 1)/v) * T,    bubble fraction ((p-1)/v) / (m + (p-1)/v)
+* DualPipe (DeepSeek-V3):   bubble = (p/2 - 1) * (F&B + B - 3W); with F = T/3, B = 2T/3, W = B/2 and an
+                            overlapped F&B = F + B this is (p/2 - 1) * 2T/3.
+
+With unequal stages the steady state runs at the slowest stage: step = m * T_max + bubble(T_mean).
+
+In-flight micro-batches on the first stage (its activations must all be stored):
+* 1F1B: min(m, p) micro-batches of all its layers;
+* interleaved: Megatron's warm-up of 2(p-1) + (v-1)p chunk forwards, + 1, capped at m*v chunks
+  (= p (1 + (p-1)/(p v)) micro-batches' worth of the stage's layers, Korthikanti et al. 2022);
+* DualPipe: p + 1 micro-batches (DeepSeek-V3 Table 2: PP + 1).
+"""
+from __future__ import annotations
+
+
+def bubble_fraction(schedule: str, p: int, m: int, v: int = 1) -> float:
+    """Idle fraction of the step for uniform stages."""
+    units = bubble_units(schedule, p, v)
+    return units / (m + units)
+
+
+def bubble_units(schedule: str, p: int, v: int = 1) -> float:
+    """Bubble in units of T (one micro-batch fwd+bwd on one stage)."""
+    if p <= 1:
+        return 0.0
+    if schedule == "1f1b":
+        return float(p - 1)
+    if schedule == "interleaved":
+        return (p - 1) / v
+    if schedule == "dualpipe":
+        return max(0.0, (p / 2 - 1) * 2.0 / 3.0)
+    raise ValueError(f"unknown pipeline schedule '{schedule}'")
+
+
+def inflight_chunks(schedule: str, p: int, m: int, v: int = 1, stage: int = 0) -> float:
+    """Chunk-activations stage ``stage`` holds at its peak, in units of one chunk (= stage layers / v)."""
+    if p <= 1:
+        return float(v)                      # one micro-batch of every chunk, freed after its backward
+    if schedule == "interleaved":
+        return float(min(m * v, 2 * (p - stage - 1) + (v - 1) * p + 1))
+    if schedule == "dualpipe":
+        return float(min(m, p + 1) * v)
+    return float(min(m, p - stage) * v)
+
+
+def warmup_fraction(schedule: str, p: int, m: int, v: int = 1) -> float:
+    """Fraction of a stage's forward/backward passes that run outside the 1F1B steady state."""
+    if p <= 1:
+        return 0.0
+    if schedule == "interleaved":
+        w = min(m * v, 2 * (p - 1) + (v - 1) * p)
+        return w / (m * v)
+    if schedule == "dualpipe":
+        return min(1.0, (p / 2) / m)
+    return min(1.0, (p - 1) / m)
+
+
+def partition(costs: list, k: int) -> list:
+    """Split ``costs`` (in order) into k contiguous non-empty groups minimising the largest group sum.
+
+    Returns the k groups as ``(start, end)`` index ranges. Greedy feasibility check + bisection on the answer
+    (to 0.1 % of the optimum). Needs len(costs) >= k.
+    Assumption: the framework lets each virtual stage take any number of layers (MindSpeed
+    ``num_layer_list`` / Megatron ``decoder_first/last_pipeline_num_layers``), so stages are balanced by time.
+    """
+    n = len(costs)
+    if n < k:
+        raise ValueError(f"{n} blocks cannot fill {k} stages")
+    if k == 1:
+        return [(0, n)]
+
+    def groups(limit: float):
+        bounds, start, cur = [], 0, 0.0
+        for i, c in enumerate(costs):
+            # close the group when adding c exceeds the limit, or when each remaining block must open a group
+            if i > start and (cur + c > limit or n - i == k - len(bounds) - 1):
+                bounds.append((start, i, cur))
+                start, cur = i, 0.0
+            cur += c
+        bounds.append((start, n, cur))
+        return bounds
+
+    lo, hi = max(costs), sum(costs)
+    best = groups(hi)
+    for _ in range(40):
+        if hi - lo <= 1e-3 * hi:
+            break
+        mid = 0.5 * (lo + hi)
+        g = groups(mid)
+        if len(g) <= k and max(x[2] for x in g) <= mid * (1 + 1e-12):
+            hi, best = mid, g
+        else:
+            lo = mid
+    out = [(a, b) for a, b, _ in best]
+    while len(out) < k:                      # cannot happen with the forced splits; kept for safety
+        out.append((n, n))
+    return out
+
+
+def stage_sums(chunk_sums: list, p: int, v: int) -> list:
+    """Physical stage s holds virtual chunks s, s+p, s+2p, ... (Megatron interleaving)."""
+    return [sum(chunk_sums[s + j * p] for j in range(v)) for s in range(p)]

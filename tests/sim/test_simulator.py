@@ -1,0 +1,246 @@
+"""Simulator tests: hand-computed small cases of the time and memory model, FLOP consistency, CLI."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pangu_ms.config import ConfigError, from_dict, load_config
+from pangu_ms.model.stats import compute_stats
+from pangu_ms.sim import comm, memory, schedule
+from pangu_ms.sim.compute import model_flops_per_token
+from pangu_ms.sim.estimate import estimate
+from pangu_ms.sim.hardware import load_hardware, profile_from_dict
+from pangu_ms.sim.layout import LayoutError, resolve_layout
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+Y718 = os.path.join(ROOT, "yaml", "pangu_ultra_moe_718b.yaml")
+PAPER = ["parallel.tp=8", "parallel.pp=16", "parallel.vpp=2", "parallel.ep=4", "parallel.micro_batch_size=2",
+         "parallel.tp_extend_ep=true", "parallel.optimizer_shard=true"]
+
+
+def flat_hw(**kw):
+    """A profile with flat efficiency 1 everywhere, so times are hand-computable."""
+    d = {"name": "flat", "peak_flops": {"bf16": 1e12, "fp32": 1e12, "fp8": 2e12}, "hbm_bytes": 1e11,
+         "usable_hbm_bytes": 1e11, "hbm_bandwidth": 1e12, "devices_per_node": 8,
+         "intra_node": {"bandwidth": 1e11, "latency": 0.0, "efficiency": [[1.0, 1.0]], "topology": "switch"},
+         "inter_node": {"bandwidth": 1e10, "latency": 0.0, "efficiency": [[1.0, 1.0]]},
+         "gemm_efficiency": [[1.0, 1.0]], "attention_efficiency": 1.0, "elementwise_efficiency": 1.0}
+    d.update(kw)
+    return profile_from_dict(d)
+
+
+def tiny_moe(**parallel):
+    d = {"model": {"vocab_size": 1024, "hidden_size": 256, "num_layers": 4, "num_dense_layers": 1,
+                   "dense_ffn_hidden": 512, "num_heads": 8, "q_lora_rank": 64, "kv_lora_rank": 32,
+                   "qk_nope_head_dim": 16, "qk_rope_head_dim": 8, "v_head_dim": 16, "mtp_depth": 1},
+         "moe": {"num_experts": 16, "top_k": 4, "expert_ffn_hidden": 128},
+         "train": {"seq_length": 512, "global_batch_size": 64},
+         "parallel": parallel}
+    return from_dict(d)
+
+
+# ------------------------------------------------------------------ schedule
+@pytest.mark.parametrize("p,m", [(4, 8), (8, 16), (16, 16), (2, 2)])
+def test_1f1b_bubble_fraction(p, m):
+    assert schedule.bubble_fraction("1f1b", p, m) == pytest.approx((p - 1) / (m + p - 1))
+
+
+def test_interleaved_bubble_matches_pangu_ultra_report():
+    # Pangu Ultra 135B: p=8, m=16: 1F1B 30.4%, VPP 6 -> 6.8% (report: 30.45% -> 6.8%)
+    assert schedule.bubble_fraction("1f1b", 8, 16) == pytest.approx(7 / 23)
+    assert schedule.bubble_fraction("interleaved", 8, 16, 6) == pytest.approx((7 / 6) / (16 + 7 / 6))
+    assert round(100 * schedule.bubble_fraction("interleaved", 8, 16, 6), 1) == 6.8
+
+
+def test_inflight_microbatches():
+    assert schedule.inflight_chunks("1f1b", 4, 8, 1) == 4            # p micro-batches on stage 0
+    assert schedule.inflight_chunks("1f1b", 4, 8, 1, stage=3) == 1
+    # interleaved stage 0: 2(p-1) + (v-1)p + 1 chunks = p (1 + (p-1)/(p v)) micro-batches of v chunks
+    p, v = 4, 2
+    assert schedule.inflight_chunks("interleaved", p, 100, v) == 2 * (p - 1) + (v - 1) * p + 1
+    assert schedule.inflight_chunks("interleaved", p, 100, v) / v == pytest.approx(p * (1 + (p - 1) / (p * v)))
+
+
+def test_partition_minimises_largest_stage():
+    b = schedule.partition([1.0] * 10, 3)
+    sums = [10 * 0 + (e - a) for a, e in b]
+    assert max(sums) == 4 and len(b) == 3 and b[0][0] == 0 and b[-1][1] == 10
+    b = schedule.partition([5, 1, 1, 1, 1, 1], 3)
+    assert b[0] == (0, 1)
+
+
+# ------------------------------------------------------------------ communication
+def test_alltoall_volume_flat_vs_hierarchical():
+    T, h, k, E, b = 1000, 100, 8, 256, 2
+    # flat over W=32 ranks, 8 per node: (W - n_loc)/W of the T*k rows cross nodes
+    flat = comm.alltoall_volume(T, h, k, E, 32, 8, b, hierarchical=False)
+    assert flat.inter_bytes == pytest.approx(T * k * h * b * 24 / 32)
+    assert flat.intra_bytes == pytest.approx(T * k * h * b * 7 / 32)
+    hier = comm.alltoall_volume(T, h, k, E, 32, 8, b, hierarchical=True)
+    # 4 nodes of 64 experts: P(no expert of a token on a given node) = C(192,8)/C(256,8)
+    p_none = 1.0
+    for i in range(k):
+        p_none *= (192 - i) / (256 - i)
+    assert hier.inter_bytes == pytest.approx(T * 3 * (1 - p_none) * h * b)
+    assert hier.inter_bytes < flat.inter_bytes                      # ~2.7 vs 6 remote copies per token
+    assert hier.intra_bytes == pytest.approx(T * k * h * b * 7 / 8)
+    # single node: hierarchical degenerates to flat
+    one = comm.alltoall_volume(T, h, k, E, 8, 8, b, hierarchical=True)
+    assert one.inter_bytes == 0 and not one.hierarchical
+
+
+def test_collective_times_hand_computed():
+    hw = flat_hw()
+    # all-gather of 8 MB over 8 ranks in a switch node: 7/8 * 8e6 / 1e11
+    assert comm.allgather_time(8e6, 8, hw, False) == pytest.approx(7 / 8 * 8e6 / 1e11)
+    assert comm.allreduce_time(8e6, 8, hw, True) == pytest.approx(2 * 7 / 8 * 8e6 / 1e10)
+    mesh = flat_hw(intra_node={"bandwidth": 7e11, "efficiency": [[1.0, 1.0]], "topology": "mesh"})
+    # a 2-rank group in an 8-device mesh uses 1 of 7 links
+    assert comm.allgather_time(1e6, 2, mesh, False) == pytest.approx(0.5 * 1e6 / 1e11)
+
+
+# ------------------------------------------------------------------ memory
+def test_activation_memory_recompute_hand_computed():
+    cfg = tiny_moe()
+    _, L = resolve_layout(cfg, 1, 8)
+    tok, h, f = L.tokens_per_micro, 256, 512
+    none = memory.layer_activation_bytes(cfg, L, False, "none")
+    # dense FFN, tp=1, sandwich: norm in h, norm out h, gate f, up f, act f, post-norm in h; bf16
+    assert none["ffn"] == pytest.approx(tok * 2 * (3 * h + 3 * f))
+    sel = memory.layer_activation_bytes(cfg, L, False, "selective")
+    assert sel["ffn"] == pytest.approx(tok * 2 * (2 * h + 2 * f))       # norm output and act dropped
+    full = memory.layer_activation_bytes(cfg, L, False, "full", 1.0)
+    assert sum(v for k, v in full.items() if not k.startswith("_")) == pytest.approx(tok * 2 * h)
+    half = memory.layer_activation_bytes(cfg, L, False, "full", 0.5)
+    total_none = sum(none.values())
+    assert sum(v for k, v in half.items() if not k.startswith("_")) == pytest.approx(
+        0.5 * total_none + 0.5 * tok * 2 * h)
+    # MoE routed rows: k rows per token, each dispatched input h + fc1 2f + act f + output h
+    moe_none = memory.layer_activation_bytes(cfg, L, True, "none")
+    assert moe_none["moe.routed"] == pytest.approx(tok * 2 * 4 * (2 * h + 3 * 128))
+    moe_fine = memory.layer_activation_bytes(cfg, L, True, "moe_fine")
+    assert moe_fine["moe.routed"] == pytest.approx(tok * 2 * 4 * (2 * h))
+
+
+def test_optimizer_sharding_memory():
+    cfg = tiny_moe(dp=4)
+    _, L = resolve_layout(cfg, None, 8)
+    d, x = 1e6, 8e6
+    st = memory.model_state_bytes(cfg, L, d, x)
+    assert st.weights == pytest.approx(2 * (d + x)) and st.grads == pytest.approx(4 * (d + x))
+    assert st.optimizer == pytest.approx(12 * (d + x))
+    cfg2 = dataclasses.replace(cfg, parallel=dataclasses.replace(cfg.parallel, optimizer_shard=True))
+    _, L2 = resolve_layout(cfg2, None, 8)
+    st2 = memory.model_state_bytes(cfg2, L2, d, x)
+    assert st2.optimizer == pytest.approx(12 * (d / 4 + x / 4))       # ep=1: expert-DP group = dp = 4
+    cfg3 = dataclasses.replace(cfg2, sim=dataclasses.replace(cfg2.sim, swap_optimizer=True))
+    assert memory.model_state_bytes(cfg3, L2, d, x).optimizer == 0.0
+
+
+# ------------------------------------------------------------------ FLOPs
+@pytest.mark.parametrize("overrides", [[], ["parallel.tp=8", "parallel.ep=4", "parallel.tp_extend_ep=true"],
+                                       ["model.attention_type=gqa", "model.num_kv_heads=8",
+                                        "model.head_dim=128"]])
+def test_flops_match_stats(overrides):
+    cfg = load_config(Y718, overrides, validate=False)
+    hw = load_hardware("ascend_910b")
+    cfg, L = resolve_layout(cfg, 6144 if "parallel.tp=8" in overrides else None, 8, validate=False)
+    st = compute_stats(cfg, L.seq)
+    assert model_flops_per_token(cfg, L, hw) == pytest.approx(st.train_flops_per_token, rel=1e-12)
+    assert model_flops_per_token(cfg, L, hw, with_mtp=False) == pytest.approx(
+        st.train_flops_per_token_without_mtp, rel=1e-12)
+
+
+def test_dense_compute_time_hand_computed():
+    """A dense 1-layer model on the flat profile: GEMM time = FLOPs / peak."""
+    cfg = from_dict({"model": {"vocab_size": 64, "hidden_size": 128, "num_layers": 1, "num_dense_layers": 1,
+                               "dense_ffn_hidden": 256, "attention_type": "mha", "num_heads": 4,
+                               "mtp_depth": 0},
+                     "moe": {"num_experts": 0}, "train": {"seq_length": 64, "global_batch_size": 1},
+                     "sim": {"attention_causal_skip": False}})
+    hw = flat_hw(hbm_bandwidth=1e30)                                    # no memory-bound ops
+    from pangu_ms.sim.compute import ComputeModel
+    _, L = resolve_layout(cfg, 1, 8)
+    blk = ComputeModel(cfg, L, hw).layer(False)
+    gemm_flops = 2 * 64 * (4 * 128 * 128 + 3 * 128 * 256)
+    attn_flops = 64 * 2 * 64 * 4 * 64                                   # 2 S H (dqk + dv) per token
+    assert blk.fwd == pytest.approx((gemm_flops + attn_flops) / 1e12)
+    assert blk.bwd == pytest.approx((2 * gemm_flops + 2.5 * attn_flops) / 1e12)
+
+
+# ------------------------------------------------------------------ estimate / CLI
+def test_paper_layout_estimate_and_optimisations_help():
+    base = load_config(Y718, PAPER, validate=False)
+    e0 = estimate(base, "ascend_910b", 6144)
+    assert 0 < e0.mfu < 1 and e0.layout["dp"] == 48 and e0.layout["ep_width"] == 32
+    assert sum(e0.breakdown_s.values()) == pytest.approx(e0.step_time_s)
+    opt = load_config(Y718, PAPER + ["parallel.hierarchical_alltoall=true", "sim.ep_overlap=true"], validate=False)
+    e1 = estimate(opt, "ascend_910b", 6144)
+    assert e1.breakdown_s["ep_alltoall_exposed"] < e0.breakdown_s["ep_alltoall_exposed"]
+    assert e1.mfu > e0.mfu
+    rc = load_config(Y718, PAPER + ["sim.recompute=full"], validate=False)
+    e2 = estimate(rc, "ascend_910b", 6144)
+    assert e2.memory_per_device_gb < e0.memory_per_device_gb and e2.step_time_s > e0.step_time_s
+
+
+def test_oom_marked():
+    cfg = load_config(Y718, ["parallel.tp=2", "parallel.pp=16", "parallel.ep=4", "train.global_batch_size=3072"],
+                      validate=False)
+    e = estimate(cfg, "ascend_910b", 6144)
+    assert not e.fits and e.memory_per_device_gb > e.hbm_usable_gb
+
+
+def test_impossible_layouts_raise():
+    cfg = load_config(Y718, PAPER, validate=False)
+    with pytest.raises(LayoutError, match="sim.devices"):
+        estimate(cfg, "ascend_910b", 6000)
+    bad = load_config(Y718, PAPER + ["parallel.ep=3"], validate=False)
+    with pytest.raises(ConfigError, match="parallel.ep"):
+        estimate(bad, "ascend_910b", 6144)
+    with pytest.raises(ConfigError, match="sim.hardware"):
+        estimate(cfg, "no_such_gpu", 6144)
+
+
+def _cli(*args):
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(ROOT))
+    return subprocess.run([sys.executable, os.path.join(ROOT, "tools", "simulate.py"), *args],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_cli_estimate_json_and_error():
+    r = _cli("estimate", "--config", Y718, "--hardware", "ascend_910b", "--devices", "6144", "--set", *PAPER,
+             "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    for k in ("mfu", "peak_flops_per_device", "step_time_s", "tokens_per_s", "memory_per_device_gb", "fits",
+              "breakdown"):
+        assert k in d
+    assert d["peak_flops_per_device"] == 2.56e14
+    r = _cli("estimate", "--config", Y718, "--devices", "6000", "--set", *PAPER, "--json")
+    assert r.returncode == 2 and "not divisible" in r.stderr
+    r = _cli("--help")
+    assert r.returncode == 0 and all(c in r.stdout for c in ("estimate", "search", "calibrate"))
+
+
+def test_search_speed_and_ranking():
+    from pangu_ms.sim import search as S
+    cfg = load_config(Y718, PAPER, validate=False)
+    hw = load_hardware("ascend_910b")
+    sp = S.SearchSpace(layers=[58, 61], hidden=[7168, 7680], experts=[256], top_k=[8], tp=[4, 8], pp=[8, 16],
+                       vpp=[1, 2], ep=[2, 4], micro_batch=[1, 2], tp_extend_ep=[True], recompute=["none", "full"],
+                       budget=718e9)
+    t0 = time.perf_counter()
+    res = S.run_search(cfg, sp, hw, 6144, workers=1, progress=False)
+    dt = time.perf_counter() - t0
+    assert res["evaluated"] == 4 * 64
+    assert res["evaluated"] / dt * 60 > 5000                            # >= 10k/min on 2 workers
+    rows = [r for r in res["rows"] if r["fits"]]
+    assert rows and all(a["mfu"] >= b["mfu"] for a, b in zip(rows, rows[1:]))
+    # the budget solver reproduces the paper's expert width for the paper's shape
+    assert any(s["layers"] == 61 and s["hidden"] == 7680 and s["expert_ffn"] == 2048 for s in res["shapes"])

@@ -5,12 +5,25 @@ One entry for every stage (``stage.name`` in the recipe). Launched by ``run/msru
 explicit data / expert parallelism of ``pangu_ms.parallel``. Outputs go to ``train.output_dir``: train.log,
 metrics.jsonl, tb/ (tensorboardX), checkpoints/, config.yaml; MindFormers' own logs under mindformers_log/.
 A run resumes automatically from its latest complete checkpoint (``--set train.resume=false`` to restart).
+
+A MindFormers-style YAML (``model.model_config`` / ``runner_config``, e.g. yaml/mindformers/tiny_cpu_trainer.yaml)
+is trained by ``mindformers.Trainer`` with the registered pangu_ms model and CPU wrapper instead.
 """
 import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def is_mindformers_yaml(path: str) -> bool:
+    """A MindFormers-style recipe (runner_config / model.model_config) goes through mindformers.Trainer."""
+    import yaml
+    if not os.path.isfile(path):
+        return False
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    return "runner_config" in data or isinstance(data.get("model"), dict) and "model_config" in data["model"]
 
 
 def main(argv=None) -> int:
@@ -21,6 +34,13 @@ def main(argv=None) -> int:
     ap.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     args = ap.parse_args(argv)
 
+    if is_mindformers_yaml(args.config):
+        if args.overrides:
+            print("error: --set applies to pangu_ms recipes; edit the MindFormers YAML instead", file=sys.stderr)
+            return 2
+        from pangu_ms.integrations.mindformers import train_with_mindformers
+        train_with_mindformers(args.config)
+        return 0
     from pangu_ms.config import ConfigError, load_config
     try:
         cfg = load_config(args.config, args.overrides)

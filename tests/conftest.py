@@ -22,7 +22,7 @@ def tiny_overrides(**extra):
         "model.dense_ffn_hidden": 48, "model.num_heads": 2, "model.q_lora_rank": 16, "model.kv_lora_rank": 12,
         "model.qk_nope_head_dim": 8, "model.qk_rope_head_dim": 4, "model.v_head_dim": 8,
         "model.max_position_embeddings": 64, "moe.num_experts": 4, "moe.top_k": 2, "moe.expert_ffn_hidden": 16,
-        "train.seq_length": 16, "train.global_batch_size": 2,
+        "train.seq_length": 16, "train.global_batch_size": 2, "parallel.micro_batch_size": 2,
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]

@@ -118,6 +118,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected a number, got {value!r}")
         return float(value)
     if tp is str:
+        if value is None:                      # `key:` / `--set key=` in YAML means the empty string
+            return ""
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected a string, got {value!r}")
         return value

@@ -44,7 +44,7 @@ def test_base_inheritance(tmp_path):
     (["model.num_dense_layers=9"], "model.num_dense_layers: 9 > model.num_layers=4"),
     (["model.qk_rope_head_dim=7"], "model.qk_rope_head_dim: must be even"),
     (["parallel.dp=3"], "train.global_batch_size: 8 is not divisible by parallel.micro_batch_size*dp = 24"),
-    (["data.path=''"], "data.path: required"),
+    (["data.path="], "data.path: required"),
     (["train.phases=[{name: a, steps: 5}]"], "train.steps: 1200 != sum of train.phases steps 5"),
     (["bogus.x=1"], "bogus: unknown key"),
 ])

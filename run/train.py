@@ -32,6 +32,9 @@ def main(argv=None) -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a recipe value, e.g. --set train.steps=100 (repeatable)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    ap.add_argument("--stop-after", type=int, default=None, metavar="N",
+                    help="stop after N steps of this invocation, keeping a checkpoint (emulates an interruption; "
+                         "the next invocation resumes)")
     args = ap.parse_args(argv)
 
     if is_mindformers_yaml(args.config):
@@ -53,7 +56,7 @@ def main(argv=None) -> int:
     from pangu_ms.train.checkpoint import CheckpointError
     from pangu_ms.train.stages import run_stage
     try:
-        summary = run_stage(cfg, progress=not args.no_progress)
+        summary = run_stage(cfg, progress=not args.no_progress, stop_after=args.stop_after)
     except (DataError, CheckpointError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -290,6 +290,7 @@ class DataConfig:
         tokenizer: existing tokenizer.json or sentencepiece model to prepare with (empty: train a BPE).
         valid_fraction: documents held out for validation when preparing.
         weights: mixture weights by corpus name for single-phase runs (empty = the prepared data's weights).
+        max_docs: when preparing, keep at most this many documents per corpus (0 = all).
     """
 
     source: str = _choice("synthetic", ("synthetic", "mindrecord"))
@@ -298,6 +299,7 @@ class DataConfig:
     tokenizer: str = ""
     valid_fraction: float = 0.01
     weights: dict[str, float] = field(default_factory=dict)
+    max_docs: int = 0
 
 
 @dataclass

@@ -38,6 +38,6 @@ def ensure_prepared(cfg, is_main: bool = True, barrier=lambda: None) -> str:
               f"seq_len {cfg.train.seq_length})", flush=True)
         preprocess(parse_corpus_spec(d.corpus), path, cfg.train.seq_length, vocab_size=cfg.model.vocab_size,
                    tokenizer=d.tokenizer or None, valid_fraction=d.valid_fraction, seed=cfg.train.seed,
-                   max_vocab=cfg.model.vocab_size)
+                   max_vocab=cfg.model.vocab_size, max_docs=d.max_docs or None)
     barrier()
     return path

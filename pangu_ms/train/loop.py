@@ -57,7 +57,7 @@ class Trainer:
         self.net = PanguForCausalLM(cfg, hooks=self.rt.hooks)
         from .optim import build_optimizer
         self.optimizer = build_optimizer(self.net.trainable_params(), t)
-        reducer = self.rt.grad_reducer(self.net)
+        reducer = self.rt.grad_reducer(self.net, self.optimizer)
         if self.accum > 1:
             self.step_cell = AccumulatingTrainStep(self.net, self.optimizer, t.grad_clip, reducer)
             self._micro = ms.jit(self.step_cell.micro) if t.mode == "graph" else self.step_cell.micro
@@ -97,18 +97,32 @@ class Trainer:
         tokenizer = load_tokenizer(tok_path) if os.path.isfile(tok_path) else None
         return sampler, valid, tokenizer
 
-    def _valid_iter(self, batch_size):
+    def _valid_sets(self, batch_size):
+        """{name: iterator of this rank's validation batches}; the batch budget is split over the corpora."""
         n = self.cfg.train.eval_batches
         if self.valid is None:
-            yield from self.sampler.valid_batches(batch_size, n)
-            return
+            return {"synthetic": self.sampler.valid_batches(batch_size, n)}
         from ..data import eval_batches
-        for split in self.valid.values():
-            per = max(1, n // len(self.valid))
-            yield from eval_batches(split, batch_size, self.rt.dp_rank, self.rt.dp_size, max_batches=per)
+        per = max(1, n // len(self.valid))
+        return {name: eval_batches(split, batch_size, self.rt.dp_rank, self.rt.dp_size, max_batches=per)
+                for name, split in self.valid.items()}
 
     # ------------------------------------------------------------------ steps
+    def _across_ranks(self, values, load):
+        """Loss-like scalars averaged and expert loads summed over the data-parallel ranks (for logging)."""
+        if self.rt.world == 1:
+            return values, load
+        from mindspore import ops
+        packed = np.concatenate([np.asarray(values, np.float32), np.asarray(load, np.float32).ravel()])
+        total = ops.AllReduce()(Tensor(packed)).asnumpy()
+        n = len(values)
+        return list(total[:n] / self.rt.world), total[n:].reshape(np.shape(load))
+
     def run_step(self, step: int):
+        vals, load = self._run_step_local(step)
+        return self._across_ranks(vals, load)
+
+    def _run_step_local(self, step: int):
         """One optimizer step; returns host floats (loss, lm, mtp, aux, drop, grad_norm) and the expert load."""
         if self.accum == 1:
             ids = self.sampler.batch(step, 0)
@@ -126,16 +140,23 @@ class Trainer:
         norm = float(self._apply(Tensor(float(self.accum), ms.float32)).asnumpy())
         return list(acc / self.accum) + [norm], load_sum
 
-    def evaluate(self) -> float:
+    def evaluate(self) -> dict:
+        """Mean validation LM loss per corpus and over all batches (key ``all``)."""
         if not hasattr(self, "_eval_fn"):
             net = self.net
 
             def eval_fn(x, y):
                 return net(x, y)[1]
             self._eval_fn = ms.jit(eval_fn) if self.cfg.train.mode == "graph" else eval_fn
-        losses = [float(self._eval_fn(Tensor(b[:, :-1]), Tensor(b[:, 1:])).asnumpy())
-                  for b in self._valid_iter(self.micro)]
-        return float(np.mean(losses)) if losses else float("nan")
+        out, every = {}, []
+        for name, batches in self._valid_sets(self.micro).items():
+            losses = [float(self._eval_fn(Tensor(b[:, :-1]), Tensor(b[:, 1:])).asnumpy()) for b in batches]
+            losses = list(self._across_ranks(losses, np.zeros(0))[0]) if losses else losses
+            if losses:
+                out[name] = float(np.mean(losses))
+                every += losses
+        out["all"] = float(np.mean(every)) if every else float("nan")
+        return out
 
     # ------------------------------------------------------------------ checkpoints
     def maybe_resume(self) -> None:
@@ -207,16 +228,20 @@ class Trainer:
                               f"lr {self.lr[step]:.2e} gnorm {norm:.3f} {tps:.0f} tok/s mfu {100 * mfu:.2f}%")
                 t_window, n_window = time.perf_counter(), 0
             if (step + 1) % t.eval_interval == 0 or (last and end == t.steps):
-                v = self.evaluate()
-                summary["valid_loss"] = v
-                self.log.scalars(step + 1, {"valid/loss": v})
-                self.log.info(f"step {step + 1} validation loss {v:.4f}")
+                ev = self.evaluate()
+                v = summary["valid_loss"] = ev["all"]
+                summary["valid_losses"] = ev
+                per = {f"valid/{k}": x for k, x in ev.items() if k != "all"}
+                self.log.scalars(step + 1, {"valid/loss": v, **(per if len(per) > 1 else {})})
+                detail = ", ".join(f"{k} {x:.4f}" for k, x in per.items()) if len(per) > 1 else ""
+                self.log.info(f"step {step + 1} validation loss {v:.4f}" + (f" ({detail})" if detail else ""))
                 t_window = time.perf_counter()
             if (step + 1) % t.save_interval == 0 or last:
                 self.save(step)
         summary.update({"losses": losses, "train_time_s": train_time,
                         "tokens_per_s": (end - self.start_step) * tokens_per_step / max(train_time, 1e-9)})
-        if end == t.steps and t.sample_tokens > 0 and self.rt.rank == 0:
+        # with expert parallelism every rank takes part in each forward (the all-to-all), so all ranks sample
+        if end == t.steps and t.sample_tokens > 0 and (self.rt.rank == 0 or self.rt.hooks is not None):
             summary["sample"] = self.sample(t.sample_tokens)
         self.log.close()
         return summary

@@ -5,9 +5,9 @@ from __future__ import annotations
 from ..config import Config
 
 
-def run_stage(cfg: Config, progress: bool = True) -> dict:
+def run_stage(cfg: Config, progress: bool = True, stop_after: int | None = None) -> dict:
     name = cfg.stage.name
     if name == "pretrain":
         from .loop import Trainer
-        return Trainer(cfg, progress=progress).train()
+        return Trainer(cfg, progress=progress).train(stop_after=stop_after)
     raise NotImplementedError(f"stage.name: '{name}' is not implemented yet (available: pretrain)")

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Launch pangu_ms training on N local ranks with msrun (explicit data + expert parallelism, pangu_ms/parallel).
+#
+#   bash run/msrun.sh <N> <recipe.yaml> [key=value ...]
+#   bash run/msrun.sh 2 yaml/tiny_cpu.yaml parallel.dp=2 parallel.ep=2 train.steps=20
+#
+# Runs:  msrun --worker_num=N --local_worker_num=N --master_port=<free port> --join=True \
+#              --log_dir=<train.output_dir>/msrun_logs  python run/train.py --config <recipe> --set k=v ...
+# Overrides are passed to run/train.py as --set (a leading "--set" is accepted too). Defaults when neither the
+# recipe nor an override sets them: parallel.dp=N (every rank a data-parallel rank) and parallel.ep=N when
+# moe.num_experts is a multiple of N (expert parallelism over the same ranks), and parallel.micro_batch_size =
+# global_batch_size / dp when the recipe's micro-batch would exceed it (a single-process recipe keeps its global
+# batch), so `bash run/msrun.sh 2 yaml/tiny_cpu.yaml` trains with DP=2, EP=2 on the same global batch.
+#
+# Environment:
+#   MASTER_PORT   scheduler port (default: a free port on this machine)
+#   MSRUN_EXTRA   extra msrun flags, e.g. for several nodes (see below)
+#   PYTHON        interpreter (default: python)
+#
+# Multi-node (not testable here; the msrun flags are MindSpore's): run the same command on every node with
+#   MSRUN_EXTRA="--worker_num=<total ranks> --local_worker_num=<ranks on this node> --node_rank=<i> \
+#                --master_addr=<ip of node 0>" MASTER_PORT=<same port everywhere> bash run/msrun.sh <ranks per node> ...
+# (flags given in MSRUN_EXTRA override the local defaults; set parallel.ranks_per_node to the ranks per node so the
+# hierarchical all-to-all groups match the real nodes; parallel.dp = world size, ep divides dp).
+#
+# Exit status: msrun's (non-zero when any worker fails). On failure the failing rank(s) and their log files are
+# printed: the first worker log containing a Python traceback / error, else every worker with a non-zero exit.
+set -uo pipefail
+
+usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
+if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ] || [ $# -lt 2 ]; then usage; [ $# -lt 2 ] && exit 2; exit 0; fi
+
+N="$1"; RECIPE="$2"; shift 2
+case "$N" in ''|*[!0-9]*) echo "msrun.sh: <N> must be a positive integer, got '$N'" >&2; exit 2;; esac
+[ -f "$RECIPE" ] || { echo "msrun.sh: recipe '$RECIPE' not found" >&2; exit 2; }
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck disable=SC1091
+[ -n "${PANGU_MS_NO_ENV:-}" ] || source "$ROOT/run/env.sh"
+PY="${PYTHON:-python}"
+
+SETS=()
+for a in "$@"; do
+  [ "$a" = "--set" ] && continue
+  SETS+=(--set "$a")
+done
+
+# output dir and the launch defaults, resolved with the same loader run/train.py uses
+HELPER_OUT="$(cd "$ROOT" && "$PY" - "$N" "$RECIPE" "${SETS[@]}" <<'EOF'
+import sys
+from pangu_ms.config.loader import load_config, parse_overrides, read_yaml
+n, recipe, args = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+sets = [args[i + 1] for i in range(0, len(args), 2)]
+given = parse_overrides(sets)
+raw = read_yaml(recipe)
+def is_set(sec, key):
+    return key in (raw.get(sec) or {}) or key in (given.get(sec) or {})
+extra = []
+if not is_set("parallel", "dp"):
+    extra.append(f"parallel.dp={n}")
+cfg = load_config(recipe, sets + extra, validate=False)
+if not is_set("parallel", "dp") and not is_set("parallel", "ep") and cfg.moe.num_experts % n == 0:
+    extra.append(f"parallel.ep={n}")
+p, t = cfg.parallel, cfg.train
+if "micro_batch_size" not in (given.get("parallel") or {}) and p.micro_batch_size * p.dp > t.global_batch_size \
+        and t.global_batch_size % p.dp == 0:
+    extra.append(f"parallel.micro_batch_size={t.global_batch_size // p.dp}")   # keep the global batch
+print(cfg.train.output_dir)
+print(" ".join(extra))
+EOF
+)" || { echo "msrun.sh: could not read the recipe $RECIPE" >&2; exit 2; }
+OUT_DIR="$(echo "$HELPER_OUT" | sed -n 1p)"
+for e in $(echo "$HELPER_OUT" | sed -n 2p); do SETS+=(--set "$e"); done
+[ -n "$OUT_DIR" ] || { echo "msrun.sh: no train.output_dir in $RECIPE" >&2; exit 2; }
+case "$OUT_DIR" in /*) ;; *) OUT_DIR="$ROOT/$OUT_DIR";; esac
+LOG_DIR="$OUT_DIR/msrun_logs"
+mkdir -p "$LOG_DIR"
+rm -f "$LOG_DIR"/worker_*.log "$LOG_DIR"/scheduler.log
+
+PORT="${MASTER_PORT:-$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
+export LOCAL_DEFAULT_PATH="${LOCAL_DEFAULT_PATH:-$OUT_DIR/mindformers_log}"
+
+echo "[msrun.sh] $N ranks, recipe $RECIPE, port $PORT, logs $LOG_DIR"
+# shellcheck disable=SC2086
+msrun --worker_num="$N" --local_worker_num="$N" --master_port="$PORT" --join=True --log_dir="$LOG_DIR" \
+  ${MSRUN_EXTRA:-} "$PY" "$ROOT/run/train.py" --config "$RECIPE" "${SETS[@]}"
+RC=$?
+
+if [ "$RC" -ne 0 ]; then
+  echo "[msrun.sh] FAILED (msrun exit $RC). Logs: $LOG_DIR" >&2
+  found=0
+  for f in $(ls "$LOG_DIR"/worker_*.log 2>/dev/null | sort -V); do
+    if grep -qE "Traceback \(most recent call last\)|^[A-Za-z]*Error:|^error: |RuntimeError|Segmentation fault" "$f"; then
+      r="$(basename "$f" .log)"; r="${r#worker_}"
+      echo "[msrun.sh] rank $r failed: $f" >&2
+      grep -E "^[A-Za-z.]*(Error|Exception)[: ]|^error: " "$f" | tail -n 3 | sed 's/^/    /' >&2
+      found=1
+    fi
+  done
+  if [ "$found" = 0 ]; then
+    # no traceback: ask msrun's own log lines for the worker(s) that exited with a non-zero status
+    grep -hE "exit(ed)? (code|with)|rank_id|failed" "$LOG_DIR"/scheduler.log 2>/dev/null | tail -n 5 >&2
+    for f in "$LOG_DIR"/worker_*.log; do echo "[msrun.sh] worker log: $f" >&2; done
+  fi
+  exit "$RC"
+fi
+echo "[msrun.sh] done; logs in $LOG_DIR"

@@ -13,6 +13,7 @@ train     optimisation, schedule, precision, logging and checkpoint cadence.
 data      where the tokens come from.
 stage     which training stage the recipe runs (pretrain, long_context, sft, rl).
 sim       simulator inputs (hardware profile, optimisation switches); see ``config/sim.py``.
+long_context / sft / rl   stage-specific settings (``config/long_context.py``, ``config/post_training.py``).
 
 Choices made where the paper is silent are written next to the field ("choice:").
 """
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .long_context import LongContextConfig
+from .post_training import RLConfig, SFTConfig
 from .sim import SimConfig
 
 
@@ -326,3 +329,6 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     stage: StageConfig = field(default_factory=StageConfig)
     sim: SimConfig = field(default_factory=SimConfig)
+    long_context: LongContextConfig = field(default_factory=LongContextConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    rl: RLConfig = field(default_factory=RLConfig)

@@ -69,6 +69,10 @@ class SimConfig:
         moe_impl: ``grouped`` (grouped GEMM over the tokens routed to each expert, as on NPU/GPU) or
             ``training_cpu`` (the project's single-process CPU path chosen by ``moe.dropless_impl``:
             ``masked_dense`` runs every expert on every token, so routed-expert work is E/k times the model's).
+        moe_probs_before_fc2: the routing weight scales the SwiGLU output before the expert's second GEMM
+            (fc2 is linear, so the result is the same; pangu_ms/moe/experts.py and fused "weighted SwiGLU"
+            kernels do this) instead of the expert output, so no per-row expert output is stored for the gate
+            gradient (memory.py).
     """
 
     # target
@@ -94,3 +98,4 @@ class SimConfig:
     fused_kernels: bool = True
     unfused_traffic_factor: float = 3.0
     moe_impl: str = _choice("grouped", ("grouped", "training_cpu"))
+    moe_probs_before_fc2: bool = False

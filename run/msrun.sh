@@ -6,7 +6,8 @@
 #
 # Runs:  msrun --worker_num=N --local_worker_num=N --master_port=<free port> --join=True \
 #              --log_dir=<train.output_dir>/msrun_logs  python run/train.py --config <recipe> --set k=v ...
-# Overrides are passed to run/train.py as --set (a leading "--set" is accepted too). Defaults when neither the
+# Overrides are passed to run/train.py as --set (a leading "--set" is accepted too); arguments starting with "--"
+# (e.g. --stop-after=3, --no-progress) are passed to run/train.py as they are. Defaults when neither the
 # recipe nor an override sets them: parallel.dp=N (every rank a data-parallel rank) and parallel.ep=N when
 # moe.num_experts is a multiple of N (expert parallelism over the same ranks), and parallel.micro_batch_size =
 # global_batch_size / dp when the recipe's micro-batch would exceed it (a single-process recipe keeps its global
@@ -40,8 +41,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-python}"
 
 SETS=()
+FLAGS=()                      # run/train.py flags passed through verbatim (--stop-after=N, --no-progress)
 for a in "$@"; do
   [ "$a" = "--set" ] && continue
+  case "$a" in --*) FLAGS+=("$a"); continue;; esac
   SETS+=(--set "$a")
 done
 
@@ -83,7 +86,7 @@ export LOCAL_DEFAULT_PATH="${LOCAL_DEFAULT_PATH:-$OUT_DIR/mindformers_log}"
 echo "[msrun.sh] $N ranks, recipe $RECIPE, port $PORT, logs $LOG_DIR"
 # shellcheck disable=SC2086
 msrun --worker_num="$N" --local_worker_num="$N" --master_port="$PORT" --join=True --log_dir="$LOG_DIR" \
-  ${MSRUN_EXTRA:-} "$PY" "$ROOT/run/train.py" --config "$RECIPE" "${SETS[@]}"
+  ${MSRUN_EXTRA:-} "$PY" "$ROOT/run/train.py" --config "$RECIPE" "${SETS[@]}" "${FLAGS[@]}"
 RC=$?
 
 if [ "$RC" -ne 0 ]; then

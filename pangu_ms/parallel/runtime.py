@@ -13,8 +13,8 @@ rank with its own micro-batch *and* an EP member. With dp=2, ep=2 on 2 ranks eac
 global batch and holds half of every MoE layer's routed experts; dense weights are replicated. Supported here:
 tp = pp = cp = 1 (tensor/pipeline/context parallelism exist only in the Ascend plan, ``plan.py``).
 
-Clipping: with EP the gradient tuple of a rank holds only its experts, so the plain ``TrainStep`` norm misses the
-other members' expert gradients. ``ParallelTrainStep`` (``rt.train_step``) uses ``reducer.global_sq_norm``.
+Clipping: with EP the gradient tuple of a rank holds only its experts, so a local norm would miss the other
+members' expert gradients; ``TrainStep`` clips with ``reducer.global_sq_norm`` whenever it has a reducer.
 """
 from __future__ import annotations
 
@@ -68,43 +68,6 @@ class MoEHooks:
         return StatsReducer(self._aux_group, self.impl)
 
 
-class ParallelTrainStep(nn.Cell):
-    """``TrainStep`` with the global gradient norm of an EP-sharded model (same math otherwise:
-    grads -> reducer -> clip by the global norm -> optimizer). ``return_grads`` appends the reduced, unclipped
-    gradients to the outputs (tests)."""
-
-    def __init__(self, net: nn.Cell, optimizer: nn.Cell, grad_clip: float = 1.0, grad_reducer: nn.Cell = None,
-                 return_grads: bool = False):
-        super().__init__(auto_prefix=False)
-        self.net = net
-        self.optimizer = optimizer
-        self.weights = optimizer.parameters
-        self.grad_fn = ms.value_and_grad(net, None, self.weights, has_aux=True)
-        self.clip = grad_clip
-        self.reducer = grad_reducer
-        self.return_grads = return_grads
-
-    def construct(self, input_ids, labels, loss_mask=None):
-        outs, grads = self.grad_fn(input_ids, labels, loss_mask)
-        if self.reducer is not None:
-            grads = self.reducer(grads)
-            sq_norm = self.reducer.global_sq_norm(grads)
-        else:
-            sq = ()
-            for g in grads:
-                sq = sq + ((g * g).sum(),)
-            sq_norm = ops.addn(sq)
-        norm = ops.sqrt(sq_norm)
-        clipped = grads
-        if self.clip > 0:
-            factor = ops.minimum(self.clip / (norm + 1e-6), 1.0)
-            clipped = tuple(g * factor.astype(g.dtype) for g in grads)
-        self.optimizer(clipped)
-        if self.return_grads:
-            return outs + (norm,) + tuple(grads)
-        return outs + (norm,)
-
-
 class ParallelRuntime:
     def __init__(self, cfg, dims: ParallelDims, rank: int, world: int, groups: dict, impl: str = "auto"):
         self.cfg, self.dims = cfg, dims
@@ -142,7 +105,7 @@ class ParallelRuntime:
 
     # ------------------------------------------------------------------ gradients
     def grad_reducer(self, net: nn.Cell, params=None):
-        """The gradient reducer for ``TrainStep``/``ParallelTrainStep``; None when world == 1.
+        """The gradient reducer for ``TrainStep``; None when world == 1.
 
         ``params``: the parameters in the order of the gradient tuple, i.e. ``optimizer.parameters`` (an
         optimizer is accepted too). Default: the order of ``build_optimizer(net.trainable_params(), ...)``
@@ -162,7 +125,9 @@ class ParallelRuntime:
                                 self.dp_size, self.impl)
 
     def train_step(self, net, optimizer, grad_clip: float = 1.0, return_grads: bool = False):
-        return ParallelTrainStep(net, optimizer, grad_clip, self.grad_reducer(net, optimizer), return_grads)
+        """``TrainStep`` with this rank's reducer; it clips by the global norm (``reducer.global_sq_norm``)."""
+        from ..train.step import TrainStep
+        return TrainStep(net, optimizer, grad_clip, self.grad_reducer(net, optimizer), return_grads)
 
     # ------------------------------------------------------------------ misc
     def barrier(self):
@@ -233,12 +198,13 @@ def setup_parallel(cfg, impl: str = "auto"):
 
 
 def single_process_runtime(cfg=None):
+    from ..train.step import TrainStep
     return SimpleNamespace(rank=0, world=1, dp_rank=0, dp_size=1, is_distributed=False, hooks=None,
                            grad_reducer=lambda net, params=None: None, barrier=lambda: None,
                            train_step=lambda net, opt, clip=1.0, return_grads=False:
-                           ParallelTrainStep(net, opt, clip, None, return_grads),
+                           TrainStep(net, opt, clip, None, return_grads),
                            micro_batch=lambda b: b)
 
 
-__all__ = ["setup_parallel", "ParallelRuntime", "ParallelTrainStep", "MoEHooks", "build_groups",
+__all__ = ["setup_parallel", "ParallelRuntime", "MoEHooks", "build_groups",
            "launched_by_msrun", "single_process_runtime"]

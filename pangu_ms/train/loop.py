@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from types import SimpleNamespace
 
 import mindspore as ms
 import numpy as np
@@ -28,17 +27,10 @@ from .schedule import lr_values, phase_starts
 from .step import AccumulatingTrainStep, TrainStep, compile_step
 
 
-def single_process_runtime():
-    return SimpleNamespace(rank=0, world=1, dp_rank=0, dp_size=1, is_distributed=False, hooks=None,
-                           grad_reducer=lambda net: None, barrier=lambda: None)
-
-
 def setup_runtime(cfg: Config):
     """msrun-launched -> the explicit-collective runtime of ``pangu_ms.parallel``; else one process."""
-    if os.environ.get("MS_ROLE") or int(os.environ.get("RANK_SIZE", "1")) > 1:
-        from ..parallel.runtime import setup_parallel
-        return setup_parallel(cfg)
-    return single_process_runtime()
+    from ..parallel.runtime import setup_parallel
+    return setup_parallel(cfg)
 
 
 class Trainer:

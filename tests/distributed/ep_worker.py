@@ -97,7 +97,8 @@ def main():
     from pangu_ms.model import PanguForCausalLM
     from pangu_ms.parallel.comm import single_group
     from pangu_ms.parallel.ep_dispatcher import comm_volume
-    from pangu_ms.parallel.runtime import MoEHooks, ParallelTrainStep, setup_parallel
+    from pangu_ms.parallel.runtime import MoEHooks, setup_parallel
+    from pangu_ms.train.step import TrainStep
     from pangu_ms.train.optim import build_optimizer
 
     cfg = load_config(os.path.join(ROOT, "yaml/tiny_cpu.yaml"), COMMON + SCENARIOS[args.scenario]
@@ -159,7 +160,7 @@ def main():
 
     # ---------------------------------------------------------------- steps
     ref_opt = build_optimizer(ref.trainable_params(), cfg.train)
-    ref_step = ms.jit(ParallelTrainStep(ref, ref_opt, clip, None, return_grads=True).construct)
+    ref_step = ms.jit(TrainStep(ref, ref_opt, clip, None, return_grads=True).construct)
     steps, opts = {}, {}
     for key, n in nets.items():
         opts[key] = build_optimizer(n.trainable_params(), cfg.train)
@@ -167,7 +168,7 @@ def main():
             steps[key] = ms.jit(rt.train_step(n, opts[key], clip, return_grads=True).construct)
         else:
             red = rt.grad_reducer(n, opts[key])
-            steps[key] = ms.jit(ParallelTrainStep(n, opts[key], clip, red, return_grads=True).construct)
+            steps[key] = ms.jit(TrainStep(n, opts[key], clip, red, return_grads=True).construct)
     world_sum = ops.AllReduce()
 
     def dp_mean(v):

@@ -3,9 +3,16 @@ import itertools
 
 import pytest
 
-from pangu_ms.config import ConfigError, load_config
+from pangu_ms.config import load_config as _load_config
+from pangu_ms.config import ConfigError
 from pangu_ms.parallel.dims import (GROUP_KINDS, ParallelDims, group_name, layout_problems, partitions_world,
                                     validate_layout)
+
+
+def _load(path, sets=()):
+    """The tiny recipe trains with micro-batch 8 (no accumulation); layout tests use micro-batch 1."""
+    pre = ["parallel.micro_batch_size=1"] if path.endswith("tiny_cpu.yaml") else []
+    return _load_config(path, pre + list(sets))
 
 TINY = "yaml/tiny_cpu.yaml"
 BIG = "yaml/pangu_ultra_moe_718b_pretrain.yaml"
@@ -126,7 +133,7 @@ def test_hierarchical_groups(kw):
 
 
 def test_hierarchical_718b_is_tp_inside_node():
-    d = validate_layout(load_config(BIG))
+    d = validate_layout(_load(BIG))
     inner, outer = d.hierarchical_of(0)
     assert inner == tuple(range(8)) == d.group_of("tp", 0)
     assert outer == (0, 8, 16, 24)
@@ -147,7 +154,7 @@ def test_group_name_deterministic_and_distinct():
 
 
 def test_718b_layout_validates_for_6144():
-    cfg = load_config(BIG)
+    cfg = _load(BIG)
     p = cfg.parallel
     assert (p.tp, p.pp, p.vpp, p.ep, p.micro_batch_size, p.dp) == (8, 16, 2, 4, 2, 48)
     assert p.device_num == 6144 and p.tp_extend_ep and p.hierarchical_alltoall
@@ -182,7 +189,7 @@ BAD = [
 
 @pytest.mark.parametrize("path,sets,msg", BAD)
 def test_bad_layouts_one_line_error(path, sets, msg):
-    cfg = load_config(path, sets)  # the basic checks pass ...
+    cfg = _load(path, sets)  # the basic checks pass ...
     problems = layout_problems(cfg)  # ... the layout checks do not
     assert problems and msg in problems[0], problems
     assert all("\n" not in p for p in problems)
@@ -191,13 +198,13 @@ def test_bad_layouts_one_line_error(path, sets, msg):
 
 
 def test_world_size_mismatch():
-    cfg = load_config(TINY, ["parallel.dp=2"])
+    cfg = _load(TINY, ["parallel.dp=2"])
     assert layout_problems(cfg, world_size=2) == []
     assert "launched with 4 ranks but dp*tp*pp*cp" in layout_problems(cfg, world_size=4)[0]
 
 
 def test_hierarchical_unequal_via_config():
-    cfg = load_config(TINY, ["parallel.dp=6", "parallel.ep=6", "moe.num_experts=12",
+    cfg = _load(TINY, ["parallel.dp=6", "parallel.ep=6", "moe.num_experts=12",
                              "parallel.hierarchical_alltoall=true", "parallel.ranks_per_node=3",
                              "train.global_batch_size=6", "parallel.pp=1"])
     # 6 ranks on nodes of 3: equal (3 + 3) -> valid; nodes of 4 are rejected above

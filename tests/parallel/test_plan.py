@@ -6,11 +6,19 @@ from math import prod
 
 import pytest
 
-from pangu_ms.config import ConfigError, load_config
+from pangu_ms.config import load_config as _load_config
+from pangu_ms.config import ConfigError
 from pangu_ms.parallel.dims import ParallelDims
 from pangu_ms.parallel.plan import (MESHES, build_plan, fused_shard_permutation, local_slice, plan_problems,
                                     validate_plan)
 from pangu_ms.parallel.stages import assign_stages, chunk_sizes
+
+
+def _load(path, sets=()):
+    """The tiny recipe trains with micro-batch 8 (no accumulation); layout tests use micro-batch 1."""
+    pre = ["parallel.micro_batch_size=1"] if path.endswith("tiny_cpu.yaml") else []
+    return _load_config(path, pre + list(sets))
+
 
 TINY = "yaml/tiny_cpu.yaml"
 BIG = "yaml/pangu_ultra_moe_718b_pretrain.yaml"
@@ -31,11 +39,11 @@ CASES = [(TINY, s) for s in TINY_LAYOUTS] + [(BIG, [])]
 
 @pytest.fixture(scope="module")
 def big_plan():
-    return build_plan(load_config(BIG))
+    return build_plan(_load(BIG))
 
 
 def _plan(path, sets):
-    return build_plan(load_config(path, sets))
+    return build_plan(_load(path, sets))
 
 
 def _all_specs(plan):
@@ -158,7 +166,7 @@ def test_chunk_sizes_errors():
 
 def test_param_patterns_cover_the_contract():
     plan = _plan(TINY, ["parallel.dp=2", "parallel.ep=2"])
-    m = load_config(TINY).model
+    m = _load(TINY).model
     names = ["embedding.weight", "final_norm.weight", "lm_head.weight"]
     layer = ["input_norm.weight", "post_attn_norm.weight", "pre_mlp_norm.weight", "post_mlp_norm.weight",
              "attention.q_a_proj.weight", "attention.q_a_norm.weight", "attention.q_b_proj.weight",
@@ -205,14 +213,14 @@ def test_plan_problems_catch_bad_specs():
 
 def test_build_plan_rejects_bad_layout():
     with pytest.raises(ConfigError, match="ep=2 does not divide dp\\*cp=1"):
-        build_plan(load_config(TINY, ["parallel.tp=2", "parallel.ep=2"]))
+        build_plan(_load(TINY, ["parallel.tp=2", "parallel.ep=2"]))
 
 
 def test_apply_plan_refuses_cpu():
     pytest.importorskip("mindspore")
     from pangu_ms.parallel.apply_ascend import AscendOnlyError, apply_plan, resolve_targets
     plan = _plan(TINY, ["parallel.dp=2", "parallel.ep=2"])
-    cfg = load_config(TINY, ["parallel.dp=2", "parallel.ep=2"])
+    cfg = _load(TINY, ["parallel.dp=2", "parallel.ep=2"])
     with pytest.raises(AscendOnlyError, match="Ascend-only"):
         apply_plan(object(), plan, cfg)
     targets, missing = resolve_targets(plan, {}, cfg)
@@ -229,7 +237,8 @@ def test_show_plan_cli():
     r = _cli("--config", BIG)
     assert r.returncode == 0, r.stderr
     assert "validates for 6144 devices" in r.stderr and "stage  15" in r.stdout
-    r = _cli("--config", TINY, "--set", "parallel.dp=2", "--set", "parallel.ep=2", "--json")
+    r = _cli("--config", TINY, "--set", "parallel.dp=2", "--set", "parallel.ep=2", "--set",
+             "parallel.micro_batch_size=4", "--json")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     assert d["problems"] == [] and d["layout"]["world"] == 2

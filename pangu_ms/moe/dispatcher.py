@@ -60,10 +60,11 @@ class MaskedDenseDispatcher(nn.Cell):
         super().__init__()
         self.e = num_experts
 
-    def construct(self, x, idx, w, experts):
+    def construct(self, x, idx, w, experts, shared=None):
+        """``shared``: optional shared-expert MLP folded into the expert matmuls (see ``all_experts``)."""
         gates = (one_hot(idx, self.e, w.dtype)
                  * w.reshape(w.shape[0], w.shape[1], 1)).sum(1)
-        return experts.all_experts(x, gates), ops.zeros((), x.dtype)
+        return experts.all_experts(x, gates, shared), ops.zeros((), x.dtype)
 
 
 class SortedBlockDispatcher(_SlotDispatcher):

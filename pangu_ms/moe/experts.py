@@ -30,15 +30,32 @@ class RoutedExperts(nn.Cell):
         self.w_down = Parameter(Tensor(w2, dtype), name="w_down")
         self.act = backend.swiglu(ffn)
         self.matmul = ops.MatMul()
+        self.matmul_tb = ops.MatMul(transpose_b=True)
         self.bmm = ops.BatchMatMul()
 
-    def all_experts(self, x, gates):
-        """x [T, d], gates [T, E] (zero where not routed) -> sum_e gates[:, e] * FFN_e(x), shape [T, d]."""
+    def all_experts(self, x, gates, shared=None):
+        """x [T, d], gates [T, E] (zero where not routed) -> sum_e gates[:, e] * FFN_e(x), shape [T, d].
+
+        ``shared`` (optional): a SwiGLU MLP (``gate_up_proj`` [2 n F, d], ``down_proj`` [d, n F], n shared experts
+        of this width F) added to the result, folded into the same two matmuls as n extra experts with gate 1:
+        one [T, d] x [d, (E+n) 2F] and one [T, (E+n) F] x [(E+n) F, d] matmul instead of four, i.e.
+        y = sum_e gates_e FFN_e(x) + SharedFFN(x) (the same math; only the summation order differs)."""
         t = x.shape[0]
-        w1 = self.w_gate_up.transpose(1, 0, 2).reshape(self.h, self.e * 2 * self.f)
-        h = self.matmul(x, w1).reshape(t, self.e, 2 * self.f)
-        a = self.act(h) * gates.reshape(t, self.e, 1)
-        return self.matmul(a.reshape(t, self.e * self.f), self.w_down.reshape(self.e * self.f, self.h))
+        e, f = self.e, self.f
+        w1t = self.w_gate_up.transpose(0, 2, 1).reshape(e * 2 * f, self.h)       # [E 2F, d] (out x in)
+        w2 = self.w_down.reshape(e * f, self.h)                                   # [E F, d]  (in x out)
+        if shared is not None:
+            gu = shared.gate_up_proj.weight                                       # [2 n F, d]: gate | up
+            n = gu.shape[0] // (2 * f)
+            if n > 1:
+                gu = gu.reshape(2, n, f, self.h).transpose(1, 0, 2, 3).reshape(n * 2 * f, self.h)
+            w1t = ops.concat((w1t, gu), 0)
+            w2 = ops.concat((w2, shared.down_proj.weight.transpose(1, 0)), 0)
+            gates = ops.concat((gates, ops.ones((t, n), gates.dtype)), 1)
+            e = e + n
+        h = self.matmul_tb(x, w1t).reshape(t, e, 2 * f)
+        a = self.act(h) * gates.reshape(t, e, 1)
+        return self.matmul(a.reshape(t, e * f), w2)
 
     def per_group(self, xe, expert_ids=None):
         """xe [G, C, d] -> [G, C, d]; group g is processed by expert expert_ids[g] (default g)."""

@@ -1,6 +1,7 @@
 """MoE layer = shared expert + the routed stages: route -> dispatch -> experts -> combine.
 
     y = SharedExpert(x) + combine(experts(dispatch(x, route(x))))
+(with the masked-dense dispatcher the shared expert is computed inside the expert matmuls, see ``all_experts``)
 Returns (y, aux_loss, expert_load [E] (tokens routed to each expert, before any drop), drop_rate).
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ from mindspore import nn, ops
 from ..config.schema import MoEConfig
 from ..model.mlp import SwiGLUMLP
 from .aux_loss import LoadBalancingLoss
-from .dispatcher import build_dispatcher
+from .dispatcher import MaskedDenseDispatcher, build_dispatcher
 from .experts import RoutedExperts
 from .router import TopKRouter
 
@@ -31,13 +32,19 @@ class MoELayer(nn.Cell):
             self.shared_expert = SwiGLUMLP(hidden, cfg.num_shared_experts * cfg.expert_ffn_hidden, init,
                                            backend, dtype)
         self.dispatcher = hooks.dispatcher(cfg) if hooks is not None else build_dispatcher(cfg)
+        # masked-dense experts run every expert on every token in two matmuls; the shared expert then rides
+        # along in the same two matmuls as extra experts with gate 1 (fewer, larger kernels; same math)
+        self.fold_shared = self.has_shared and isinstance(self.dispatcher, MaskedDenseDispatcher)
         self.use_aux = cfg.aux_loss_scope != "none" and cfg.aux_loss_coeff > 0
         self.aux = LoadBalancingLoss(cfg.num_experts, cfg.top_k, cfg.aux_loss_coeff, cfg.aux_loss_scope, reducer)
 
     def construct(self, x, batch):
         idx, w, mask, probs = self.router(x)
-        y, drop_rate = self.dispatcher(x, idx, w, self.experts)
-        if self.has_shared:
-            y = y + self.shared_expert(x)
+        if self.fold_shared:
+            y, drop_rate = self.dispatcher(x, idx, w, self.experts, self.shared_expert)
+        else:
+            y, drop_rate = self.dispatcher(x, idx, w, self.experts)
+            if self.has_shared:
+                y = y + self.shared_expert(x)
         aux = self.aux(mask, probs, batch) if self.use_aux else ops.zeros((), probs.dtype)
         return y, aux.astype(x.dtype), ops.stop_gradient(mask.sum(0)), drop_rate

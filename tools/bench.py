@@ -1,0 +1,259 @@
+#!/usr/bin/env python
+"""Training-throughput benchmark: pangu_ms (MindSpore, graph mode) vs HF transformers' DeepseekV3ForCausalLM
+(PyTorch eager, CPU) on the same configuration, with MFU against the fp32 GEMM peak measured in the same run.
+
+    python tools/bench.py --config yaml/tiny_cpu.yaml                       # batch 4 x seq 64, 2 threads
+    python tools/bench.py --config yaml/tiny_cpu.yaml --set moe.aux_loss_coeff=0 --check-steps 10
+    python tools/bench.py --config yaml/tiny_cpu.yaml --no-torch --json
+
+What is measured (fp32, one process, ``--threads`` intra-op threads on both sides):
+* pangu_ms: ``PanguForCausalLM`` + ``TrainStep`` (loss and gradients, global-norm clip ``train.grad_clip``, AdamW
+  of ``build_optimizer`` with the recipe's schedule), compiled with ``ms.jit``; one step = one call, synchronised
+  on the loss.
+* PyTorch: ``DeepseekV3ForCausalLM`` from the same config (sigmoid router, ``norm_topk_prob``,
+  ``routed_scaling_factor``, ``n_group = topk_group = 1``, first-k dense layers, MLA), torch AdamW with the same
+  betas / eps / weight decay groups / per-step learning rate, ``clip_grad_norm_`` to the same clip, loss = token
+  cross-entropy; ``attn_implementation`` eager by default (``--torch-attn sdpa`` for SDPA), ``--torch-compile``
+  adds a ``torch.compile``'d forward as a third contestant.
+* The weights of the pangu_ms model are copied into the HF model before either trains, and both train on the same
+  batch, so the step-0 losses must agree (printed with their difference). pangu_ms adds the MoE load-balancing
+  aux loss to its training loss and HF does not: with ``--check-steps N`` the lm losses of the first N steps are
+  compared, which coincide beyond step 0 only with ``--set moe.aux_loss_coeff=0``.
+* Timing: after ``--warmup`` steps each, ``--blocks`` rounds of ``--steps`` steps per contestant, interleaved
+  (A, B, A, B, ...), so machine noise hits both alike; ms/step is the median over all timed steps.
+* MFU = tokens/s x ``compute_stats(cfg, seq).train_flops_per_token_without_mtp`` / peak, where peak is the best
+  fp32 GFLOP/s of MindSpore ``MatMul`` on 1024..2048 squares in this run (torch's is printed too when present).
+
+By default the recipe is overridden to ``model.mtp_depth=0`` and ``model.sandwich_norm=false`` (HF DeepSeek-V3 has
+neither); ``--native`` keeps the recipe as written and skips PyTorch. The PyTorch side needs the optional
+benchmark dependencies: ``pip install -r requirements-bench.txt`` (torch==2.13.0, transformers==4.57.1); without
+them the PyTorch side is skipped with a message. ``LOCAL_DEFAULT_PATH`` defaults to /tmp/mflog (MindFormers logs).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
+os.environ.setdefault("LOCAL_DEFAULT_PATH", "/tmp/mflog")
+os.environ.setdefault("GLOG_v", "3")
+
+import numpy as np  # noqa: E402
+
+COMPARABLE = ["model.mtp_depth=0", "model.sandwich_norm=false"]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--config", required=True, help="recipe YAML, e.g. yaml/tiny_cpu.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="K=V", help="config override (repeatable)")
+    p.add_argument("--batch", type=int, default=4, help="sequences per step (default 4)")
+    p.add_argument("--seq", type=int, default=64, help="tokens per sequence (default 64)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per block (default 10)")
+    p.add_argument("--blocks", type=int, default=5, help="interleaved timing blocks per contestant (default 5)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps after compilation (default 5)")
+    p.add_argument("--threads", type=int, default=2, help="intra-op threads for both frameworks (default 2)")
+    p.add_argument("--no-torch", action="store_true", help="benchmark pangu_ms only")
+    p.add_argument("--native", action="store_true",
+                   help="keep the recipe's MTP / sandwich norm (not comparable with HF: implies --no-torch)")
+    p.add_argument("--torch-attn", default="eager", choices=("eager", "sdpa"), help="HF attention implementation")
+    p.add_argument("--torch-compile", action="store_true", help="also time a torch.compile'd HF forward")
+    p.add_argument("--check-steps", type=int, default=0,
+                   help="compare the lm losses of the first N training steps (exact only with aux_loss_coeff=0)")
+    p.add_argument("--optimizer", default="auto", choices=("auto", "fused", "mindformers"),
+                   help="pangu_ms AdamW implementation (build_optimizer impl; default auto = fused in fp32)")
+    p.add_argument("--no-peak", action="store_true", help="skip the GEMM peak probe (no MFU)")
+    p.add_argument("--seed", type=int, default=0, help="data seed")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    return p.parse_args(argv)
+
+
+def log(args, *a):
+    if not args.json:
+        print(*a, flush=True)
+
+
+def torch_available():
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+        return None
+    except ImportError as e:
+        return f"PyTorch side skipped: {e} (pip install -r requirements-bench.txt)"
+
+
+def timed_blocks(contestants: dict, steps: int, blocks: int) -> dict:
+    """Interleaved blocks: for each round, each contestant runs ``steps`` synchronised steps."""
+    per_step = {k: [] for k in contestants}
+    for _ in range(blocks):
+        for name, fn in contestants.items():
+            for _ in range(steps):
+                t = time.perf_counter()
+                fn()
+                per_step[name].append(time.perf_counter() - t)
+    return per_step
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import mindspore as ms
+    ms.set_device("CPU")
+    try:
+        ms.set_context(runtime_num_threads=args.threads)
+    except Exception:  # noqa: BLE001  (option renamed in some releases; the default pool is used)
+        pass
+    from pangu_ms.config import load_config
+    from pangu_ms.model import PanguForCausalLM
+    from pangu_ms.model.stats import compute_stats
+    from pangu_ms.train.optim import build_optimizer
+    from pangu_ms.train.schedule import lr_values
+    from pangu_ms.train.step import TrainStep, compile_step
+
+    overrides = ([] if args.native else COMPARABLE) + list(args.set)
+    overrides += [f"train.seq_length={args.seq}", f"train.global_batch_size={args.batch}",
+                  f"parallel.micro_batch_size={args.batch}"]
+    cfg = load_config(args.config, overrides)
+    result = {"config": args.config, "overrides": overrides, "batch": args.batch, "seq": args.seq,
+              "threads": args.threads, "load_avg_start": os.getloadavg()[0]}
+
+    use_torch = not (args.no_torch or args.native)
+    if use_torch:
+        from pangu_ms.bench.hf import check_comparable
+        why = check_comparable(cfg)
+        missing = torch_available()
+        if why:
+            log(args, "PyTorch side skipped: config not expressible in HF DeepSeek-V3: " + "; ".join(why))
+            result["torch_skipped"] = "; ".join(why)
+            use_torch = False
+        elif missing:
+            log(args, missing)
+            result["torch_skipped"] = missing
+            use_torch = False
+
+    rng = np.random.default_rng(args.seed)
+    ids = rng.integers(0, cfg.model.vocab_size, (args.batch, args.seq + 1)).astype(np.int32)
+    x_np, y_np = ids[:, :-1], ids[:, 1:]
+
+    # ---- pangu_ms ---------------------------------------------------------------------------------------
+    net = PanguForCausalLM(cfg)
+    weights = {p.name: p.asnumpy().copy() for p in net.trainable_params()}
+    opt = build_optimizer(net.trainable_params(), cfg.train, impl=args.optimizer)
+    step = compile_step(TrainStep(net, opt, cfg.train.grad_clip), cfg.train.mode)
+    x_ms, y_ms = ms.Tensor(x_np), ms.Tensor(y_np)
+    ms_losses = []
+
+    def ms_step():
+        out = step(x_ms, y_ms)
+        ms_losses.append(float(out[1].asnumpy()))
+
+    t0 = time.perf_counter()
+    ms_step()
+    result["pangu_compile_s"] = time.perf_counter() - t0
+    contestants = {"pangu_ms": ms_step}
+
+    # ---- PyTorch ----------------------------------------------------------------------------------------
+    if use_torch:
+        import torch
+        from pangu_ms.bench.hf import TorchStep, build_hf_model, torch_adamw
+        torch.set_num_threads(args.threads)
+        torch.manual_seed(0)
+        n_lr = 1 + args.warmup + args.steps * args.blocks + 8
+        lrs = [float(v) for v in lr_values(cfg.train)]          # the array pangu_ms's optimizer indexes
+        lrs += [lrs[-1]] * max(0, n_lr - len(lrs))
+        x_t, y_t = torch.from_numpy(x_np.astype(np.int64)), torch.from_numpy(y_np.astype(np.int64))
+        runs = [("torch_eager", False)] + ([("torch_compile", True)] if args.torch_compile else [])
+        for name, compiled in runs:
+            model = build_hf_model(cfg, weights, args.torch_attn)
+            ts = TorchStep(model, torch_adamw(model, cfg.train), cfg.train.grad_clip, lrs, compiled)
+            losses = []
+
+            def t_step(ts=ts, losses=losses):
+                losses.append(ts(x_t, y_t))
+
+            t0 = time.perf_counter()
+            t_step()
+            result[f"{name}_first_step_s"] = time.perf_counter() - t0
+            contestants[name] = t_step
+            result[f"_{name}_losses"] = losses
+        result["hf_params"] = sum(p.numel() for p in model.parameters())
+
+    # ---- warm-up, interleaved timing ------------------------------------------------------------------
+    for fn in contestants.values():
+        for _ in range(args.warmup):
+            fn()
+    per_step = timed_blocks(contestants, args.steps, args.blocks)
+
+    result["load_avg_end"] = os.getloadavg()[0]
+    tokens = args.batch * args.seq
+    stats = compute_stats(cfg, args.seq)
+    flops_tok = stats.train_flops_per_token if cfg.model.mtp_depth else stats.train_flops_per_token_without_mtp
+    result["train_flops_per_token"] = flops_tok
+    result["params"] = sum(int(np.prod(p.shape)) for p in net.trainable_params())
+    peak = None
+    if not args.no_peak:
+        from pangu_ms.bench.peak import mindspore_gemm_peak, torch_gemm_peak
+        peak, per = mindspore_gemm_peak()
+        result["gemm_peak_gflops"] = peak
+        result["gemm_peak_by_size"] = {str(k): v for k, v in per.items()}
+        if use_torch:
+            result["torch_gemm_peak_gflops"] = torch_gemm_peak()
+    for name, ts_ in per_step.items():
+        med = float(np.median(ts_))
+        r = {"ms_per_step": med * 1e3, "ms_per_step_p10": float(np.percentile(ts_, 10)) * 1e3,
+             "ms_per_step_p90": float(np.percentile(ts_, 90)) * 1e3, "tokens_per_s": tokens / med}
+        if peak:
+            r["mfu"] = r["tokens_per_s"] * flops_tok / (peak * 1e9)
+        result[name] = r
+    if "torch_eager" in result:
+        result["ratio_pangu_over_torch"] = result["pangu_ms"]["tokens_per_s"] / result["torch_eager"]["tokens_per_s"]
+        tl = result.pop("_torch_eager_losses")
+        result["step0_loss"] = {"pangu_ms_lm": ms_losses[0], "torch": tl[0], "abs_diff": abs(ms_losses[0] - tl[0])}
+        if args.check_steps:
+            n = min(args.check_steps, len(tl), len(ms_losses))
+            d = [abs(a - b) for a, b in zip(ms_losses[:n], tl[:n])]
+            result["loss_trace"] = {"pangu_ms_lm": ms_losses[:n], "torch": tl[:n], "max_abs_diff": max(d)}
+    if "torch_compile" in result:
+        result.pop("_torch_compile_losses", None)
+        result["ratio_pangu_over_torch_compile"] = (result["pangu_ms"]["tokens_per_s"]
+                                                    / result["torch_compile"]["tokens_per_s"])
+
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"config {args.config}  overrides {' '.join(overrides)}")
+    print(f"batch {args.batch} x seq {args.seq} = {tokens} tokens/step, {args.threads} threads, fp32; "
+          f"{result['params']:,} parameters; {flops_tok / 1e6:.2f} MFLOP/token (train, model FLOPs)")
+    if peak:
+        sizes = ", ".join(f"{k}: {v:.0f}" for k, v in result["gemm_peak_by_size"].items())
+        extra = f"; torch {result['torch_gemm_peak_gflops']:.0f}" if "torch_gemm_peak_gflops" in result else ""
+        print(f"fp32 GEMM peak (MindSpore MatMul, GFLOP/s): {peak:.0f}  [{sizes}]{extra}")
+    print(f"{'':16}{'ms/step':>9}{'p10':>8}{'p90':>8}{'tokens/s':>10}{'MFU':>8}")
+    for name in per_step:
+        r = result[name]
+        mfu = f"{100 * r['mfu']:.2f}%" if "mfu" in r else "-"
+        print(f"{name:16}{r['ms_per_step']:9.1f}{r['ms_per_step_p10']:8.1f}{r['ms_per_step_p90']:8.1f}"
+              f"{r['tokens_per_s']:10.0f}{mfu:>8}")
+    if "ratio_pangu_over_torch" in result:
+        print(f"ratio pangu_ms / PyTorch eager (tokens/s): {result['ratio_pangu_over_torch']:.2f}")
+        if "ratio_pangu_over_torch_compile" in result:
+            print(f"ratio pangu_ms / torch.compile (tokens/s): {result['ratio_pangu_over_torch_compile']:.2f}")
+        s0 = result["step0_loss"]
+        print(f"step-0 loss (same weights, same batch): pangu_ms {s0['pangu_ms_lm']:.6f}  torch {s0['torch']:.6f}  "
+              f"|diff| {s0['abs_diff']:.2e}")
+        if "loss_trace" in result:
+            print(f"lm-loss trace, first {len(result['loss_trace']['torch'])} steps: max |diff| "
+                  f"{result['loss_trace']['max_abs_diff']:.2e}")
+    print(f"pangu_ms compile + first step {result['pangu_compile_s']:.1f} s; 1-min load average "
+          f"{result['load_avg_start']:.1f} -> {result['load_avg_end']:.1f} on {os.cpu_count()} CPUs")
+    if max(result["load_avg_start"], result["load_avg_end"]) > os.cpu_count() + 0.5:
+        print("WARNING: the machine is busy (load > CPUs): absolute timings are inflated, and frameworks whose "
+              "kernels wait on a thread pool suffer unevenly; rerun on a quiet machine for the ratio")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -132,7 +132,7 @@ def cmd_search(args) -> int:
 def cmd_calibrate(args) -> int:
     from pangu_ms.sim.calibrate import calibrate
 
-    res = calibrate(args.out, quick=args.quick, name=args.name)
+    res = calibrate(args.out, quick=args.quick, name=args.name, passes=args.passes, model_probe=not args.no_model_probe)
     p = res["profile"]
     out = {"written": args.out, "peak_flops_fp32": p["peak_flops"]["fp32"], "hbm_bandwidth": p["hbm_bandwidth"],
            "attention_efficiency": p["attention_efficiency"], "op_overhead": p["op_overhead"],
@@ -196,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default="yaml/hardware/cpu_local.yaml", help="profile YAML to write")
     c.add_argument("--name", default="cpu_local")
     c.add_argument("--quick", action="store_true", help="shorter measurements")
+    c.add_argument("--passes", type=int, default=3, help="calibration passes; the profile takes their medians")
+    c.add_argument("--no-model-probe", action="store_true",
+                   help="per-kernel cost from a generic autodiff stack instead of the project's own training step")
     c.add_argument("--json", action="store_true")
     c.set_defaults(fn=cmd_calibrate)
     return ap

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Compare the simulator's predicted single-process step time with the measured step of pangu_ms training.
 
-For each config (tiny_cpu and two larger variants) it
+For each config (four sizes, ~0.2M to ~21M parameters) it
   1. predicts the step time with the calibrated profile of this machine (``tools/simulate.py calibrate``,
      default yaml/hardware/cpu_local.yaml), fp32, no pipeline / parallelism, the project's CPU MoE path
      (``sim.moe_impl=training_cpu``), unfused element-wise ops and a full (non-causal-skipping) attention;
@@ -9,7 +9,10 @@ For each config (tiny_cpu and two larger variants) it
      the median wall time of ``--steps`` steps after ``--warmup`` warm-up steps;
   3. prints a markdown table with the relative error (target: within 15 %).
 
-  python tools/validate_sim_cpu.py [--hardware yaml/hardware/cpu_local.yaml] [--steps 5] [--json]
+  python tools/validate_sim_cpu.py [--rounds 5] [--steps 3] [--save-profile yaml/hardware/cpu_local.yaml] [--json]
+
+Calibration runs in the same process, interleaved with the measured steps (round: one calibration pass, then
+steps of every config), so both see the same machine load; medians are used throughout.
 """
 from __future__ import annotations
 
@@ -30,13 +33,19 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 TINY = os.path.join(ROOT, "yaml", "tiny_cpu.yaml")
 SIM_CPU = ["sim.precision=fp32", "sim.attention_causal_skip=false", "sim.fused_kernels=false",
            "sim.moe_impl=training_cpu", "model.compute_dtype=float32", "model.param_dtype=float32"]
+# four configs of clearly different size (total parameters from stats.py: ~0.19M, ~1.3M, ~7.5M, ~21M)
 CONFIGS = {
-    "tiny_cpu (h128, 4 layers, 8 experts)": [],
-    "small (h256, 4 layers, 8 experts, seq 128)": ["model.hidden_size=256", "model.dense_ffn_hidden=512",
-                                                   "moe.expert_ffn_hidden=128", "train.seq_length=128"],
-    "medium (h384, 6 layers, 16 experts, seq 128, batch 8)": [
-        "model.hidden_size=384", "model.num_layers=6", "model.dense_ffn_hidden=1024", "model.num_heads=6",
-        "moe.num_experts=16", "moe.expert_ffn_hidden=192", "train.seq_length=128", "train.global_batch_size=8"],
+    "xs (h64, 2 layers, 4 experts, batch 4 x 64)": [
+        "model.hidden_size=64", "model.num_layers=2", "model.dense_ffn_hidden=128", "model.num_heads=2",
+        "moe.num_experts=4", "moe.expert_ffn_hidden=32", "model.q_lora_rank=32", "model.kv_lora_rank=16",
+        "train.global_batch_size=4", "parallel.micro_batch_size=4"],
+    "tiny_cpu (h128, 4 layers, 8 experts, 8 x 64)": [],
+    "m (h256, 4 layers, 8 experts, vocab 2048, 8 x 128)": [
+        "model.hidden_size=256", "model.dense_ffn_hidden=768", "model.num_heads=8", "moe.expert_ffn_hidden=192",
+        "model.vocab_size=2048", "train.seq_length=128"],
+    "l (h512, 4 layers, 8 experts, vocab 4096, 8 x 128)": [
+        "model.hidden_size=512", "model.dense_ffn_hidden=1536", "model.num_heads=8", "moe.expert_ffn_hidden=384",
+        "model.q_lora_rank=128", "model.kv_lora_rank=64", "model.vocab_size=4096", "train.seq_length=128"],
 }
 
 
@@ -47,7 +56,8 @@ def predict(overrides, hardware):
     return estimate(cfg, hardware, 1)
 
 
-def measure(overrides, steps: int, warmup: int) -> float:
+def build_step(overrides):
+    """Compiled graph-mode TrainStep of the project's model and a fixed batch; returns a callable step."""
     import mindspore as ms
     import numpy as np
     from pangu_ms.model.transformer import PanguForCausalLM   # lazy: the training model
@@ -63,49 +73,95 @@ def measure(overrides, steps: int, warmup: int) -> float:
     b, s = cfg.train.global_batch_size, cfg.train.seq_length
     ids = ms.Tensor(rng.integers(0, cfg.model.vocab_size, (b, s)).astype(np.int32))
     labels = ms.Tensor(rng.integers(0, cfg.model.vocab_size, (b, s)).astype(np.int32))
-    times = []
-    for i in range(warmup + steps):
+
+    def run():
         t0 = time.perf_counter()
         out = step(ids, labels)
         out[0].asnumpy()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        return time.perf_counter() - t0
+    return run
+
+
+def measure_all(names, rounds: int, steps: int, quick_cal: bool):
+    """Interleaved: each round runs one calibration pass, then ``steps`` steps of every config. The machine is
+    shared, so calibration and training see the same load; the profile takes the median of the passes and each
+    config the median of its steps."""
+    import mindspore as ms
+    from pangu_ms.sim.calibrate import build_profile, combine, measure as cal_measure
+    from pangu_ms.sim.hardware import profile_from_dict
+
+    ms.set_recursion_limit(10000)
+    runs = {}
+    for n in names:
+        runs[n] = build_step(CONFIGS[n])
+        runs[n]()                                # compile + first step
+        runs[n]()
+    times = {n: [] for n in names}
+    passes = []
+    for r in range(rounds):
+        passes.append(cal_measure(quick=quick_cal))
+        for n in names:
+            for _ in range(steps):
+                times[n].append(runs[n]())
+        print(f"round {r + 1}/{rounds}: " + ", ".join(f"{statistics.median(v):.3f}s" for v in times.values())
+              + f"; op_overhead {passes[-1]['op_overhead'] * 1e6:.1f} us", file=sys.stderr, flush=True)
+    meas = combine(passes)
+    hw = profile_from_dict(build_profile(meas), "cpu_local")
+    return hw, {n: statistics.median(v) for n, v in times.items()}, meas
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--hardware", default=os.path.join(ROOT, "yaml", "hardware", "cpu_local.yaml"))
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--predict-only", action="store_true", help="skip the measurement")
+    ap.add_argument("--hardware", default=None, help="predict with this profile instead of calibrating in-run")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=3, help="steps per config per round")
+    ap.add_argument("--quick-calibration", action="store_true")
+    ap.add_argument("--save-profile",
+                    help="write the in-run calibrated profile here (e.g. yaml/hardware/cpu_local.yaml)")
+    ap.add_argument("--predict-only", action="store_true", help="skip the measurement (needs --hardware)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    hw = load_hardware(args.hardware)
+    names = list(CONFIGS)
+    measured, meas = {}, None
+    if args.predict_only:
+        hw = load_hardware(args.hardware or os.path.join(ROOT, "yaml", "hardware", "cpu_local.yaml"))
+    else:
+        hw, measured, meas = measure_all(names, args.rounds, args.steps, args.quick_calibration)
+        if args.hardware:
+            hw = load_hardware(args.hardware)
+        if args.save_profile:
+            from pangu_ms.sim.hardware import save_hardware
+            save_hardware(hw, args.save_profile, header="Profile calibrated in-run by tools/validate_sim_cpu.py "
+                          f"({time.strftime('%Y-%m-%d')}); medians of {meas['passes']} passes interleaved with the "
+                          "training steps.")
+    from pangu_ms.model.stats import compute_stats
+    from pangu_ms.sim.kernels import reference_step_kernels
     rows = []
-    for name, ov in CONFIGS.items():
-        e = predict(ov, hw)
-        row = {"config": name, "predicted_s": e.step_time_s, "predicted_mfu": e.mfu}
-        if not args.predict_only:
-            try:
-                row["measured_s"] = measure(ov, args.steps, args.warmup)
-                row["error"] = row["predicted_s"] / row["measured_s"] - 1.0
-            except ImportError as err:              # training model not importable yet
-                row["measured_s"] = None
-                row["error"] = None
-                row["note"] = f"training step not importable: {err}"
+    for name in names:
+        e = predict(CONFIGS[name], hw)
+        cfg = load_config(TINY, CONFIGS[name] + SIM_CPU)
+        row = {"config": name, "params_m": compute_stats(cfg, cfg.train.seq_length).total_params / 1e6,
+               "kernels": reference_step_kernels(cfg), "predicted_s": e.step_time_s,
+               "kernel_overhead_s": reference_step_kernels(cfg) * hw.op_overhead}
+        if name in measured:
+            row["measured_s"] = measured[name]
+            row["error"] = row["predicted_s"] / row["measured_s"] - 1.0
         rows.append(row)
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(json.dumps({"rows": rows, "op_overhead": hw.op_overhead, "peak": hw.mfu_peak,
+                          "bandwidth": hw.hbm_bandwidth, "gemm_efficiency": hw.gemm_efficiency.points()}, indent=1))
         return
     print(f"Profile {hw.name}: peak {hw.mfu_peak / 1e9:.1f} GFLOPS fp32 (measured), "
-          f"{hw.hbm_bandwidth / 1e9:.1f} GB/s\n")
-    print("| config | predicted step s | measured step s | error |")
-    print("|---|---|---|---|")
+          f"{hw.hbm_bandwidth / 1e9:.1f} GB/s, op_overhead {hw.op_overhead * 1e6:.1f} us/kernel\n")
+    print("| config | params | kernels/step (counted) | predicted step s | of which kernel overhead s | "
+          "measured step s "
+          "| error |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        meas = f"{r['measured_s']:.4f}" if r.get("measured_s") else "-"
-        err = f"{100 * r['error']:+.1f}%" if r.get("error") is not None else r.get("note", "-")
-        print(f"| {r['config']} | {r['predicted_s']:.4f} | {meas} | {err} |")
+        meas_s = f"{r['measured_s']:.4f}" if r.get("measured_s") else "-"
+        err = f"{100 * r['error']:+.1f}%" if r.get("error") is not None else "-"
+        print(f"| {r['config']} | {r['params_m']:.2f}M | {r['kernels']:.0f} | {r['predicted_s']:.4f} | "
+              f"{r['kernel_overhead_s']:.4f} | {meas_s} | {err} |")
 
 
 if __name__ == "__main__":

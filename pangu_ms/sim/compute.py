@@ -17,6 +17,10 @@ Roofline per operator (forward; backward = 2x for GEMMs and element-wise, 2.5x f
     attention    t = max(F_hw / (peak_bf16 * attention_efficiency), bytes / hbm_bw) + op_overhead
     elementwise  t = bytes * traffic_factor / (hbm_bw * elementwise_efficiency) + op_overhead
 
+Per-kernel cost: ``calls`` is the number of kernel launches of an operator group (fused NPU/GPU kernels by
+default); with ``sim.moe_impl: training_cpu`` it is the forward kernel count of the project's reference
+implementation (kernels.py), and the backward pays 2x (kernels.BWD_KERNELS_PER_FWD).
+
 Conventions: ``tok`` = micro_batch_size * seq / cp tokens per micro-batch; with TP > 1 sequence parallelism is
 on, so token-wise (norm, residual, router) work is split over the TP ranks and TP-sharded GEMMs see all ``tok``
 rows. Activations are 2 bytes (bf16 / fp8 runs) or 4 bytes (fp32).
@@ -29,6 +33,7 @@ from ..config.schema import Config
 from ..model.stats import (attention_core_flops_per_token, attention_norm_params, attention_params, moe_params,
                            swiglu_params)
 from .hardware import HardwareProfile
+from .kernels import reference_forward_kernels
 from .layout import Layout
 
 GEMM, ATTN, ELEM = "gemm", "attn", "elementwise"
@@ -95,6 +100,8 @@ class ComputeModel:
         self.imb = s.expert_imbalance
         self.causal = 0.5 if s.attention_causal_skip else 1.0
         self._peak = {d: hw.peak(d) for d in {self.linear_dtype, self.attn_dtype}}
+        # reference CPU implementation: per-operator forward kernel counts from the model structure (kernels.py)
+        self.ref_calls = reference_forward_kernels(cfg) if s.moe_impl == "training_cpu" else None
         if self.linear_dtype == "fp8":
             self._peak["bf16"] = hw.peak("bf16")
 
@@ -110,7 +117,8 @@ class ComputeModel:
             t = max(flops / (self._peak[self.attn_dtype] * hw.attention_efficiency), byts / hw.hbm_bandwidth)
         else:
             t = byts * self.traffic / (hw.hbm_bandwidth * hw.elementwise_efficiency)
-        return t + op.calls * hw.op_overhead
+        calls = self.ref_calls.get(op.name, op.calls) if self.ref_calls is not None else op.calls
+        return t + calls * hw.op_overhead
 
     def _gemm(self, name, model_flops, hw_flops, weight_elems, rows, in_dim, out_dim, calls=1, imbalance=False,
               recompute=R_NONE, dtype=None) -> Op:

@@ -37,9 +37,11 @@ from ..model.stats import attention_params, compute_stats, layer_norm_params, mo
 from .comm import CommModel
 from .compute import ComputeModel
 from .hardware import HardwareProfile, load_hardware
+from .kernels import STEP_KERNELS, param_tensors
 from .layout import Layout, resolve_layout
 from .memory import a2a_buffer_bytes, head_transient_bytes, layer_activation_bytes, model_state_bytes
-from .schedule import bubble_units, inflight_chunks, partition, stage_sums, warmup_fraction
+from .schedule import (bubble_units, dualpipe_inflight, dualpipe_pair, inflight_chunks, partition, stage_sums,
+                       warmup_fraction)
 
 GB = 1024 ** 3
 
@@ -202,7 +204,10 @@ class Simulator:
         if m.mtp_depth:
             # MTP keeps its own copy of the input embedding on the last stage (DeepSeek-V3 / Megatron); its
             # head shares the LM head weights
-            proj = self._simple_block(self.cm.mtp_extra(), "mtp_proj", 2 * h + 2 * h * h + h + v * h,
+            # ... except under DualPipe, which puts the embedding and the deepest layers on the same device and
+            # shares them physically (DeepSeek-V3 sec. 3.2.1)
+            emb_copy = 0 if self.L.schedule == "dualpipe" else v * h
+            proj = self._simple_block(self.cm.mtp_extra(), "mtp_proj", 2 * h + 2 * h * h + h + emb_copy,
                                       act_per_token=4 * h / t)
             mtp_layer = moe if cfg.moe.enabled else (dense or self._layer_block(False, "dense_layer"))
             mtp_head = self._simple_block(self.cm.head("mtp_head"), "mtp_head", 0.0, act_per_token=2 * h / t,
@@ -248,9 +253,12 @@ class Simulator:
             dp_times.append(max(0.0, t_dp - window))
             shard_params = (d / L.tp / ((L.dp * L.cp) if L.optimizer_shard else 1)
                             + x / L.expert_shards / (L.expert_dp if L.optimizer_shard else 1))
-            opt_times.append(30.0 * shard_params / (hw.hbm_bandwidth * hw.elementwise_efficiency))
+            t_opt = 30.0 * shard_params / (hw.hbm_bandwidth * hw.elementwise_efficiency)
+            if s.moe_impl == "training_cpu":     # one fused AdamW kernel per tensor + clip / loss glue (kernels.py)
+                t_opt += (param_tensors(cfg) + STEP_KERNELS) * hw.op_overhead
+            opt_times.append(t_opt)
             swap_times.append(2 * 12.0 * shard_params / hw.host_bandwidth if s.swap_optimizer else 0.0)
-        tail = max(dp + o + w for dp, o, w in zip(dp_times, opt_times, swap_times))
+        tail = max(dp + o + w for dp, o, w in zip(dp_times, opt_times, swap_times)) + hw.step_overhead
         step = m * t_max + bubble + tail
 
         # MFU
@@ -260,14 +268,24 @@ class Simulator:
         peak = hw.mfu_peak
         mfu = fpt * tokens / (step * L.devices * peak)
 
-        # memory per stage
+        # memory per device (pipeline stage; DualPipe devices hold stage i and its mirror p-1-i)
         mem_rows = []
         for i in range(p):
-            states = model_state_bytes(cfg, L, st_parts["dense_params"][i], st_parts["expert_params"][i])
-            inflight = inflight_chunks(L.schedule, p, m, v, i)
-            act = st_parts["act_bytes"][i] / v * inflight * (1.0 - s.swap_activations)
-            total = states.total + act + st_transient[i] + hw.reserved_bytes
-            mem_rows.append((total, states, act, st_transient[i], inflight))
+            if L.schedule == "dualpipe" and p > 1:
+                j = dualpipe_pair(p, i)
+                n_i, n_j = dualpipe_inflight(p, m, i)
+                states = model_state_bytes(cfg, L, st_parts["dense_params"][i] + st_parts["dense_params"][j],
+                                           st_parts["expert_params"][i] + st_parts["expert_params"][j])
+                act = (n_i * st_parts["act_bytes"][i] + n_j * st_parts["act_bytes"][j]) * (1.0 - s.swap_activations)
+                inflight = n_i + n_j
+                trans = max(st_transient[i], st_transient[j])
+            else:
+                states = model_state_bytes(cfg, L, st_parts["dense_params"][i], st_parts["expert_params"][i])
+                inflight = inflight_chunks(L.schedule, p, m, v, i)
+                act = st_parts["act_bytes"][i] / v * inflight * (1.0 - s.swap_activations)
+                trans = st_transient[i]
+            total = states.total + act + trans + hw.reserved_bytes
+            mem_rows.append((total, states, act, trans, inflight))
         worst = max(range(p), key=lambda i: mem_rows[i][0])
         total, states, act, transient, inflight = mem_rows[worst]
         fits = total <= hw.usable_hbm_bytes
@@ -286,6 +304,7 @@ class Simulator:
             "dp_reduce_exposed": dp_times[i_tail],
             "optimizer_step": opt_times[i_tail],
             "optimizer_swap": swap_times[i_tail],
+            "step_overhead": hw.step_overhead,
         }
         act_modules: dict = {}
         for c in range(worst, k, p):

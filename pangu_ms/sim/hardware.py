@@ -20,6 +20,8 @@ A profile YAML (``yaml/hardware/<name>.yaml``) has these keys (SI units: FLOP/s,
     attention_efficiency: fraction of peak of the fused (flash) attention kernel, fwd+bwd average
     elementwise_efficiency: fraction of hbm_bandwidth reached by memory-bound kernels
     op_overhead: fixed seconds per launched kernel (launch / scheduling)
+    step_overhead: fixed seconds per training-step call (graph launch, inputs, host sync); measured on CPU by
+        ``calibrate``, 0 (negligible against multi-second steps) in the accelerator profiles
 
 Efficiency curves are interpolated linearly in log10(size) and clamped at both ends.
 """
@@ -99,6 +101,7 @@ class HardwareProfile:
     attention_efficiency: float
     elementwise_efficiency: float
     op_overhead: float = 0.0
+    step_overhead: float = 0.0
     description: str = ""
 
     def peak(self, dtype: str) -> float:
@@ -131,6 +134,7 @@ class HardwareProfile:
             "attention_efficiency": self.attention_efficiency,
             "elementwise_efficiency": self.elementwise_efficiency,
             "op_overhead": self.op_overhead,
+            "step_overhead": self.step_overhead,
         }
 
 
@@ -173,6 +177,7 @@ def profile_from_dict(d: dict, name: str = "custom") -> HardwareProfile:
             attention_efficiency=float(d.get("attention_efficiency", 0.5)),
             elementwise_efficiency=float(d.get("elementwise_efficiency", 0.7)),
             op_overhead=float(d.get("op_overhead", 0.0)),
+            step_overhead=float(d.get("step_overhead", 0.0)),
         )
     except (TypeError, ValueError, KeyError) as e:
         if isinstance(e, ConfigError):

@@ -10,7 +10,9 @@ Model states (bytes per parameter held by the device; mixed precision as Megatro
 * ``optimizer_shard`` (ZeRO-1 / distributed optimizer) divides the optimizer bytes by the DP group of the
   parameter (dp*cp for dense, the expert-DP group for experts); gradients stay whole (fp32 grad buffer);
 * ``swap_optimizer`` keeps the optimizer bytes in host memory (0 on device);
-* DualPipe holds two copies of the weights and gradients (DeepSeek-V3 Table 2).
+* DualPipe: a device holds two different stages (i and p-1-i, schedule.dualpipe_pair); the caller passes the
+  parameters of both (estimate.py), so every stage's parameters live on two devices ("2x", DeepSeek-V3 Table 2)
+  and, as two separate model copies, each keeps its own ZeRO-1 optimizer shard over DP.
 Small replicated tensors (RMSNorm gains, MLA latent norms) are counted as if sharded (< 0.1 %).
 
 Activations stored per token of a micro-batch on one device, in elements (x 2 bytes for bf16 runs); h hidden,
@@ -23,7 +25,10 @@ t = tp (sequence parallel: token-wise tensors are split over TP), H heads, f / f
     dense FFN  norm in h/t, norm out h/t [S], gate f/t, up f/t, act f/t [S], post-norm in h/t
     MoE        norm in h/t, norm out h/t [S], router probabilities 2*E/t (fp32),
                per routed row (k*T/t rows with tp_extend_ep, else k*T rows at width n_w = f/t), times the
-               expert imbalance: dispatched input h, fc1 output 2*n_w [F], act n_w [S][F], expert output h,
+               expert imbalance: dispatched input h, fc1 output 2*n_w [F], act n_w [S][F], expert output h
+               (only when the routing weight multiplies the expert *output*: with ``sim.moe_probs_before_fc2`` it
+               scales the SwiGLU output before fc2, as pangu_ms/moe/experts.py does, and the gate gradient
+               <d a, swiglu(fc1 x)> needs no stored output),
                shared expert gate/up 2*f_s/t, act f_s/t [S], post-norm in h/t
 
 [S] dropped by ``selective`` (re-computed element-wise; for MLA also q, k, v, re-computed from the stored
@@ -69,8 +74,6 @@ def model_state_bytes(cfg: Config, layout: Layout, dense_params: float, expert_p
         opt = ob * (d_dev + x_dev)
     if s.swap_optimizer:
         opt = 0.0
-    if layout.schedule == "dualpipe":
-        weights, grads = 2 * weights, 2 * grads
     return StateBytes(weights, grads, opt)
 
 
@@ -108,7 +111,8 @@ def _elems_moe(cfg: Config, layout: Layout, drop_sel: bool, drop_fine: bool) -> 
     else:
         rows, n_w = float(e.top_k), f / t
     fp8_scale = 0.5 if cfg.sim.precision == "fp8" else 1.0     # expert inputs / fc1 outputs cached in FP8
-    per_row = (h * fp8_scale + h + (0.0 if drop_fine else 2 * n_w * fp8_scale)
+    out_h = 0.0 if cfg.sim.moe_probs_before_fc2 else h          # expert output kept for the gate gradient
+    per_row = (h * fp8_scale + out_h + (0.0 if drop_fine else 2 * n_w * fp8_scale)
                + (0.0 if (drop_sel or drop_fine) else n_w))
     fs = e.num_shared_experts * f
     shared = (2 * fs / t + (0.0 if drop_sel else fs / t)) if fs else 0.0

@@ -14,7 +14,11 @@ In-flight micro-batches on the first stage (its activations must all be stored):
 * 1F1B: min(m, p) micro-batches of all its layers;
 * interleaved: Megatron's warm-up of 2(p-1) + (v-1)p chunk forwards, + 1, capped at m*v chunks
   (= p (1 + (p-1)/(p v)) micro-batches' worth of the stage's layers, Korthikanti et al. 2022);
-* DualPipe: p + 1 micro-batches (DeepSeek-V3 Table 2: PP + 1).
+* DualPipe: device i holds stage i of the forward-direction pipeline and stage p-1-i of the reverse one
+  (DeepSeek-V3 sec. 3.2.1; deepseek-ai/DualPipe example: ``full_modules[pp_rank]``, ``full_modules[pp_size - 1 -
+  pp_rank]``), so its parameters are those of two *different* stages (Table 2's "2x" is the pair, not twice its
+  heaviest stage) and its activations are min(m/2, p - i) micro-batches of stage i plus min(m/2, i + 1) of stage
+  p-1-i: p + 1 stage-micro-batches on every device (Table 2: PP + 1). See ``dualpipe_inflight``.
 """
 from __future__ import annotations
 
@@ -47,6 +51,18 @@ def inflight_chunks(schedule: str, p: int, m: int, v: int = 1, stage: int = 0) -
     if schedule == "dualpipe":
         return float(min(m, p + 1) * v)
     return float(min(m, p - stage) * v)
+
+
+def dualpipe_pair(p: int, stage: int) -> int:
+    """The reverse-direction stage co-located with ``stage`` under DualPipe."""
+    return p - 1 - stage
+
+
+def dualpipe_inflight(p: int, m: int, device: int) -> tuple:
+    """(micro-batches of stage ``device``, micro-batches of stage p-1-device) held by DualPipe device ``device``;
+    each direction carries m/2 of the m micro-batches."""
+    half = max(1.0, m / 2.0)
+    return float(min(half, p - device)), float(min(half, device + 1))
 
 
 def warmup_fraction(schedule: str, p: int, m: int, v: int = 1) -> float:

@@ -244,3 +244,102 @@ def test_search_speed_and_ranking():
     assert rows and all(a["mfu"] >= b["mfu"] for a, b in zip(rows, rows[1:]))
     # the budget solver reproduces the paper's expert width for the paper's shape
     assert any(s["layers"] == 61 and s["hidden"] == 7680 and s["expert_ffn"] == 2048 for s in res["shapes"])
+
+
+# ------------------------------------------------------------------ reference-kernel (CPU launch) term
+def test_reference_kernel_count_tiny_hand_computed():
+    from pangu_ms.sim.kernels import param_tensors, reference_step_kernels
+    cfg = load_config(os.path.join(ROOT, "yaml", "tiny_cpu.yaml"))
+    # tensors: dense layer 7 MLA + 4 norms + 2 = 13; MoE layer 7 + 4 + router + 2 experts + 2 shared = 16 (x3);
+    # MTP 4 + one MoE layer 16; embedding, final norm, LM head 3  ->  13 + 48 + 20 + 3 = 84 (= the model's count)
+    assert param_tensors(cfg) == 84
+    # forward kernels: MLA attention 2+2+1+7 + (6*3 + 8 + 9 + 1 + 6) = 54; dense FFN 2 + (4 + 13) = 19;
+    # MoE 1 + 22 + 2 + 1 + 5 + 3 + 13 + 2 + 5 = 54; layers: dense 73, MoE 108 (x3, + 1 in MTP)
+    # head 1 + 7, embedding 1; MTP extras 1 + 17 + head 8
+    fwd = 73 + 3 * 108 + 1 + 8 + (108 + 1 + 17 + 8)
+    assert reference_step_kernels(cfg) == pytest.approx(fwd * 3 + 84 + 30)
+
+
+def test_kernel_overhead_term_in_step_time():
+    """With a zero-FLOP-cost profile, the reference step time is kernels x op_overhead (fwd + 2x bwd + optimizer)."""
+    from pangu_ms.sim.kernels import reference_step_kernels
+    cfg = load_config(os.path.join(ROOT, "yaml", "tiny_cpu.yaml"),
+                      ["sim.precision=fp32", "sim.moe_impl=training_cpu", "model.compute_dtype=float32"])
+    big = 1e30
+    hw = flat_hw(peak_flops={"bf16": big, "fp32": big, "fp8": big}, hbm_bandwidth=big, op_overhead=1e-5,
+                 devices_per_node=1)
+    e = estimate(cfg, hw, 1)
+    # the attention core's backward is costed at 2.5x its forward (compute.py), i.e. + 0.5 x 7 kernels x 5 layers
+    assert e.step_time_s == pytest.approx((reference_step_kernels(cfg) + 0.5 * 7 * 5) * 1e-5, rel=1e-6)
+    # the grouped (NPU) implementation launches far fewer kernels
+    cfg2 = load_config(os.path.join(ROOT, "yaml", "tiny_cpu.yaml"), ["sim.precision=fp32"])
+    assert estimate(cfg2, hw, 1).step_time_s < 0.5 * e.step_time_s
+
+
+# ------------------------------------------------------------------ DualPipe memory
+def test_dualpipe_inflight_pairs_mirror_stages():
+    # every device holds p + 1 stage-micro-batches: (p - i) of its own stage and (i + 1) of the mirror stage
+    p, m = 8, 64
+    for i in range(p):
+        a, b = schedule.dualpipe_inflight(p, m, i)
+        assert (a, b) == (p - i, i + 1)
+        assert schedule.dualpipe_pair(p, i) == p - 1 - i
+    # few micro-batches: each direction carries m/2
+    assert schedule.dualpipe_inflight(8, 4, 0) == (2.0, 1.0)
+
+
+def test_dualpipe_memory_hand_computed():
+    """DualPipe device memory = states of stage i + stage p-1-i, activations (p-i) x act_i + (i+1) x act_{p-1-i}."""
+    cfg = tiny_moe(pp=4, tp=1, ep=1, micro_batch_size=1, dp=1)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, mtp_depth=0, num_layers=8,
+                                                             num_dense_layers=8),
+                              moe=dataclasses.replace(cfg.moe, num_experts=0),
+                              sim=dataclasses.replace(cfg.sim, pp_schedule="dualpipe", precision="bf16"))
+    hw = flat_hw()
+    e = estimate(cfg, hw, 4)
+    from pangu_ms.sim.estimate import Simulator
+    cfg_r, lay = resolve_layout(cfg, 4, hw.devices_per_node)
+    sim = Simulator(cfg_r, lay, hw)
+    blocks = sim.blocks()
+    bounds = schedule.partition([b.time for b in blocks], 4)
+    act = [sum(blocks[j].act_bytes for j in range(a, b)) for a, b in bounds]
+    dense = [sum(blocks[j].dense_params for j in range(a, b)) for a, b in bounds]
+    m = lay.n_micro
+    w = e.memory_gb["worst_stage"]
+    j = 3 - w
+    n_i, n_j = min(m / 2, 4 - w), min(m / 2, w + 1)
+    assert e.memory_gb["activations"] * 1024 ** 3 == pytest.approx(n_i * act[w] + n_j * act[j], rel=1e-9)
+    # bf16: 2 B weights + 4 B grads per parameter of both stages; optimizer 12 B (dp = 1, no sharding gain)
+    assert e.memory_gb["weights"] * 1024 ** 3 == pytest.approx(2 * (dense[w] + dense[j]), rel=1e-9)
+
+
+def test_moe_probs_before_fc2_drops_expert_output():
+    cfg = tiny_moe(tp=1, ep=1, micro_batch_size=1)
+    _, lay = resolve_layout(cfg, 1, 8)
+    a = memory.layer_activation_bytes(cfg, lay, True)["moe.routed"]
+    cfg2 = dataclasses.replace(cfg, sim=dataclasses.replace(cfg.sim, moe_probs_before_fc2=True))
+    b = memory.layer_activation_bytes(cfg2, lay, True)["moe.routed"]
+    tok, k, h = lay.tokens_per_micro, cfg.moe.top_k, cfg.model.hidden_size
+    assert a - b == pytest.approx(tok * k * h * 2.0)      # one bf16 row of h per routed copy
+
+
+def test_calibration_combine_and_profile_hand_computed():
+    """Medians over passes; GEMM efficiency pooled per 4x-FLOPs bin; op_overhead from the training-step probe."""
+    from pangu_ms.sim.calibrate import build_profile, combine
+    def meas(scale, ovh):
+        return {"gemm": [(4.0e6, 40e9 * scale, (1, 1, 1)), (5.0e6, 60e9 * scale, (1, 1, 2)),
+                         (1.0e9, 200e9 * scale, (1, 1, 3))],
+                "peak": 0.0, "attention_rate": 100e9 * scale, "bandwidth": 20e9 * scale, "op_overhead": ovh,
+                "chain_kernel": 1e-5, "step_overhead": 10 * ovh, "per_kernel": [], "threads": 2}
+    m = combine([meas(1.0, 3e-4), meas(0.5, 1e-4), meas(1.0, 2e-4)])
+    assert m["op_overhead"] == pytest.approx(2e-4) and m["peak"] == pytest.approx(200e9)
+    prof = build_profile(m)
+    assert prof["op_overhead"] == pytest.approx(2e-4) and prof["step_overhead"] == pytest.approx(2e-3)
+    # bins floor(log4 F): 4e6 -> 10, 5e6 -> 11, 1e9 -> 14; efficiencies 0.2, 0.3, 1.0 (median over passes)
+    curve = prof["gemm_efficiency"]
+    assert [round(e, 6) for _, e in curve] == [0.2, 0.3, 1.0]
+    assert [f for f, _ in curve] == pytest.approx([4.0e6, 5.0e6, 1.0e9])
+    assert all(0 < e <= 1 for _, e in curve)
+    hw = profile_from_dict(prof, "cpu_test")
+    assert hw.gemm_efficiency(1.0e9) == pytest.approx(1.0)
+    assert hw.gemm_efficiency(4.0e6) < 0.35

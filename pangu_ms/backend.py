@@ -88,6 +88,40 @@ class CausalAttention(nn.Cell):
         return self.bmm(probs, v)
 
 
+class ChunkedCausalAttention(CausalAttention):
+    """Memory-aware (query-chunked) causal attention, same inputs/outputs as :class:`CausalAttention`.
+
+    Queries are processed ``chunk`` at a time; chunk [i0, i1) is scored only against keys [0, i1) (the keys it
+    can see under a causal mask), so the score/probability tensor of one chunk is [B, N, chunk, i1] instead of
+    the full [B, N, S, S]. The result equals full attention exactly as long as ``mask`` is causal (every key
+    after a chunk's last query is masked; its -1e9 weight is exactly 0 after softmax in fp32). Forward-only use
+    (evaluation, generation) frees each chunk's scores before the next; under autodiff the kept probabilities
+    sum to about S^2/2 instead of S^2 per head (causal truncation). The chunk loop is unrolled at trace time
+    (static shapes), one matmul pair per chunk. ``S <= chunk`` falls back to full attention.
+    """
+
+    def __init__(self, scale: float, chunk: int):
+        super().__init__(scale)
+        self.chunk = int(chunk)
+
+    def construct(self, q_nope, q_rope, k_nope, k_rope, v, mask):
+        b, n, s, _ = q_nope.shape
+        if self.chunk <= 0 or s <= self.chunk:
+            return super().construct(q_nope, q_rope, k_nope, k_rope, v, mask)
+        outs = ()
+        for i0 in range(0, s, self.chunk):
+            i1 = min(i0 + self.chunk, s)
+            c = i1 - i0
+            scores = self.bmm_t(q_nope[:, :, i0:i1], k_nope[:, :, :i1])
+            if q_rope is not None:
+                dr = q_rope.shape[-1]
+                rope = self.bmm_t(q_rope[:, :, i0:i1].reshape(b, n * c, dr), k_rope[:, :i1])
+                scores = scores + rope.reshape(b, n, c, i1)
+            probs = ops.softmax(scores * self.scale + mask[i0:i1, :i1], -1)
+            outs = outs + (self.bmm(probs, v[:, :, :i1]),)
+        return ops.concat(outs, 2)
+
+
 class FusedCausalAttention(CausalAttention):
     """Ascend ``FlashAttentionScore`` (BNSD layout, causal sparse mode). Untested here: no CPU kernel."""
 
@@ -115,8 +149,9 @@ class Backend:
     def swiglu(self, ffn: int) -> nn.Cell:
         return SwiGLU(ffn)
 
-    def attention(self, scale: float) -> nn.Cell:
-        return CausalAttention(scale)
+    def attention(self, scale: float, chunk: int = 0) -> nn.Cell:
+        """Full causal attention, or query-chunked (``ChunkedCausalAttention``) when ``chunk > 0``."""
+        return ChunkedCausalAttention(scale, chunk) if chunk > 0 else CausalAttention(scale)
 
 
 class AscendBackend(Backend):
@@ -130,7 +165,8 @@ class AscendBackend(Backend):
     def swiglu(self, ffn):
         return FusedSwiGLU(ffn)
 
-    def attention(self, scale):
+    def attention(self, scale, chunk=0):
+        # FlashAttentionScore is blockwise already: ``chunk`` (the CPU memory knob) does not apply here
         return FusedCausalAttention(scale)
 
 

@@ -24,7 +24,7 @@ from .rope import RotaryEmbedding
 
 
 class MLA(nn.Cell):
-    def __init__(self, cfg: ModelConfig, init, backend, dtype=ms.float32):
+    def __init__(self, cfg: ModelConfig, init, backend, dtype=ms.float32, long_context=None):
         super().__init__()
         h, n = cfg.hidden_size, cfg.num_heads
         self.n, self.dn, self.dr, self.dv = n, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim
@@ -42,8 +42,8 @@ class MLA(nn.Cell):
         self.kv_b_proj = Linear(self.kvl, n * (self.dn + self.dv), init, dtype)
         self.o_proj = Linear(n * self.dv, h, init, dtype)
         self.rope = RotaryEmbedding(self.dr, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_interleaved,
-                                    dtype)
-        self.core = backend.attention(1.0 / math.sqrt(dq))
+                                    dtype, **_rope_scaling(long_context))
+        self.core = backend.attention(1.0 / math.sqrt(dq), **_chunk(long_context))
 
     def project_q(self, x):
         if self.q_lora:
@@ -70,7 +70,7 @@ class MLA(nn.Cell):
 class GQA(nn.Cell):
     """Grouped-query attention (``mha`` when num_kv_heads == num_heads); RoPE over the whole head dim."""
 
-    def __init__(self, cfg: ModelConfig, init, backend, dtype=ms.float32):
+    def __init__(self, cfg: ModelConfig, init, backend, dtype=ms.float32, long_context=None):
         super().__init__()
         h, n = cfg.hidden_size, cfg.num_heads
         self.n = n
@@ -81,8 +81,8 @@ class GQA(nn.Cell):
         self.v_proj = Linear(h, self.kvh * self.hd, init, dtype)
         self.o_proj = Linear(n * self.hd, h, init, dtype)
         self.rope = RotaryEmbedding(self.hd, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_interleaved,
-                                    dtype)
-        self.core = backend.attention(1.0 / math.sqrt(self.hd))
+                                    dtype, **_rope_scaling(long_context))
+        self.core = backend.attention(1.0 / math.sqrt(self.hd), **_chunk(long_context))
         self.rep = n // self.kvh
 
     def _heads(self, y, heads, batch, s):
@@ -101,5 +101,20 @@ class GQA(nn.Cell):
         return self.o_proj(o.transpose(0, 2, 1, 3).reshape(t, self.n * self.hd))
 
 
-def build_attention(cfg: ModelConfig, init, backend, dtype=ms.float32) -> nn.Cell:
-    return MLA(cfg, init, backend, dtype) if cfg.attention_type == "mla" else GQA(cfg, init, backend, dtype)
+def _rope_scaling(lc) -> dict:
+    """RoPE scaling kwargs from the ``long_context`` section (none when absent or ``none``)."""
+    if lc is None or lc.rope_scaling == "none":
+        return {}
+    return {"scaling": lc.rope_scaling, "factor": lc.rope_scaling_factor,
+            "original_max_len": lc.rope_original_max_position}
+
+
+def _chunk(lc) -> dict:
+    """Query-chunk size of the memory-aware attention (``long_context.attention_chunk``; 0 = full)."""
+    return {"chunk": lc.attention_chunk} if lc is not None and lc.attention_chunk > 0 else {}
+
+
+def build_attention(cfg: ModelConfig, init, backend, dtype=ms.float32, long_context=None) -> nn.Cell:
+    """``long_context``: the recipe's ``LongContextConfig`` (RoPE scaling, attention chunk), optional."""
+    cls = MLA if cfg.attention_type == "mla" else GQA
+    return cls(cfg, init, backend, dtype, long_context)

@@ -48,13 +48,80 @@ def apply_rope_numpy(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, interleave
         out[..., b] = x[..., a] * s + x[..., b] * c
     return out
 
+# ---------------------------------------------------------------------------------------------- scaled RoPE
+def ntk_base(base: float, dim: int, factor: float) -> float:
+    """NTK-aware scaled base: ``base * factor^(D/(D-2))`` (so the lowest frequency is interpolated by ``factor``
+    while the highest is kept)."""
+    if factor <= 1.0 or dim <= 2:
+        return float(base)
+    return float(base) * factor ** (dim / (dim - 2))
+
+
+def yarn_correction_range(dim: int, base: float, original_max_len: int, beta_fast: float = 32.0,
+                          beta_slow: float = 1.0) -> tuple[int, int]:
+    """Dims (pair indices) between which YaRN ramps from extrapolation to interpolation: pair i makes
+    ``original_max_len * theta_i / (2 pi)`` rotations over the original context; pairs with more than
+    ``beta_fast`` rotations are kept, pairs with fewer than ``beta_slow`` are fully interpolated."""
+    def dim_for(rot):
+        return dim * np.log(original_max_len / (rot * 2 * np.pi)) / (2 * np.log(base))
+    low = int(np.floor(dim_for(beta_fast)))
+    high = int(np.ceil(dim_for(beta_slow)))
+    return max(low, 0), min(high, dim // 2 - 1) if dim // 2 > 1 else 0
+
+
+def yarn_inv_freq(dim: int, base: float, factor: float, original_max_len: int, beta_fast: float = 32.0,
+                  beta_slow: float = 1.0) -> np.ndarray:
+    """YaRN ("NTK-by-parts") frequencies: theta_i * (1 - m_i) / factor + theta_i * m_i where m_i = 1 for
+    high-frequency pairs (kept) and 0 for low-frequency pairs (interpolated), linear in between."""
+    extra = inv_freq(dim, base)
+    inter = extra / factor
+    low, high = yarn_correction_range(dim, base, original_max_len, beta_fast, beta_slow)
+    if high == low:
+        high = low + 1e-3
+    ramp = np.clip((np.arange(dim // 2, dtype=np.float64) - low) / (high - low), 0.0, 1.0)
+    keep = 1.0 - ramp                        # 1: extrapolate (keep theta_i), 0: interpolate (theta_i / s)
+    return inter * (1.0 - keep) + extra * keep
+
+
+def yarn_mscale(factor: float) -> float:
+    """YaRN attention temperature: cos/sin are multiplied by ``0.1 ln(s) + 1`` (1 for s <= 1)."""
+    return 1.0 if factor <= 1.0 else 0.1 * float(np.log(factor)) + 1.0
+
+
+def scaled_inv_freq(dim: int, base: float, scaling: str = "none", factor: float = 1.0,
+                    original_max_len: int = 0, max_len: int = 0) -> np.ndarray:
+    """Frequencies for ``scaling`` in (``none``, ``ntk``, ``yarn``); see ``LongContextStep``."""
+    if scaling in ("none", "", None) or factor == 1.0:
+        return inv_freq(dim, base)
+    if scaling == "ntk":
+        return inv_freq(dim, ntk_base(base, dim, factor))
+    if scaling == "yarn":
+        orig = original_max_len or max(int(round(max_len / factor)), 1)
+        return yarn_inv_freq(dim, base, factor, orig)
+    raise ValueError(f"rope scaling: unknown '{scaling}' (expected none, ntk or yarn)")
+
+
+def scaled_rope_tables(dim: int, max_len: int, base: float, interleaved: bool = True, scaling: str = "none",
+                       factor: float = 1.0, original_max_len: int = 0):
+    """Like :func:`rope_tables` with NTK / YaRN scaling; for ``yarn`` the tables carry the temperature
+    ``yarn_mscale(factor)``. ``scaling='none'`` gives exactly ``rope_tables(dim, max_len, base)``."""
+    if scaling in ("none", "", None) or factor == 1.0:
+        return rope_tables(dim, max_len, base, interleaved)
+    freqs = np.outer(np.arange(max_len, dtype=np.float64),
+                     scaled_inv_freq(dim, base, scaling, factor, original_max_len, max_len))
+    ang = np.repeat(freqs, 2, axis=1) if interleaved else np.concatenate([freqs, freqs], axis=1)
+    m = yarn_mscale(factor) if scaling == "yarn" else 1.0
+    return np.cos(ang) * m, np.sin(ang) * m
+
 
 class RotaryEmbedding(nn.Cell):
     """Applies RoPE to [..., S, D] tensors; positions 0..S-1 (offset for incremental decoding)."""
 
-    def __init__(self, dim: int, max_len: int, base: float, interleaved: bool = True, dtype=ms.float32):
+    def __init__(self, dim: int, max_len: int, base: float, interleaved: bool = True, dtype=ms.float32,
+                 scaling: str = "none", factor: float = 1.0, original_max_len: int = 0):
+        """``scaling``/``factor``/``original_max_len``: optional NTK / YaRN scaling (``scaled_rope_tables``)."""
         super().__init__()
-        cos, sin = rope_tables(dim, max_len, base, interleaved)
+        cos, sin = scaled_rope_tables(dim, max_len, base, interleaved, scaling, factor, original_max_len)
         self.cos = Tensor(cos, dtype)
         self.sin = Tensor(sin, dtype)
         self.rot = Tensor(rotation_matrix(dim, interleaved), dtype)

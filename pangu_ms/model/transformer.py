@@ -41,7 +41,7 @@ class DecoderLayer(nn.Cell):
         self.is_moe = moe_layer
         g_attn, g_mlp = dssn_gammas(m)
         self.input_norm = backend.rms_norm(m.hidden_size, m.norm_eps, dtype=dtype)
-        self.attention = build_attention(m, init, backend, dtype)
+        self.attention = build_attention(m, init, backend, dtype, cfg.long_context)
         if self.sandwich:
             self.post_attn_norm = backend.rms_norm(m.hidden_size, m.norm_eps, g_attn, dtype)
         self.pre_mlp_norm = backend.rms_norm(m.hidden_size, m.norm_eps, dtype=dtype)

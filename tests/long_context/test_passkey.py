@@ -1,0 +1,78 @@
+"""Passkey generator puts the key where it says; evaluation runs on a model that was never extended."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from pangu_ms.eval import passkey as pk
+
+TOK = os.path.join(os.path.dirname(__file__), "..", "..", "data", "shakespeare_v512_s64", "tokenizer.json")
+
+
+class CharTok:
+    """Stand-in tokenizer (one token per character) when no prepared tokenizer is around."""
+    vocab_size = 128
+
+    def encode(self, text):
+        return [ord(c) % 128 for c in text]
+
+    def decode(self, ids):
+        return "".join(chr(i) for i in ids)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    if os.path.isfile(TOK):
+        from pangu_ms.data import load_tokenizer
+        return load_tokenizer(TOK)
+    return CharTok()
+
+
+@pytest.mark.parametrize("length", [96, 200, 512])
+@pytest.mark.parametrize("depth", [0.0, 0.3, 0.5, 1.0])
+def test_key_is_where_it_says(tok, length, depth):
+    s = pk.make_passkey_sample(tok, length, depth, key="48213")
+    assert len(s.ids) == length
+    needle = tok.encode(pk.NEEDLE.format(key="48213"))
+    assert s.ids[s.needle_pos: s.needle_pos + len(needle)] == needle
+    key = tok.encode("#48213")
+    assert s.ids[s.key_pos: s.key_pos + len(key)] == key
+    assert s.ids[s.answer_start:] == tok.encode(pk.ANSWER.format(key="48213"))
+    n_fill = length - len(needle) - len(tok.encode(pk.QUESTION)) - s.answer_len
+    assert s.needle_pos == round(depth * n_fill)
+    assert tok.decode(s.ids).count("48213") == 3                     # twice in the needle, once as the answer
+    q = tok.encode(pk.QUESTION)
+    assert s.ids[s.answer_start - len(q): s.answer_start] == q
+
+
+def test_too_short_raises(tok):
+    with pytest.raises(ValueError, match="shorter"):
+        pk.make_passkey_sample(tok, 20, 0.5)
+
+
+def test_training_documents(tmp_path, tok):
+    docs = pk.passkey_documents(20, 40, 110, seed=1)
+    assert docs == pk.passkey_documents(20, 40, 110, seed=1)
+    for d in docs:
+        key = d.split("The pass key is #")[1].split(".")[0]
+        assert key.isdigit() and 4 <= len(key) <= 5
+        assert d.rstrip().endswith(pk.QUESTION + " #" + key + ".")
+    path = pk.write_passkey_corpus(str(tmp_path / "p.jsonl"), 5, 40, 110)
+    assert len([json.loads(x)["text"] for x in open(path)]) == 5
+
+
+def test_evaluate_unextended_model_and_heatmap(tmp_path, small_cfg):
+    import mindspore as ms
+    from pangu_ms.model import PanguForCausalLM
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    cfg = small_cfg(**{"model.vocab_size": 512, "model.max_position_embeddings": 256})
+    net = PanguForCausalLM(cfg, seed=0)
+    t = CharTok()
+    res = pk.evaluate_passkey(net, t, [150, 200], [0.0, 1.0], trials=2, graph=False)
+    acc = np.asarray(res["accuracy"])
+    assert acc.shape == (2, 2) and ((acc >= 0) & (acc <= 1)).all()
+    assert np.isfinite(res["logprob"]).all()
+    assert "| 150 |" in pk.format_table(res)
+    png = pk.plot_heatmap(res, str(tmp_path / "h.png"))
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"

@@ -23,7 +23,8 @@ from ..model.stats import compute_stats
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .logging import RunLogger, expert_load_stats
 from .mf import ensure_mindformers
-from .schedule import lr_values, phase_starts
+from .optim import current_lr
+from .schedule import phase_starts
 from .step import AccumulatingTrainStep, TrainStep, compile_step
 
 
@@ -57,7 +58,6 @@ class Trainer:
         else:
             self.step_cell = TrainStep(self.net, self.optimizer, t.grad_clip, reducer)
             self._step = compile_step(self.step_cell, t.mode)
-        self.lr = lr_values(t)
         self.stats = compute_stats(cfg, t.seq_length)
         self.start_step = 0
         self.log = None
@@ -212,12 +212,13 @@ class Trainer:
                 dt = time.perf_counter() - t_window
                 tps = n_window * tokens_per_step / dt
                 mfu = tps * self.stats.train_flops_per_token / peak
-                vals = {"loss/total": loss, "loss/lm": lm, "loss/mtp": mtp, "loss/aux": aux, "lr": self.lr[step],
+                lr_now = current_lr(self.optimizer, step)
+                vals = {"loss/total": loss, "loss/lm": lm, "loss/mtp": mtp, "loss/aux": aux, "lr": lr_now,
                         "grad_norm": norm, "perf/tokens_per_s": tps, "perf/mfu": mfu, "moe/drop_rate": drop,
                         **expert_load_stats(load)}
                 self.log.scalars(step + 1, vals)
                 self.log.info(f"step {step + 1}/{t.steps} loss {loss:.4f} lm {lm:.4f} mtp {mtp:.4f} aux {aux:.4f} "
-                              f"lr {self.lr[step]:.2e} gnorm {norm:.3f} {tps:.0f} tok/s mfu {100 * mfu:.2f}%")
+                              f"lr {lr_now:.2e} gnorm {norm:.3f} {tps:.0f} tok/s mfu {100 * mfu:.2f}%")
                 t_window, n_window = time.perf_counter(), 0
             if (step + 1) % t.eval_interval == 0 or (last and end == t.steps):
                 ev = self.evaluate()

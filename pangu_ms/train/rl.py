@@ -351,10 +351,9 @@ class RLTrainer:
         return summary
 
     def optimizer_lr(self, step: int) -> float:
-        from .schedule import lr_values
-        if not hasattr(self, "_lr"):
-            self._lr = lr_values(self.cfg.train)
-        return float(self._lr[min(max(step, 0), len(self._lr) - 1)])
+        """The learning rate the optimizer applies at ``step`` (shared helper of the training loop)."""
+        from .optim import current_lr
+        return current_lr(self.optimizer, max(step, 0))
 
 
 def run_rl(cfg: Config, progress: bool = True, stop_after: int | None = None) -> dict:

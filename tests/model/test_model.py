@@ -13,6 +13,13 @@ from pangu_ms.model.init import dssn_gammas, tinyinit_std
 from tests.conftest import tiny_overrides
 
 
+def loss_grad_fn(net, params):
+    """value_and_grad of the total loss (a named function: lambdas inside ms.jit must sit on their own line)."""
+    def loss_fn(a, b):
+        return net(a, b)[0]
+    return ms.value_and_grad(loss_fn, None, params)
+
+
 def batch(cfg, b=2, seed=0):
     rng = np.random.default_rng(seed)
     ids = rng.integers(0, cfg.model.vocab_size, (b, cfg.train.seq_length + 1)).astype(np.int32)
@@ -53,9 +60,7 @@ def test_gradients_match_finite_differences(extra):
     net = PanguForCausalLM(cfg)
     x, y = batch(cfg, seed=1)
     params = net.trainable_params()
-    def loss_fn(a, b):
-        return net(a, b)[0]
-    grad_fn = ms.value_and_grad(loss_fn, None, params)
+    grad_fn = loss_grad_fn(net, params)
     loss0, grads = grad_fn(x, y)
     base = [p.asnumpy().copy() for p in params]
     rng = np.random.default_rng(2)
@@ -111,9 +116,7 @@ def test_graph_and_pynative_give_the_same_loss_and_grads(small_cfg):
     net = PanguForCausalLM(cfg)
     x, y = batch(cfg, seed=3)
     params = net.trainable_params()
-    def loss_fn(a, b):
-        return net(a, b)[0]
-    grad_fn = ms.value_and_grad(loss_fn, None, params)
+    grad_fn = loss_grad_fn(net, params)
     l_py, g_py = grad_fn(x, y)
     l_gr, g_gr = ms.jit(grad_fn)(x, y)
     np.testing.assert_allclose(l_gr.asnumpy(), l_py.asnumpy(), rtol=1e-6)

@@ -35,3 +35,17 @@ def small_cfg():
     def make(**extra):
         return load_config(None, tiny_overrides(**extra))
     return make
+
+
+def flat_hw(**kw):
+    """A simulator hardware profile with efficiency 1 and zero latency everywhere (hand-computable times):
+    peak 1e12 FLOP/s (fp8 2e12), HBM 1e12 B/s, intra-node 1e11 B/s, inter-node 1e10 B/s, 8 devices per node;
+    ``kw`` overrides any key."""
+    from pangu_ms.sim.hardware import profile_from_dict
+    d = {"name": "flat", "peak_flops": {"bf16": 1e12, "fp32": 1e12, "fp8": 2e12}, "hbm_bytes": 1e11,
+         "usable_hbm_bytes": 1e11, "hbm_bandwidth": 1e12, "devices_per_node": 8,
+         "intra_node": {"bandwidth": 1e11, "latency": 0.0, "efficiency": [[1.0, 1.0]], "topology": "switch"},
+         "inter_node": {"bandwidth": 1e10, "latency": 0.0, "efficiency": [[1.0, 1.0]]},
+         "gemm_efficiency": [[1.0, 1.0]], "attention_efficiency": 1.0, "elementwise_efficiency": 1.0}
+    d.update(kw)
+    return profile_from_dict(d)

@@ -67,7 +67,11 @@ def _space(args):
 
     sp = SearchSpace(tp=args.tp, pp=args.pp, vpp=args.vpp, ep=args.ep, micro_batch=args.mbs,
                      recompute=args.recompute, tp_extend_ep=[x == "true" for x in args.extend],
-                     budget=args.budget or 0.0, tolerance=args.tolerance)
+                     budget=args.budget or 0.0, tolerance=args.tolerance,
+                     active_budget=args.active_budget or 0.0, active_tolerance=args.active_tolerance,
+                     rank_by=args.rank_by)
+    if args.ffn_multiple:
+        sp.ffn_multiple = args.ffn_multiple
     if args.layers:
         sp.layers = args.layers
     if args.hidden:
@@ -92,7 +96,7 @@ def cmd_search(args) -> int:
                        limit=args.limit)
     rows = res["rows"]
     ranked = [r for r in rows if r["fits"]]
-    shapes = S.shape_ranking(rows)
+    shapes = S.shape_ranking(rows, args.rank_by)
     summary = {"evaluated": res["evaluated"], "invalid_layouts": res["invalid"], "feasible": len(ranked),
                "oom": len(rows) - len(ranked), "seconds": res["seconds"],
                "candidates_per_minute": res["per_minute"], "peak_flops_per_device": hw.mfu_peak,
@@ -169,6 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
     common(s)
     s.add_argument("--budget", type=float, help="total parameters without MTP (e.g. 718e9)")
     s.add_argument("--tolerance", type=float, default=0.05, help="allowed relative budget miss (default 0.05)")
+    s.add_argument("--active-budget", type=float,
+                   help="target activated parameters per token (without MTP and input embedding, e.g. 39e9): "
+                        "keep only shapes within --active-tolerance of it, i.e. compare at matched compute/token")
+    s.add_argument("--active-tolerance", type=float,
+                   help="allowed relative miss of --active-budget (default: --tolerance)")
+    s.add_argument("--ffn-multiple", type=int,
+                   help="expert width granularity of the budget solver (default 256; the validation uses 64)")
+    s.add_argument("--rank-by", default="mfu", choices=["mfu", "tokens_per_s"],
+                   help="ranking objective for candidates and shapes (default mfu)")
     s.add_argument("--layers", type=int, nargs="+")
     s.add_argument("--hidden", type=int, nargs="+")
     s.add_argument("--experts", type=int, nargs="+")

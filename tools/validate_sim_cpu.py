@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Compare the simulator's predicted single-process step time with the measured step of pangu_ms training.
 
-For each config (four sizes, ~0.2M to ~21M parameters) it
+For each config (five: four sizes of the MLA + MoE model, ~0.2M to ~29M parameters, and a dense GQA model) it
   1. predicts the step time with the calibrated profile of this machine (``tools/simulate.py calibrate``,
      default yaml/hardware/cpu_local.yaml), fp32, no pipeline / parallelism, the project's CPU MoE path
      (``sim.moe_impl=training_cpu``), unfused element-wise ops and a full (non-causal-skipping) attention;
@@ -33,7 +33,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 TINY = os.path.join(ROOT, "yaml", "tiny_cpu.yaml")
 SIM_CPU = ["sim.precision=fp32", "sim.attention_causal_skip=false", "sim.fused_kernels=false",
            "sim.moe_impl=training_cpu", "model.compute_dtype=float32", "model.param_dtype=float32"]
-# four configs of clearly different size (total parameters from stats.py: ~0.19M, ~1.3M, ~7.5M, ~21M)
+# configs of clearly different size (total parameters from stats.py: ~0.19M, ~1.3M, ~7.5M, ~29M) and family
 CONFIGS = {
     "xs (h64, 2 layers, 4 experts, batch 4 x 64)": [
         "model.hidden_size=64", "model.num_layers=2", "model.dense_ffn_hidden=128", "model.num_heads=2",
@@ -43,6 +43,10 @@ CONFIGS = {
     "m (h256, 4 layers, 8 experts, vocab 2048, 8 x 128)": [
         "model.hidden_size=256", "model.dense_ffn_hidden=768", "model.num_heads=8", "moe.expert_ffn_hidden=192",
         "model.vocab_size=2048", "train.seq_length=128"],
+    "dense GQA (h256, 4 layers, 8/2 heads, no experts, 8 x 128)": [
+        "model.hidden_size=256", "model.attention_type=gqa", "model.num_heads=8", "model.num_kv_heads=2",
+        "moe.num_experts=0", "model.num_dense_layers=4", "model.dense_ffn_hidden=768", "model.vocab_size=2048",
+        "train.seq_length=128"],
     "l (h512, 4 layers, 8 experts, vocab 4096, 8 x 128)": [
         "model.hidden_size=512", "model.dense_ffn_hidden=1536", "model.num_heads=8", "moe.expert_ffn_hidden=384",
         "model.q_lora_rank=128", "model.kv_lora_rank=64", "model.vocab_size=4096", "train.seq_length=128"],
@@ -58,28 +62,8 @@ def predict(overrides, hardware):
 
 def build_step(overrides):
     """Compiled graph-mode TrainStep of the project's model and a fixed batch; returns a callable step."""
-    import mindspore as ms
-    import numpy as np
-    from pangu_ms.model.transformer import PanguForCausalLM   # lazy: the training model
-    from pangu_ms.train.optim import build_optimizer
-    from pangu_ms.train.step import TrainStep, compile_step
-
-    cfg = load_config(TINY, overrides + SIM_CPU)
-    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
-    net = PanguForCausalLM(cfg)
-    opt = build_optimizer(net.trainable_params(), cfg.train)
-    step = compile_step(TrainStep(net, opt, cfg.train.grad_clip), cfg.train.mode)
-    rng = np.random.default_rng(0)
-    b, s = cfg.train.global_batch_size, cfg.train.seq_length
-    ids = ms.Tensor(rng.integers(0, cfg.model.vocab_size, (b, s)).astype(np.int32))
-    labels = ms.Tensor(rng.integers(0, cfg.model.vocab_size, (b, s)).astype(np.int32))
-
-    def run():
-        t0 = time.perf_counter()
-        out = step(ids, labels)
-        out[0].asnumpy()
-        return time.perf_counter() - t0
-    return run
+    from pangu_ms.sim.calibrate import compiled_train_step   # lazy: imports MindSpore and the model
+    return compiled_train_step(load_config(TINY, overrides + SIM_CPU))
 
 
 def measure_all(names, rounds: int, steps: int, quick_cal: bool):

@@ -84,27 +84,38 @@ def case_search(lines, workers):
     total by up to 6.6 % at hidden 7680 and some (layers, hidden) pairs, e.g. 66 x 7680, fell outside +-2 %).
 
     Primary: 256 routed experts, top-8 fixed (the paper picked the expert count from its MoE-block quality study,
-    not from throughput) and layers x hidden searched. Secondary: the expert count free as well.
+    not from throughput) and layers x hidden searched. Second: the same with the activated parameters held at the
+    published 39B +-2 % (search.py ``active_budget``: compare shapes at matched compute per token). Third: the
+    expert count free as well. Each also gives the paper shape's rank by tokens/s (the paper's throughput metric).
     """
     from pangu_ms.sim import search as S
     cfg = load_config(R718, ["sim.recompute=auto"], validate=False)
     hw = load_hardware("ascend_910b")
-    cols = ("layers", "hidden", "experts", "expert_ffn", "total_params_b", "active_params_b", "tp", "pp", "vpp",
+    cols = ("layers", "hidden", "experts", "top_k", "expert_ffn", "total_params_b", "active_params_b", "tp", "pp", "vpp",
             "ep", "micro_batch_size", "recompute", "mfu", "tokens_per_s", "memory_gb")
     ranks = {}
-    for label, experts in (("256 experts fixed", [256]), ("experts free", [128, 256, 512])):
+    def paper_rank(shapes):
+        return next((i for i, r in enumerate(shapes, 1)
+                     if (r["layers"], r["hidden"], r["experts"], r.get("top_k", 8)) == (61, 7680, 256, 8)), None)
+
+    for label, experts, top_k, active in (
+            ("256 experts fixed", [256], [8], 0.0),
+            ("256 experts fixed, activated 39B +-2 %", [256], [8], 39e9),
+            ("experts free", [128, 256, 512], [8], 0.0),
+            ("experts and top-k free, activated 39B +-2 %", [128, 256, 512], [4, 8, 16], 39e9)):
         sp = S.SearchSpace(layers=[54, 58, 61, 64, 66, 70], hidden=[6144, 7168, 7680, 8192], experts=experts,
-                           top_k=[8], tp=[4, 8], pp=[8, 16], vpp=[1, 2], ep=[2, 4, 8], micro_batch=[1, 2],
-                           tp_extend_ep=[True], recompute=["auto"], budget=718e9, tolerance=0.02, ffn_multiple=64)
+                           top_k=top_k, tp=[4, 8], pp=[8, 16], vpp=[1, 2], ep=[2, 4, 8], micro_batch=[1, 2],
+                           tp_extend_ep=[True], recompute=["auto"], budget=718e9, tolerance=0.02, ffn_multiple=64,
+                           active_budget=active)
         res = S.run_search(cfg, sp, hw, 6144, workers=workers, progress=False)
         shapes = S.shape_ranking(res["rows"])
-        rank = next((i for i, r in enumerate(shapes, 1)
-                     if (r["layers"], r["hidden"], r["experts"]) == (61, 7680, 256)), None)
+        rank = paper_rank(shapes)
+        rank_tok = paper_rank(S.shape_ranking(res["rows"], "tokens_per_s"))
         ranks[label] = rank
         lines.append(f"### Shape search at a 718B budget, {label} (6,144 910B; {len(shapes)} feasible shapes, "
                      f"{res['evaluated']} candidates in {res['seconds']:.1f} s = {res['per_minute']:.0f}/min)\n")
         lines.append(f"Paper shape (61 layers, hidden 7680, 256 experts, top-8, expert 2048) ranks **{rank}** of "
-                     f"{len(shapes)} shapes (best feasible layout each, by MFU).\n")
+                     f"{len(shapes)} shapes (best feasible layout each, by MFU); by tokens/s: {rank_tok}.\n")
         lines.append(S.markdown_table(shapes, 8, cols))
         lines.append("")
         if label == "256 experts fixed":
@@ -134,18 +145,97 @@ def case_135b(lines):
     return out
 
 
+def time_balanced_counts(path):
+    """Blocks per virtual stage of the time-only split (schedule.partition), to show it next to the chosen one."""
+    from pangu_ms.sim.estimate import Simulator
+    from pangu_ms.sim.layout import resolve_layout
+    from pangu_ms.sim.schedule import partition
+    cfg = load_config(path, validate=False)
+    hw = load_hardware(cfg.sim.hardware)
+    cfg, lay = resolve_layout(cfg, None, hw.devices_per_node)
+    blocks = Simulator(cfg, lay, hw).blocks()
+    return [e - a for a, e in partition([b.time for b in blocks], lay.pp * lay.vpp)]
+
+
 def case_dsv3(lines):
-    e = est(RDSV3)
-    gh = 1e12 / e.tokens_per_s_per_device / 3600
+    balanced = time_balanced_counts(RDSV3)
+    rows = (("time-balanced split", est(RDSV3, [f"sim.blocks_per_virtual_stage={balanced}"])),
+            ("split chosen by the simulator (recipe)", est(RDSV3)))
     lines.append("### DeepSeek-V3 671B, 2,048 H800, PP16 (DualPipe) EP64 DP128, FP8 (paper: 180K GPU-hours per "
                  "trillion tokens)\n")
-    lines.append("| predicted tokens/s/GPU | GPU-hours / 1T tokens | reported | error | MFU (bf16 peak) | "
-                 "memory GiB | fits |")
-    lines.append("|---|---|---|---|---|---|---|")
-    lines.append(f"| {e.tokens_per_s_per_device:.0f} | {gh / 1e3:.0f}K | 180K | {100 * (gh / 180e3 - 1):+.1f}% | "
-                 f"{pct(e.mfu)} | {e.memory_per_device_gb:.1f} | {e.fits} |")
+    lines.append("| stage split | blocks per stage | predicted tokens/s/GPU | GPU-hours / 1T tokens | reported | "
+                 "error | MFU (bf16 peak) | memory GiB | fits |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    for name, e in rows:
+        gh = 1e12 / e.tokens_per_s_per_device / 3600
+        counts = " ".join(map(str, e.details["blocks_per_virtual_stage"]))
+        lines.append(f"| {name}: {e.details['stage_split']} | {counts} | {e.tokens_per_s_per_device:.0f} | "
+                     f"{gh / 1e3:.0f}K | 180K | {100 * (gh / 180e3 - 1):+.1f}% | {pct(e.mfu)} | "
+                     f"{e.memory_per_device_gb:.1f} | {e.fits} |")
     lines.append("")
     return e, gh
+
+
+# Llama 3 405B (arXiv 2407.21783, Table 4) on H100: (label, devices, overrides, reported TFLOPs/GPU).
+LLAMA3_CASES = [
+    ("8K, 8,192 GPUs, TP8 CP1 PP16 DP64", 8192, [], 430.0),
+    ("8K, 16,384 GPUs, TP8 CP1 PP16 DP128", 16384, [], 400.0),
+    ("128K, 16,384 GPUs, TP8 CP16 PP16 DP8", 16384,
+     ["parallel.cp=16", "train.seq_length=131072", "train.global_batch_size=128"], 380.0),
+]
+
+
+def case_llama3(lines):
+    """Llama 3 405B on H100 (dense GQA family + context parallelism) and a Mixtral 8x7B estimate (predicted only).
+
+    Reported: TFLOPs/GPU of the paper's Table 4 (via the SC'24 slide reproduced at
+    glennklockwood.com/garden/llama-3.1); reported MFU = TFLOPs/GPU / the H100 dense BF16 peak. Predicted MFU uses
+    the simulator's convention (full-square attention FLOPs); the "causal" column counts half the attention-core
+    FLOPs instead, since the paper does not say which convention its TFLOPs use (it matters at 128K, where
+    the attention core is ~57% of the full-square FLOPs). Every assumption is in yaml/sim/llama3_405b.yaml.
+    """
+    from pangu_ms.model.stats import compute_stats
+    path = os.path.join(ROOT, "yaml/sim/llama3_405b.yaml")
+    lines.append("### Llama 3 405B, H100, BF16 (paper Table 4: 430 / 400 / 380 TFLOPs per GPU)\n")
+    lines.append("| case | reported TFLOPs/GPU | reported MFU | predicted MFU | error (points) | predicted MFU, "
+                 "causal-attention FLOPs | memory GiB | fits | recompute | bubble s | TP exposed s | "
+                 "CP exposed s |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    out = []
+    for label, devices, ov, tflops in LLAMA3_CASES:
+        e = est(path, ov, devices)
+        peak = e.peak_flops_per_device
+        rep = tflops * 1e12 / peak
+        st = compute_stats(load_config(path, list(ov), validate=False), e.layout["seq_length"])
+        attn = 1.5 * st.breakdown["forward_flops_per_token_attention_core"]     # half of 3 x fwd attention core
+        causal = e.mfu * (e.model_flops_per_token - attn) / e.model_flops_per_token
+        out.append((label, e, rep, causal))
+        lines.append(f"| {label} | {tflops:.0f} | {pct(rep)} | {pct(e.mfu)} | {100 * (e.mfu - rep):+.1f} | "
+                     f"{pct(causal)} ({100 * (causal - rep):+.1f}) | {e.memory_per_device_gb:.1f} | {e.fits} | "
+                     f"{e.layout['recompute']} | {e.breakdown_s['pipeline_bubble']:.2f} | "
+                     f"{e.breakdown_s['tp_comm_exposed']:.2f} | {e.breakdown_s['cp_comm_exposed']:.2f} |")
+    lines.append("")
+    lines.append("Sensitivity to the unpublished interleaving degree (vpp), to the recompute granularity, and for the "
+                 "128K case to the CP algorithm (predicted MFU, simulator convention):\n")
+    lines.append("| case | vpp 1 | vpp 2 (recipe) | vpp 4 | selective recompute forced (memory GiB) | "
+                 "ring CP instead of all-gather |")
+    lines.append("|---|---|---|---|---|---|")
+    for label, devices, ov, _ in LLAMA3_CASES:
+        row = [pct(est(path, list(ov) + [f"parallel.vpp={v}"], devices).mfu) for v in (1, 2, 4)]
+        sel = est(path, list(ov) + ["sim.recompute=selective"], devices)
+        ring = pct(est(path, list(ov) + ["sim.cp_algorithm=ring"], devices).mfu) if ov else "-"
+        lines.append(f"| {label} | {' | '.join(row)} | {pct(sel.mfu)} ({sel.memory_per_device_gb:.1f}"
+                     f"{'' if sel.fits else ', OOM'}) | {ring} |")
+    lines.append("")
+    mx = est(os.path.join(ROOT, "yaml/sim/mixtral_8x7b.yaml"))
+    lay = mx.layout
+    lines.append(f"Mixtral 8x7B example (yaml/sim/mixtral_8x7b.yaml; no published throughput, predicted only): "
+                 f"{mx.devices} H100, TP{lay['tp']} PP{lay['pp']} EP{lay['ep']} DP{lay['dp']}, "
+                 f"seq {lay['seq_length']}, global batch {lay['global_batch_size']}: MFU {pct(mx.mfu)}, "
+                 f"{mx.tokens_per_s_per_device:.0f} tokens/s/GPU, memory {mx.memory_per_device_gb:.1f} GiB "
+                 f"(fits {mx.fits}, recompute {lay['recompute']}), EP all-to-all exposed "
+                 f"{mx.breakdown_s['ep_alltoall_exposed']:.2f} s of {mx.step_time_s:.2f} s.\n")
+    return out, mx
 
 
 def main():
@@ -160,6 +250,7 @@ def main():
         case_search(lines, args.workers)
     case_135b(lines)
     case_dsv3(lines)
+    case_llama3(lines)
     text = "\n".join(lines)
     print(text)
     if args.out:

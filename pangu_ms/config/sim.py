@@ -38,12 +38,24 @@ class SimConfig:
         pp_schedule: ``auto`` (interleaved when vpp > 1, else 1F1B), ``1f1b``, ``interleaved`` or
             ``dualpipe`` (DeepSeek-V3's bidirectional schedule: bubble (p/2-1)(F+B/2), EP all-to-all hidden,
             two parameter copies).
+        blocks_per_virtual_stage: explicit split of the model over the pp * vpp virtual stages (MindSpeed
+            ``num_layer_list``, Megatron ``decoder_first/last_pipeline_num_layers``): the number of blocks of
+            each virtual stage, in order. Blocks, in order: embedding, the ``model.num_layers`` decoder layers,
+            final norm + LM head, then per MTP depth (projection, MTP layer, MTP head), i.e. num_layers + 2 +
+            3 * mtp_depth blocks; virtual stage c is held by pipeline rank c mod pp (DualPipe: ranks c and
+            pp-1-c). Needs pp * vpp entries, each >= 1, summing to the block count. Empty (default): the
+            simulator picks the split, balanced by time and, when that split runs out of memory, the fastest
+            split that fits (pangu_ms/sim/schedule.py). The
+            split in use is in the estimate's ``details.blocks_per_virtual_stage``. Leave empty for searches
+            (they vary the layer count and pp).
 
         recompute: ``none``; ``selective`` (recompute RMSNorms, RoPE and SwiGLU activations: cheap
             element-wise recompute); ``moe_fine`` (selective + the routed-expert first GEMM and activation,
             without re-running communication; MindSpeed "zero-memory"); ``full`` (store only each layer's input,
-            re-run the whole layer forward, communication included); ``auto`` (the first of none, selective,
-            moe_fine, full whose memory fits: the cheapest granularity a planner would pick).
+            re-run the whole layer forward, communication included); ``auto`` (the fastest of none, selective,
+            moe_fine, full whose memory fits, each with its own stage split: the cheapest granularity whose
+            time-balanced split fits, unless a cheaper one that fits only with a memory-aware split is faster;
+            estimate.run_with_recompute).
         recompute_fraction: fraction of each stage's layers the granularity applies to (1.0 = all).
         swap_activations: fraction of the stored activations offloaded to host memory during the forward
             pass and fetched back for the backward pass (0 = off). Transfer time beyond the compute it can hide
@@ -73,6 +85,10 @@ class SimConfig:
             (fc2 is linear, so the result is the same; pangu_ms/moe/experts.py and fused "weighted SwiGLU"
             kernels do this) instead of the expert output, so no per-row expert output is stored for the gate
             gradient (memory.py).
+        cp_algorithm: context-parallel K/V exchange (parallel.cp > 1; formulas in sim/comm.py): ``ring``
+            (pass-KV ring attention: c-1 p2p steps per attention pass, each overlapped with the attention of one
+            chunk; backward passes K/V + dK/dV) or ``allgather`` (Llama 3: all-gather K/V before attention and
+            reduce-scatter dK/dV after it, not overlapped).
     """
 
     # target
@@ -83,6 +99,7 @@ class SimConfig:
     grad_reduce_dtype: str = _choice("fp32", ("fp32", "bf16"))
     # schedule
     pp_schedule: str = _choice("auto", ("auto", "1f1b", "interleaved", "dualpipe"))
+    blocks_per_virtual_stage: list[int] = field(default_factory=list)
     # memory
     recompute: str = _choice("none", ("none", "selective", "moe_fine", "full", "auto"))
     recompute_fraction: float = 1.0
@@ -99,3 +116,4 @@ class SimConfig:
     unfused_traffic_factor: float = 3.0
     moe_impl: str = _choice("grouped", ("grouped", "training_cpu"))
     moe_probs_before_fc2: bool = False
+    cp_algorithm: str = _choice("ring", ("ring", "allgather"))

@@ -9,8 +9,11 @@ under the current machine load):
   shared 2-core machine a plain chain of element-wise kernels (``chain_kernel``) under-states the per-kernel
   cost of a training graph ~20x and the generic stack ~5x: the training graph's actors hand work between
   threads along a wide DAG, and under CPU oversubscription each hand-off waits for a time slice;
-* chains of 128 element-wise kernels over tensors of 256 .. 262,144 floats: time per kernel = a + bytes /
-  bandwidth, least squares over the sizes -> ``hbm_bandwidth`` (elementwise_efficiency 1);
+* chains of 128 scalar element-wise kernels over tensors of 256 .. 262,144 floats: the intercept of time per
+  kernel vs bytes is the in-graph per-kernel cost subtracted from the chains below;
+* chains of same-shape multiplies over activation-sized tensors (256K .. 4M floats) -> ``hbm_bandwidth``
+  (elementwise_efficiency 1), and of broadcasting multiplies and last-axis reductions -> ``broadcast_efficiency``
+  (their rate / that bandwidth; ~0.2 for MindSpore's CPU kernels, see ``_elementwise_rates``);
 * chains of 8 matmuls of each shape in GEMM_SHAPES (transformer-like rows x widths, small to large), the chain's
   per-kernel cost subtracted -> ``peak_flops.fp32`` (the best measured rate, so MFU on CPU is against the
   *measured* peak, stated in the profile) and ``gemm_efficiency`` (rate / peak by FLOPs per call; shapes within
@@ -84,8 +87,8 @@ def measure(quick: bool = False, model_probe: bool = True) -> dict:
     xs = np.array([b for b, _ in per_kernel])
     ys = np.array([s for _, s in per_kernel])
     slope, icpt = np.polyfit(xs, ys, 1)
-    bw = 1.0 / slope if slope > 0 else xs.max() / ys.max()
     chain_cost = max(float(icpt), 0.0)     # per-kernel cost inside these chains, subtracted from GEMM chains
+    bw, bcast_eff = _elementwise_rates(ms, ops, t, sync, mt, chain_cost)
 
     overhead, step_fixed = _train_step_kernel_cost(ms, ops, mt)
     generic = overhead
@@ -123,9 +126,56 @@ def measure(quick: bool = False, model_probe: bool = True) -> dict:
     sec = max(sec - chain_cost, 0.1 * sec)
     attn_rate = 2.0 * 16 * 128 * 32 * 128 / sec
     return {"gemm": gemm, "peak": peak, "attention_rate": attn_rate, "bandwidth": float(bw),
+            "broadcast_efficiency": bcast_eff,
             "op_overhead": float(overhead), "step_overhead": float(step_fixed), "chain_kernel": chain_cost,
             "generic_step_kernel": float(generic),
             "per_kernel": per_kernel, "threads": os.cpu_count()}
+
+
+BW_SIZES = (262144, 1048576, 4194304)       # floats: the activation sizes of the validation models and above
+
+
+def _elementwise_rates(ms, ops, t, sync, min_time: float, chain_cost: float) -> tuple:
+    """(bandwidth, broadcast_efficiency) of element-wise kernels on activation-sized tensors [n / 128, 128]:
+    * same-shape binary multiply x * y (reads 2, writes 1 tensor: 12 bytes per element) -> ``hbm_bandwidth``;
+    * the slow class: a broadcasting multiply x * g (g [128]) and x + sum(x, -1) * 1e-6 (a last-axis reduction
+      and a broadcasting add), each slow kernel counted as 8 bytes per element (read + write, as the
+      simulator counts them); their rate over the sizes divided by the bandwidth is ``broadcast_efficiency``.
+    Each is a chain of 16 kernels in one compiled graph, the per-kernel chain cost subtracted; rates are the
+    totals over the sizes (bytes / seconds), so the largest sizes weigh most."""
+    rng = np.random.default_rng(1)
+    from mindspore import Tensor
+
+    @ms.jit
+    def mul_chain(x, y):
+        for _ in range(16):
+            x = x * y
+        return x
+
+    @ms.jit
+    def bcast_chain(x, g):
+        for _ in range(16):
+            x = x * g
+        return x
+
+    @ms.jit
+    def reduce_chain(x):
+        for _ in range(16):          # each step depends on the last (no common-subexpression elimination)
+            x = x + ops.sum(x, -1, keepdim=True) * 1e-6
+        return x
+
+    plain_b = plain_s = slow_b = slow_s = 0.0
+    for n in BW_SIZES:
+        x = t(n // 128, 128)
+        y = Tensor((1.0 + 1e-4 * rng.standard_normal((n // 128, 128))).astype(np.float32))
+        g = Tensor(np.ones(128, np.float32))
+        per = lambda f, k=1: max(_bench(f, min_time) / 16 - k * chain_cost, 1e-9)   # noqa: E731
+        plain_b, plain_s = plain_b + 12.0 * n, plain_s + per(lambda: sync(mul_chain(x, y)))
+        # broadcast multiply (1 slow kernel) + [reduction, broadcast add, tiny scale] (2 slow kernels)
+        slow_b += 3 * 8.0 * n
+        slow_s += per(lambda: sync(bcast_chain(x, g))) + per(lambda: sync(reduce_chain(x)), 3)
+    bw = plain_b / plain_s
+    return float(bw), float(min(1.0, slow_b / slow_s / bw))
 
 
 PROBE_DEPTHS = (8, 24)
@@ -198,6 +248,32 @@ MODEL_PROBE_LAYERS = (2, 6)
 _PROBE_STEPS: dict = {}
 
 
+def compiled_train_step(cfg):
+    """The project's training step (PanguForCausalLM + TrainStep, graph mode, fp32) for ``cfg`` on a fixed
+    random batch of the config's global batch x sequence length; returns a callable that runs one step and
+    returns its wall time (the first call compiles)."""
+    import mindspore as ms
+    from ..model.transformer import PanguForCausalLM
+    from ..train.optim import build_optimizer
+    from ..train.step import TrainStep, compile_step
+
+    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+    ms.set_recursion_limit(10000)
+    net = PanguForCausalLM(cfg)
+    opt = build_optimizer(net.trainable_params(), cfg.train)
+    step = compile_step(TrainStep(net, opt, cfg.train.grad_clip), "graph")
+    rng = np.random.default_rng(0)
+    shape = (cfg.train.global_batch_size, cfg.train.seq_length)
+    ids = ms.Tensor(rng.integers(0, cfg.model.vocab_size, shape).astype(np.int32))
+    labels = ms.Tensor(rng.integers(0, cfg.model.vocab_size, shape).astype(np.int32))
+
+    def run() -> float:
+        t0 = time.perf_counter()
+        step(ids, labels)[0].asnumpy()
+        return time.perf_counter() - t0
+    return run
+
+
 def model_kernel_cost(min_time: float = 0.3) -> tuple:
     """(per-kernel cost, per-step fixed cost) of the project's own training step (PanguForCausalLM + TrainStep,
     graph mode) at negligible width (hidden 32, 2 x 16 tokens), so that its time is kernel launches: the same
@@ -216,14 +292,7 @@ def model_kernel_cost(min_time: float = 0.3) -> tuple:
     for n in MODEL_PROBE_LAYERS:
         cfg = load_config(tiny, MODEL_PROBE + [f"model.num_layers={n}"])
         if n not in _PROBE_STEPS:
-            from ..model.transformer import PanguForCausalLM
-            from ..train.optim import build_optimizer
-            from ..train.step import TrainStep, compile_step
-            net = PanguForCausalLM(cfg)
-            opt = build_optimizer(net.trainable_params(), cfg.train)
-            step = compile_step(TrainStep(net, opt, cfg.train.grad_clip), "graph")
-            ids = ms.Tensor(np.random.default_rng(0).integers(0, 64, (2, 16)).astype(np.int32))
-            _PROBE_STEPS[n] = (lambda st=step, x=ids: st(x, x)[0].asnumpy())
+            _PROBE_STEPS[n] = compiled_train_step(cfg)
         times.append(_bench(_PROBE_STEPS[n], min_time, warmup=1))
         kernels.append(reference_step_kernels(cfg))
     # the two-depth difference would separate a per-step fixed cost, but on a shared machine it swings from 0 to
@@ -241,6 +310,7 @@ def combine(passes: list) -> dict:
     return {"gemm": gemm, "peak": max(r for _, r, _ in gemm),
             "attention_rate": med([p["attention_rate"] for p in passes]),
             "bandwidth": med([p["bandwidth"] for p in passes]),
+            "broadcast_efficiency": med([p.get("broadcast_efficiency", 1.0) for p in passes]),
             "op_overhead": med([p["op_overhead"] for p in passes]),
             "chain_kernel": med([p["chain_kernel"] for p in passes]),
             "step_overhead": med([p.get("step_overhead", 0.0) for p in passes]),
@@ -277,6 +347,7 @@ def build_profile(meas: dict, name: str = "cpu_local") -> dict:
         "gemm_efficiency": curve,
         "attention_efficiency": min(1.0, meas["attention_rate"] / peak),
         "elementwise_efficiency": 1.0,
+        "broadcast_efficiency": meas.get("broadcast_efficiency", 1.0),
         "op_overhead": meas["op_overhead"],
         "step_overhead": meas.get("step_overhead", 0.0),
     }

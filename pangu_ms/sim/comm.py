@@ -23,6 +23,38 @@ experts spread uniformly over the W ranks of the expert-parallel group, n_loc of
                    (the inter-node AllGather stage precedes the intra-node all-to-all stage)
 
 The busiest device receives ``expert_imbalance`` times the mean; the all-to-all finishes with it.
+
+Context parallelism (CP, ``parallel.cp = c``): the sequence of a micro-batch is split over c ranks (load-balanced
+causal chunking, 2c chunks, so every rank does 1/c of the attention work); each rank owns ``tok = mbs*seq/c``
+tokens and must see the K/V of all c chunks. Per layer, micro-batch and device, the K/V chunk a rank owns is::
+
+    GQA / MHA:  B_kv = tok * 2 * max(kv_heads / tp, 1) * head_dim * b    (KV heads replicated when kv_heads < tp)
+    MLA:        B_kv = tok * (heads / tp) * (qk_nope + qk_rope + v_head_dim) * b
+                (choice: the full per-head K and V after the kv_b up-projection, as Megatron-Core /
+                TransformerEngine CP do, not the compressed latent + rope key: exchanging the latent
+                (kv_lora_rank + qk_rope) * tok * b bytes would be smaller but makes every rank re-run kv_b on
+                each received chunk, which is not what those implementations do)
+
+``sim.cp_algorithm: ring`` (pass-KV ring attention; the default): the chunks travel round the ring in c-1 p2p
+steps per attention forward; step i sends one chunk to the next rank while the attention of the local queries
+against the chunk received at step i-1 runs, so per step the exposed time is the part of the transfer the chunk's
+attention does not cover. The backward runs a second ring: K/V again plus the accumulated dK/dV (same dtype and
+size), i.e. 2 B_kv per step::
+
+    t_step_f = p2p(B_kv),   t_step_b = p2p(2 B_kv),   A_f = attention-core forward time of the layer, A_b = 2.5 A_f
+    cp_exposed_fwd = (c-1) * max(0, t_step_f - A_f / c)
+    cp_exposed_bwd = (c-1) * max(0, t_step_b - A_b / c)
+    bytes sent per device and layer = (c-1) * B_kv (fwd) + (c-1) * 2 B_kv (bwd)
+
+``sim.cp_algorithm: allgather`` (Llama 3's all-gather based CP, arXiv 2407.21783): all-gather the K/V of the c
+chunks before the attention (not overlapped), and in the backward all-gather them again + reduce-scatter dK/dV::
+
+    cp_exposed_fwd = AG(c * B_kv over c ranks),   cp_exposed_bwd = 2 * AG(c * B_kv over c ranks)
+
+Either way the CP group is c ranks at stride tp (rank order tp < cp < dp): inside one node when tp*c <= devices per
+node, else the ring / all-gather is limited by the inter-node link (every hop of a synchronous ring waits for the
+slowest). c = 1 gives zero. The CP ranks hold the same (dense) parameters, so they join the DP gradient reduction:
+``dp_reduce`` reduces dense gradients over dp*c ranks (already so before CP communication was modelled).
 """
 from __future__ import annotations
 
@@ -131,25 +163,104 @@ class LayerComm:
     a2a_bytes: float = 0.0    # bytes sent per device (dispatch + combine, mean device)
 
 
+def cp_kv_bytes(cfg: Config, layout: Layout, bytes_per_elem: float) -> float:
+    """B_kv: bytes of the K/V chunk one CP rank (one TP rank of it) owns for one layer and micro-batch."""
+    m, tp, tok = cfg.model, layout.tp, layout.tokens_per_micro
+    if m.attention_type == "mla":
+        return tok * (m.num_heads / tp) * (m.qk_nope_head_dim + m.qk_rope_head_dim + m.v_head_dim) * bytes_per_elem
+    kvh = m.num_heads if m.attention_type == "mha" else m.num_kv_heads
+    return tok * 2 * max(kvh / tp, 1.0) * m.attn_head_dim * bytes_per_elem
+
+
+@dataclass
+class CPComm:
+    """Context-parallel K/V exchange of one layer for one micro-batch on one device (module docstring).
+
+    ``ring``: ``step_fwd`` / ``step_bwd`` are the times of one ring step (p2p of B_kv / 2 B_kv), ``steps`` = c-1.
+    ``allgather``: ``step_fwd`` / ``step_bwd`` are the whole (exposed) forward / backward collectives, steps = 1.
+    """
+
+    cp: int = 1
+    algorithm: str = "ring"
+    kv_bytes: float = 0.0
+    steps: int = 0
+    step_fwd: float = 0.0
+    step_bwd: float = 0.0
+
+    @property
+    def bytes_sent(self) -> float:
+        """Bytes one device sends per layer and micro-batch, forward + backward."""
+        if self.cp <= 1:
+            return 0.0
+        if self.algorithm == "allgather":       # AG fwd, AG + RS bwd: (c-1)/c of the c*B_kv gathered tensor each
+            return 3.0 * (self.cp - 1) * self.kv_bytes
+        return 3.0 * self.steps * self.kv_bytes  # (c-1) B_kv fwd + (c-1) 2 B_kv bwd
+
+    def exposed(self, attn_fwd: float) -> tuple[float, float]:
+        """(forward, backward) exposed seconds given the layer's attention-core forward time ``attn_fwd``."""
+        if self.cp <= 1:
+            return 0.0, 0.0
+        if self.algorithm == "allgather":
+            return self.step_fwd, self.step_bwd
+        c = self.cp
+        return (self.steps * max(0.0, self.step_fwd - attn_fwd / c),
+                self.steps * max(0.0, self.step_bwd - 2.5 * attn_fwd / c))
+
+
+def cp_comm(cfg: Config, layout: Layout, hw: HardwareProfile, bytes_per_elem: float) -> CPComm:
+    """K/V exchange of one layer for one micro-batch over the CP group (formulas in the module docstring)."""
+    c = layout.cp
+    algo = cfg.sim.cp_algorithm
+    if c <= 1:
+        return CPComm(1, algo)
+    b = cp_kv_bytes(cfg, layout, bytes_per_elem)
+    spans = layout.tp * c > hw.devices_per_node
+    if algo == "allgather":
+        ag = allgather_time(c * b, c, hw, spans)
+        return CPComm(c, algo, b, 1, ag, 2.0 * ag)
+    if algo != "ring":
+        raise ValueError(f"sim.cp_algorithm: unknown {algo!r} (ring | allgather)")
+    return CPComm(c, algo, b, c - 1, p2p_time(b, hw, spans), p2p_time(2.0 * b, hw, spans))
+
+
 class CommModel:
     def __init__(self, cfg: Config, layout: Layout, hw: HardwareProfile):
         self.cfg, self.L, self.hw = cfg, layout, hw
         self.act_bytes = 4.0 if cfg.sim.precision == "fp32" else 2.0
         self.dispatch_bytes = 1.0 if cfg.sim.precision == "fp8" else self.act_bytes
 
-    def tp_pair(self) -> float:
-        """All-gather + reduce-scatter of one [tok, h] activation over the TP group (sequence parallel)."""
+    def tp_pair(self, gather_width: float | None = None) -> float:
+        """All-gather of a [tok, gather_width] activation (default: h) + reduce-scatter of the [tok, h] output
+        over the TP group (sequence parallel; the backward pass moves the same bytes the other way)."""
         L = self.L
         if L.tp <= 1:
             return 0.0
-        b = L.tokens_per_micro * self.cfg.model.hidden_size * self.act_bytes
-        return 2.0 * allgather_time(b, L.tp, self.hw, L.tp > self.hw.devices_per_node)
+        h = self.cfg.model.hidden_size
+        g = h if gather_width is None else gather_width
+        b = L.tokens_per_micro * self.act_bytes
+        spans = L.tp > self.hw.devices_per_node
+        return allgather_time(b * g, L.tp, self.hw, spans) + allgather_time(b * h, L.tp, self.hw, spans)
+
+    def attn_gather_width(self) -> float:
+        """Width of what the attention block all-gathers over the TP group (sequence parallel).
+
+        MHA / GQA: the [tok, h] input of the column-parallel QKV projection. MLA: the down-projections run on
+        the rank's sequence shard (compute.py), so the gathered tensors are the latents q_c (q_lora_rank; the
+        hidden states when q_lora_rank = 0, for the column-parallel q projection), c_kv (kv_lora_rank) and the
+        shared k_rope (qk_rope_head_dim), as in MindSpeed-LLM's MLA (ColumnParallelLinear up-projections with
+        sequence parallelism + gather of k_pos_emb) and Megatron-Core's MLASelfAttention.
+        """
+        m = self.cfg.model
+        if m.attention_type != "mla":
+            return float(m.hidden_size)
+        q = m.q_lora_rank if m.q_lora_rank > 0 else m.hidden_size
+        return float(q + m.kv_lora_rank + m.qk_rope_head_dim)
 
     def layer(self, moe_layer: bool) -> LayerComm:
         cfg, L, hw = self.cfg, self.L, self.hw
         c = LayerComm()
         pair = self.tp_pair()
-        c.tp_attn = pair
+        c.tp_attn = self.tp_pair(self.attn_gather_width())
         if not moe_layer:
             c.tp_mlp = pair
             return c
@@ -169,6 +280,10 @@ class CommModel:
             rows = L.tokens_per_micro * e.top_k * h * self.act_bytes
             c.tp_expert = cfg.sim.expert_imbalance * 2.0 * allgather_time(rows, L.tp, hw, False)
         return c
+
+    def cp(self) -> CPComm:
+        """Context-parallel K/V exchange of one layer (identical for dense and MoE layers: attention only)."""
+        return cp_comm(self.cfg, self.L, self.hw, self.act_bytes)
 
     def pp_p2p(self) -> float:
         """One activation (or gradient) transfer between adjacent virtual stages, sequence-parallel sharded."""

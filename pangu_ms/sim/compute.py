@@ -6,7 +6,10 @@ built from ``attention_params``, ``attention_norm_params``, ``attention_core_flo
 ``compute_stats(cfg).train_flops_per_token`` (tests/sim checks it). Model FLOPs are what MFU counts.
 
 *Hardware* FLOPs are what a device actually executes and can differ from the model FLOPs:
-* MLA down-projections (``q_a``, ``kv_a``) are duplicated on every TP rank (they are not sharded);
+* MLA down-projections (``q_a``, ``kv_a``) have unsharded (duplicated) weights but, with sequence parallelism,
+  each TP rank applies them to its own ``tok / tp`` sequence shard only (MindSpeed-LLM ``LinearNoTP`` on the SP
+  input, Megatron-Core ``linear_q_down_proj`` / ``linear_kv_down_proj``): no FLOPs are repeated; the SP
+  all-gather then moves the latents instead of the hidden states (comm.py ``CommModel.attn_gather_width``);
 * the causal attention kernel skips masked blocks (half the full-square FLOPs) when
   ``sim.attention_causal_skip``; its backward does 2.5x the forward work (FlashAttention recomputes QK^T);
 * routed-expert work on the busiest device is ``sim.expert_imbalance`` times the mean.
@@ -19,7 +22,7 @@ Roofline per operator (forward; backward = 2x for GEMMs and element-wise, 2.5x f
 
 Per-kernel cost: ``calls`` is the number of kernel launches of an operator group (fused NPU/GPU kernels by
 default); with ``sim.moe_impl: training_cpu`` it is the forward kernel count of the project's reference
-implementation (kernels.py), and the backward pays 2x (kernels.BWD_KERNELS_PER_FWD).
+implementation (kernels.py), and the backward pays kernels.BWD_KERNELS_PER_FWD (1.4, measured) per forward kernel.
 
 Conventions: ``tok`` = micro_batch_size * seq / cp tokens per micro-batch; with TP > 1 sequence parallelism is
 on, so token-wise (norm, residual, router) work is split over the TP ranks and TP-sharded GEMMs see all ``tok``
@@ -33,7 +36,7 @@ from ..config.schema import Config
 from ..model.stats import (attention_core_flops_per_token, attention_norm_params, attention_params, moe_params,
                            swiglu_params)
 from .hardware import HardwareProfile
-from .kernels import reference_forward_kernels
+from .kernels import BWD_KERNELS_PER_FWD, reference_elementwise, reference_forward_kernels
 from .layout import Layout
 
 GEMM, ATTN, ELEM = "gemm", "attn", "elementwise"
@@ -55,6 +58,8 @@ class Op:
     imbalance: bool = False   # scales with sim.expert_imbalance
     recompute: str = R_ELEM
     gemm_dtype: str = "bf16"  # which peak a GEMM runs at
+    launch: float = 0.0       # per-kernel cost part of the forward time (set by ComputeModel.time)
+    bwd_launch: float = 2.0   # backward kernels per forward kernel
 
 
 @dataclass
@@ -75,7 +80,8 @@ class BlockCost:
         self.ops.append((op, t))
         bwd_factor = 2.5 if op.kind == ATTN else 2.0
         self.fwd += t
-        self.bwd += bwd_factor * t
+        # work scales like the FLOPs / bytes; kernel launches by the backward's kernels per forward kernel
+        self.bwd += bwd_factor * (t - op.launch) + op.bwd_launch * op.launch
         self.model_flops += op.model_flops
         if op.recompute == R_ELEM:
             self.recompute_selective += t
@@ -102,6 +108,8 @@ class ComputeModel:
         self._peak = {d: hw.peak(d) for d in {self.linear_dtype, self.attn_dtype}}
         # reference CPU implementation: per-operator forward kernel counts from the model structure (kernels.py)
         self.ref_calls = reference_forward_kernels(cfg) if s.moe_impl == "training_cpu" else None
+        self.ref_elem = (reference_elementwise(cfg, layout.tokens_per_micro, layout.tokens_per_micro / layout.seq,
+                                               layout.seq) if s.moe_impl == "training_cpu" else None)
         if self.linear_dtype == "fp8":
             self._peak["bf16"] = hw.peak("bf16")
 
@@ -117,8 +125,21 @@ class ComputeModel:
             t = max(flops / (self._peak[self.attn_dtype] * hw.attention_efficiency), byts / hw.hbm_bandwidth)
         else:
             t = byts * self.traffic / (hw.hbm_bandwidth * hw.elementwise_efficiency)
-        calls = self.ref_calls.get(op.name, op.calls) if self.ref_calls is not None else op.calls
-        return t + calls * hw.op_overhead
+        if self.ref_elem is not None and op.name in self.ref_elem:
+            # reference (CPU) implementation: its own element-wise kernels, counted by class (kernels.py);
+            # same-shape kernels read 2 and write 1 tensor, broadcast / reducing ones read 1 and write 1
+            plain, slow = self.ref_elem[op.name]
+            scale = self.imb if op.imbalance else 1.0
+            t_elem = self.act_bytes * scale * (3.0 * plain / (hw.hbm_bandwidth * hw.elementwise_efficiency)
+                                               + 2.0 * slow / (hw.hbm_bandwidth * hw.broadcast_efficiency))
+            t = t + t_elem if op.kind == ATTN else t_elem
+        if self.ref_calls is not None:
+            calls = self.ref_calls.get(op.name, op.calls)
+            op.bwd_launch = BWD_KERNELS_PER_FWD
+        else:
+            calls = op.calls
+        op.launch = calls * hw.op_overhead
+        return t + op.launch
 
     def _gemm(self, name, model_flops, hw_flops, weight_elems, rows, in_dim, out_dim, calls=1, imbalance=False,
               recompute=R_NONE, dtype=None) -> Op:
@@ -136,13 +157,13 @@ class ComputeModel:
         mm = attention_params(cfg) - attention_norm_params(cfg)
         if m.attention_type == "mla":
             qk = m.qk_nope_head_dim + m.qk_rope_head_dim
-            # down-projections q_a (absent when q_lora_rank = 0: q is then a TP-sharded matmul) and kv_a are
-            # replicated on each TP rank: model FLOPs counted once per TP group, executed tp times
+            # down-projections q_a (absent when q_lora_rank = 0: q is then a TP-sharded matmul) and kv_a: full
+            # (duplicated) weights applied to this rank's tok/t sequence-parallel shard (module docstring)
             down = (h * m.q_lora_rank if m.q_lora_rank > 0 else 0) + h * (m.kv_lora_rank + m.qk_rope_head_dim)
             o_proj = m.num_heads * m.v_head_dim * h
             up = mm - down - o_proj                                     # q_b (or q) and kv_b
-            op = self._gemm("attn.down_proj", 2.0 * tok * down / t, 2.0 * tok * down, down, tok, h, down / h,
-                            calls=2)
+            op = self._gemm("attn.down_proj", 2.0 * tok * down / t, 2.0 * tok * down / t, down, tok / t, h,
+                            down / h, calls=2)
             blk.add(op, self.time(op), "attn")
             # up-projections: re-run by 'selective' for MLA (DeepSeek-V3 recomputes MLA up-projections)
             op = self._gemm("attn.up_proj", 2.0 * tok * up / t, 2.0 * tok * up / t, up / t, tok,
@@ -153,7 +174,7 @@ class ComputeModel:
                             m.num_heads * m.v_head_dim / t, h)
             blk.add(op, self.time(op), "attn")
             heads_qk = m.num_heads / t * qk
-            lat = 2 * (m.q_lora_rank + m.kv_lora_rank)                 # latent norms, replicated
+            lat = 2 * (m.q_lora_rank + m.kv_lora_rank) / t             # latent norms, on the SP shard
             rope = 2 * 2 * m.num_heads / t * m.qk_rope_head_dim        # rotate q and k (read + write)
             qkv_out = m.num_heads / t * (2 * qk + m.v_head_dim)
         else:
@@ -206,13 +227,17 @@ class ComputeModel:
             rows, n_w = tok * k, f / t
         routed = 2.0 * tok * p["routed_active"] / t                     # = 2 * rows * 3 h n_w
         hw_scale = 1.0
-        if self.cfg.sim.moe_impl == "training_cpu" and e.resolved_dropless_impl() == "masked_dense":
-            hw_scale = e.num_experts / k                                 # every expert sees every token
+        per_call = 2.0 * (rows / e_loc) * h * n_w                        # one expert's GEMM (grouped matmul)
+        merged = self.cfg.sim.moe_impl == "training_cpu" and e.resolved_dropless_impl() == "masked_dense"
+        if merged:
+            # moe/experts.py all_experts: every expert on every token in one [T, h] x [h, (E + n_shared) 2F]
+            # matmul and one [T, (E + n_shared) F] x [., h] matmul (shared experts folded in as gate-1 experts)
+            hw_scale = e.num_experts / k
             rows = rows * hw_scale
-        per_call = 2.0 * (rows / e_loc) * h * n_w
+            per_call = 2.0 * tok * h * f * (e.num_experts + e.num_shared_experts)
         fc1 = self._gemm("moe.experts.fc1", routed * 2 / 3, hw_scale * routed * 2 / 3, e_loc * 2 * h * n_w, rows, h,
                          2 * n_w, calls=int(2 * e_loc), imbalance=True, recompute=R_EXPERT_FC1)
-        fc1.call_flops = per_call
+        fc1.call_flops = 2 * per_call
         blk.add(fc1, self.time(fc1), "mlp")
         fc2 = self._gemm("moe.experts.fc2", routed / 3, hw_scale * routed / 3, e_loc * h * n_w, rows, n_w, h,
                          calls=int(e_loc), imbalance=True)
@@ -227,6 +252,8 @@ class ComputeModel:
             w = p["shared_experts"]
             op = self._gemm("moe.shared", 2.0 * tok * w / t, 2.0 * tok * w / t, w / t, tok, (h + 2 * fs / t) / 3,
                             (2 * fs / t + h) / 3, calls=3)
+            if merged:                     # runs inside the expert matmuls above: same per-call efficiency
+                op.call_flops = 2 * per_call
             blk.add(op, self.time(op), "mlp")
             op = self._elem("moe.shared.act", tok * 3 * fs / t)
             blk.add(op, self.time(op), "mlp")

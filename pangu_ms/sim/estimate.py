@@ -6,26 +6,31 @@ Assembly (every term's formula is in the module named):
    MTP projection, its decoder layer and its (shared) head. Each block type is costed once per micro-batch on
    one device: compute (compute.py), communication (comm.py), stored activations (memory.py).
 2. Per block and micro-batch, the time on the critical path is
-       fwd + bwd compute + recompute + exposed TP collectives + exposed EP all-to-all
+       fwd + bwd compute + recompute + exposed TP collectives + exposed EP all-to-all + exposed CP K/V exchange
    * TP collectives (fwd and bwd): exposed unless ``tp_comm_overlap``, then max(c / chunks, c - gemm) where
      gemm is the GEMM time the collective is fused with.
    * EP all-to-all (dispatch + combine, fwd and bwd = 2 x a2a): exposed unless ``ep_overlap``; with it, in the
      1F1B steady state the a2a hides behind the other micro-batch's compute of the same layer,
      max(0, 2 a2a - compute), and in warm-up/cool-down (fraction w of the passes, schedule.py) only half is
      hidden. DualPipe always overlaps.
+   * CP K/V exchange (comm.py, CP section): ``ring`` hides each of the c-1 p2p steps behind the attention of one
+     chunk (exposed = (c-1) max(0, step - attention/c), fwd and bwd); ``allgather`` is exposed.
    * recompute: ``selective`` re-runs element-wise ops, ``moe_fine`` also the routed-expert fc1, ``full``
      re-runs the whole forward incl. its communication (for ``recompute_fraction`` of the layers).
    * activation swap: 2 x swapped bytes / host bandwidth per micro-batch, exposed beyond the block's compute.
-3. Blocks are split into pp * vpp virtual stages balanced by time (schedule.partition); physical stage s holds
-   chunks s, s+p, ... and adds 2 PP p2p transfers per chunk and micro-batch.
+3. Blocks are split into pp * vpp virtual stages balanced by time (schedule.partition); when that split runs
+   out of memory on some device, into the fastest split that fits (schedule.memory_aware_partition), as a team
+   sets ``num_layer_list``; ``sim.blocks_per_virtual_stage`` overrides both (``Simulator._partition``).
+   Physical stage s holds chunks s, s+p, ... and adds 2 PP p2p transfers per chunk and micro-batch.
 4. step = m * T_max + bubble_units * T_mean + exposed DP reduction + optimizer step + optimizer swap, where T is
    the per-micro-batch time of a physical stage. DP reduction (comm.dp_reduce) overlaps, with ``dp_overlap``,
    the last micro-batch's backward (and, with ZeRO, the next step's first forward).
 5. MFU = model FLOPs per token (stats.py ``train_flops_per_token``, MTP included, full-square attention, no
    recompute) x tokens per step / (step time x devices x peak). The peak is the profile's ``mfu_peak_dtype``
    dense peak and is printed with every MFU.
-6. Memory per device = max over stages of model states + in-flight activations (x (1 - swap)) + transients +
-   the profile's reserve; ``fits`` = memory <= usable HBM.
+6. Memory per device = max over devices of model states + in-flight activations (x (1 - swap)) + transients +
+   the profile's reserve, over the chunks the device holds (schedule.device_chunks); ``fits`` = memory <= usable
+   HBM.
 """
 from __future__ import annotations
 
@@ -37,11 +42,11 @@ from ..model.stats import attention_params, compute_stats, layer_norm_params, mo
 from .comm import CommModel
 from .compute import ComputeModel
 from .hardware import HardwareProfile, load_hardware
-from .kernels import STEP_KERNELS, param_tensors
+from .kernels import optimizer_step_kernels
 from .layout import Layout, resolve_layout
 from .memory import a2a_buffer_bytes, head_transient_bytes, layer_activation_bytes, model_state_bytes
-from .schedule import (bubble_units, dualpipe_inflight, dualpipe_pair, inflight_chunks, partition, stage_sums,
-                       warmup_fraction)
+from .schedule import (bounds_from_counts, bubble_units, device_chunks, memory_aware_partition, partition,
+                       stage_sums, warmup_fraction)
 
 GB = 1024 ** 3
 
@@ -58,6 +63,7 @@ class Block:
     ep_exposed: float = 0.0
     ep_total: float = 0.0
     swap_exposed: float = 0.0
+    cp_exposed: float = 0.0         # context-parallel K/V exchange (fwd + bwd) not hidden behind attention
     act_bytes: float = 0.0          # stored per micro-batch
     transient: float = 0.0          # one micro-batch working set
     dense_params: float = 0.0
@@ -67,7 +73,8 @@ class Block:
 
     @property
     def time(self) -> float:
-        return self.fwd + self.bwd + self.recompute + self.tp_exposed + self.ep_exposed + self.swap_exposed
+        return (self.fwd + self.bwd + self.recompute + self.tp_exposed + self.ep_exposed + self.swap_exposed
+                + self.cp_exposed)
 
 
 @dataclass
@@ -143,6 +150,10 @@ class Simulator:
         tp_b = (_tp_exposed(lc.tp_attn, 2 * c.gemm_time_attn, cfg) + _tp_exposed(lc.tp_mlp, 2 * c.gemm_time_mlp, cfg)
                 + _tp_exposed(lc.tp_expert, 2 * c.gemm_time_mlp, cfg))
         b.tp_exposed = tp_f + tp_b
+        # context parallelism: K/V ring (or all-gather) around the attention core (comm.py, CP section)
+        attn_core = sum(t for op, t in c.ops if op.name == "attn.core")
+        cp_f, cp_b = self.comm.cp().exposed(attn_core)
+        b.cp_exposed = cp_f + cp_b
         # EP all-to-all: fwd (dispatch + combine) and bwd
         a2a = 2.0 * lc.ep_a2a
         b.ep_total = a2a
@@ -160,7 +171,7 @@ class Simulator:
         elif rc == "moe_fine":
             b.recompute = c.recompute_selective + c.recompute_expert
         elif rc == "full":
-            b.recompute = frac * (c.fwd + tp_f + (b.ep_exposed / 2.0))
+            b.recompute = frac * (c.fwd + tp_f + cp_f + (b.ep_exposed / 2.0))
         # activations
         mods = layer_activation_bytes(cfg, self.L, moe_layer)
         b.transient = mods.pop("_full_working_set", 0.0) + (a2a_buffer_bytes(cfg, self.L) if moe_layer else 0.0)
@@ -215,6 +226,55 @@ class Simulator:
             out += [proj, mtp_layer, mtp_head] * m.mtp_depth
         return out
 
+    # --------------------------------------------------------------- stage split and memory
+    def _memory_rows(self, blocks: list, bounds: list) -> list:
+        """Per device: (total bytes, StateBytes, activation bytes, transient bytes, micro-batches in flight) for the
+        blocks split into the chunks ``bounds``; which chunks a device holds, and how many micro-batches of each,
+        is schedule.device_chunks."""
+        cfg, L, s = self.cfg, self.L, self.cfg.sim
+
+        def per_chunk(attr):
+            return [sum(getattr(blocks[i], attr) for i in range(a, e)) for a, e in bounds]
+
+        dense, expert, act = per_chunk("dense_params"), per_chunk("expert_params"), per_chunk("act_bytes")
+        trans = [max((blocks[i].transient for i in range(a, e)), default=0.0) for a, e in bounds]
+        rows = []
+        for held in device_chunks(L.schedule, L.pp, L.n_micro, L.vpp):
+            states = model_state_bytes(cfg, L, sum(dense[c] for c, _ in held), sum(expert[c] for c, _ in held))
+            a = sum(n * act[c] for c, n in held) * (1.0 - s.swap_activations)
+            tr = max(trans[c] for c, _ in held)
+            rows.append((states.total + a + tr + self.hw.reserved_bytes, states, a, tr, sum(n for _, n in held)))
+        return rows
+
+    def _partition(self, blocks: list) -> tuple:
+        """(chunk bounds, how they were chosen) for the pp * vpp virtual stages.
+
+        ``override``: ``sim.blocks_per_virtual_stage``. ``time_balanced``: schedule.partition (minimal largest
+        chunk time), kept when every device fits. ``memory_aware``: otherwise schedule.memory_aware_partition,
+        the fastest split whose every device fits (a team sets ``num_layer_list`` this way rather than run out of
+        memory). ``time_balanced_oom``: no split fits; the time-balanced one is reported as OOM.
+        """
+        cfg, L, hw = self.cfg, self.L, self.hw
+        k, counts = L.pp * L.vpp, cfg.sim.blocks_per_virtual_stage
+        if counts:
+            if len(counts) != k or sum(counts) != len(blocks) or min(counts) < 1:
+                from .layout import LayoutError
+                raise LayoutError(f"sim.blocks_per_virtual_stage: {counts} must have pp*vpp={k} entries >= 1 "
+                                  f"summing to the {len(blocks)} blocks")
+            return bounds_from_counts(counts), "override"
+        times = [b.time for b in blocks]
+        bounds = partition(times, k)
+        if max(r[0] for r in self._memory_rows(blocks, bounds)) <= hw.usable_hbm_bytes:
+            return bounds, "time_balanced"
+        keep = 1.0 - cfg.sim.swap_activations
+        fitted = memory_aware_partition(
+            times, [model_state_bytes(cfg, L, b.dense_params, b.expert_params).total for b in blocks],
+            [b.act_bytes * keep for b in blocks], [b.transient for b in blocks],
+            device_chunks(L.schedule, L.pp, L.n_micro, L.vpp), hw.usable_hbm_bytes - hw.reserved_bytes)
+        if fitted is None:
+            return bounds, "time_balanced_oom"
+        return fitted, "memory_aware"
+
     # --------------------------------------------------------------- step
     def run(self) -> Estimate:
         cfg, L, hw, s = self.cfg, self.L, self.hw, self.cfg.sim
@@ -225,7 +285,7 @@ class Simulator:
             from .layout import LayoutError
             raise LayoutError(f"parallel.pp: {len(blocks)} blocks (embedding, layers, head, MTP) cannot fill "
                               f"pp*vpp={k} virtual stages")
-        bounds = partition([b.time for b in blocks], k)
+        bounds, split = self._partition(blocks)
         p2p = self.comm.pp_p2p()
 
         def chunk_sum(attr):
@@ -234,10 +294,8 @@ class Simulator:
         chunk_time = [x + 2.0 * p2p * (p > 1) for x in chunk_sum("time")]
         st_time = stage_sums(chunk_time, p, v)
         st_parts = {a: stage_sums(chunk_sum(a), p, v) for a in
-                    ("fwd", "bwd", "recompute", "tp_exposed", "ep_exposed", "swap_exposed", "act_bytes",
-                     "dense_params", "expert_params", "ep_total")}
-        st_transient = [max((blocks[i].transient for c in range(s_, k, p) for i in range(*bounds[c])), default=0.0)
-                        for s_ in range(p)]
+                    ("fwd", "bwd", "recompute", "tp_exposed", "ep_exposed", "swap_exposed", "cp_exposed",
+                     "act_bytes", "dense_params", "expert_params", "ep_total")}
         slow = max(range(p), key=lambda i: st_time[i])
         t_max, t_mean = st_time[slow], sum(st_time) / p
         bubble = bubble_units(L.schedule, p, v) * t_mean
@@ -254,8 +312,8 @@ class Simulator:
             shard_params = (d / L.tp / ((L.dp * L.cp) if L.optimizer_shard else 1)
                             + x / L.expert_shards / (L.expert_dp if L.optimizer_shard else 1))
             t_opt = 30.0 * shard_params / (hw.hbm_bandwidth * hw.elementwise_efficiency)
-            if s.moe_impl == "training_cpu":     # one fused AdamW kernel per tensor + clip / loss glue (kernels.py)
-                t_opt += (param_tensors(cfg) + STEP_KERNELS) * hw.op_overhead
+            if s.moe_impl == "training_cpu":     # per-tensor AdamW / clip kernels + step glue (kernels.py)
+                t_opt += optimizer_step_kernels(cfg) * hw.op_overhead
             opt_times.append(t_opt)
             swap_times.append(2 * 12.0 * shard_params / hw.host_bandwidth if s.swap_optimizer else 0.0)
         tail = max(dp + o + w for dp, o, w in zip(dp_times, opt_times, swap_times)) + hw.step_overhead
@@ -269,23 +327,7 @@ class Simulator:
         mfu = fpt * tokens / (step * L.devices * peak)
 
         # memory per device (pipeline stage; DualPipe devices hold stage i and its mirror p-1-i)
-        mem_rows = []
-        for i in range(p):
-            if L.schedule == "dualpipe" and p > 1:
-                j = dualpipe_pair(p, i)
-                n_i, n_j = dualpipe_inflight(p, m, i)
-                states = model_state_bytes(cfg, L, st_parts["dense_params"][i] + st_parts["dense_params"][j],
-                                           st_parts["expert_params"][i] + st_parts["expert_params"][j])
-                act = (n_i * st_parts["act_bytes"][i] + n_j * st_parts["act_bytes"][j]) * (1.0 - s.swap_activations)
-                inflight = n_i + n_j
-                trans = max(st_transient[i], st_transient[j])
-            else:
-                states = model_state_bytes(cfg, L, st_parts["dense_params"][i], st_parts["expert_params"][i])
-                inflight = inflight_chunks(L.schedule, p, m, v, i)
-                act = st_parts["act_bytes"][i] / v * inflight * (1.0 - s.swap_activations)
-                trans = st_transient[i]
-            total = states.total + act + trans + hw.reserved_bytes
-            mem_rows.append((total, states, act, trans, inflight))
+        mem_rows = self._memory_rows(blocks, bounds)
         worst = max(range(p), key=lambda i: mem_rows[i][0])
         total, states, act, transient, inflight = mem_rows[worst]
         fits = total <= hw.usable_hbm_bytes
@@ -297,6 +339,7 @@ class Simulator:
             "compute_fwd_bwd": m * (sp["fwd"] + sp["bwd"]),
             "recompute": m * sp["recompute"],
             "tp_comm_exposed": m * sp["tp_exposed"],
+            "cp_comm_exposed": m * sp["cp_exposed"],
             "ep_alltoall_exposed": m * sp["ep_exposed"],
             "pp_p2p": m * 2.0 * p2p * v * (p > 1),
             "swap_exposed": m * sp["swap_exposed"],
@@ -331,8 +374,12 @@ class Simulator:
                        "activations_per_micro_batch_by_module": act_modules},
             stage_times_s=st_time,
             details={"bubble_fraction": bubble / step, "slowest_stage": slow,
-                     "blocks_per_virtual_stage": layers_per_chunk,
+                     "blocks_per_virtual_stage": layers_per_chunk, "stage_split": split,
+                     "decoder_layers_per_virtual_stage": [len(range(max(a, 1), min(e, cfg.model.num_layers + 1)))
+                                                          for a, e in bounds],
                      "ep_alltoall_total_s": m * sp["ep_total"],
+                     "cp_algorithm": s.cp_algorithm if L.cp > 1 else None,
+                     "cp_bytes_sent_per_layer_micro": self.comm.cp().bytes_sent,
                      "total_params": stats.total_params, "active_params": stats.active_params,
                      "flop_convention": "train_flops_per_token (3x fwd, full-square attention, MTP included, "
                                         "recompute not counted)"},
@@ -350,13 +397,22 @@ RECOMPUTE_ORDER = ("none", "selective", "moe_fine", "full")
 
 
 def run_with_recompute(cfg: Config, layout: Layout, hw: HardwareProfile) -> Estimate:
-    """Run the simulator; ``sim.recompute: auto`` takes the cheapest granularity (in RECOMPUTE_ORDER) that fits."""
+    """Run the simulator; ``sim.recompute: auto`` takes the fastest granularity (of RECOMPUTE_ORDER) that fits.
+
+    Granularities are tried cheapest first. The first whose split is not ``memory_aware`` (time-balanced or
+    user-set) and fits ends the search: a later granularity only adds recompute time on the same blocks and
+    cannot have a faster split (assumption: recompute never makes a block faster). One that fits only with a
+    memory-aware split may be slower than the next granularity's balanced split, so the search goes on and keeps
+    the fastest that fits. When none fits, the last one tried (full) is returned.
+    """
     if cfg.sim.recompute != "auto":
         return Simulator(cfg, layout, hw).run()
-    est = None
+    best = est = None
     for rc in RECOMPUTE_ORDER:
         c = dataclasses.replace(cfg, sim=dataclasses.replace(cfg.sim, recompute=rc))
         est = Simulator(c, layout, hw).run()
-        if est.fits:
+        if est.fits and (best is None or est.step_time_s < best.step_time_s):
+            best = est
+        if est.fits and est.details["stage_split"] != "memory_aware":
             break
-    return est
+    return best or est

@@ -19,6 +19,9 @@ A profile YAML (``yaml/hardware/<name>.yaml``) has these keys (SI units: FLOP/s,
     gemm_efficiency: [[flops_per_call, fraction_of_peak], ...]
     attention_efficiency: fraction of peak of the fused (flash) attention kernel, fwd+bwd average
     elementwise_efficiency: fraction of hbm_bandwidth reached by memory-bound kernels
+    broadcast_efficiency: fraction of hbm_bandwidth reached by element-wise kernels that broadcast an operand or
+        reduce an axis; used only for the unfused reference (CPU) implementation, where ``calibrate`` measures it
+        (MindSpore's CPU kernels: ~0.2); defaults to elementwise_efficiency
     op_overhead: fixed seconds per launched kernel (launch / scheduling)
     step_overhead: fixed seconds per training-step call (graph launch, inputs, host sync); measured on CPU by
         ``calibrate``, 0 (negligible against multi-second steps) in the accelerator profiles
@@ -103,6 +106,7 @@ class HardwareProfile:
     op_overhead: float = 0.0
     step_overhead: float = 0.0
     description: str = ""
+    broadcast_efficiency: float = 0.0      # 0: same as elementwise_efficiency
 
     def peak(self, dtype: str) -> float:
         if dtype not in self.peak_flops:
@@ -133,6 +137,7 @@ class HardwareProfile:
             "gemm_efficiency": self.gemm_efficiency.points(),
             "attention_efficiency": self.attention_efficiency,
             "elementwise_efficiency": self.elementwise_efficiency,
+            "broadcast_efficiency": self.broadcast_efficiency or self.elementwise_efficiency,
             "op_overhead": self.op_overhead,
             "step_overhead": self.step_overhead,
         }
@@ -176,6 +181,7 @@ def profile_from_dict(d: dict, name: str = "custom") -> HardwareProfile:
             gemm_efficiency=Curve.from_points(d["gemm_efficiency"], f"hardware {name}: gemm_efficiency"),
             attention_efficiency=float(d.get("attention_efficiency", 0.5)),
             elementwise_efficiency=float(d.get("elementwise_efficiency", 0.7)),
+            broadcast_efficiency=float(d.get("broadcast_efficiency", d.get("elementwise_efficiency", 0.7))),
             op_overhead=float(d.get("op_overhead", 0.0)),
             step_overhead=float(d.get("step_overhead", 0.0)),
         )

@@ -1,10 +1,5 @@
 """Kernel counts of the project's reference (CPU, unfused) implementation, derived from the model structure.
 
-Derived from the model / train code of commit b656535 (with train/step.py's graph-safe clip loop). Commit
-bd58539 ("shared expert folded into masked-dense expert matmuls", fused AdamW, flat grad-norm buffer; 2,173 ->
-1,023 kernels per step on tiny_cpu by its author's count) changed the reference implementation: re-derive
-the per-operator counts below (and re-check against the compiled graph's final IR) when the model changes.
-
 On a CPU every kernel launch of a compiled MindSpore graph costs a fixed ``op_overhead`` (measured by
 ``calibrate``) on top of its FLOPs / bytes; for small models this term dominates the step. The simulator's
 operators (compute.py) are coarse groups, so for ``sim.moe_impl: training_cpu`` each group's ``calls`` is the
@@ -17,25 +12,35 @@ number of *forward* kernels the reference implementation launches for it, counte
     attention core (backend)             7   q_nope k_nope^T, q_rope k_rope^T, +, *scale, +mask, softmax, @v
                                              (GQA/MHA: 5 without the rope product, + 2 repeat_elements if grouped)
     MLA glue (model/attention.py)        9   3 transposes (q, kv, o), 6 slices (q nope/rope, c_kv, k_rope, k, v)
-    router (moe/router.py)               10  sigmoid|softmax, sum, /, +bias, topk, gather, *scale, one_hot, sum
-                                             (+3 when norm_topk_prob), + aux loss 8, + load sum 1
-    masked-dense dispatch/experts        gates one_hot, *, sum (3); w1 transpose + matmul (2); SwiGLU (4) +
-                                             *gates (1); matmul (1)
+    router (moe/router.py)               16  sigmoid|softmax, sum, /, topk, gather, *scale, one_hot, sum, casts,
+                                             the aux-loss statistics (+3 when norm_topk_prob: sum, +eps, /)
+    masked-dense dispatch / experts      gates one_hot, *, sum (3); w1 transpose + matmul (2); SwiGLU (4) +
+    (moe/dispatcher.py, experts.py)          *gates (1); matmul (1); the shared expert folded into the same two
+                                             matmuls: 3 weight / gate concats + ones (4)
     residual add                         1 per sub-block
+    MTP extras (model/mtp.py)            25  enorm, hnorm, concat, slices, embedding lookup, final norm, loss glue
+    head + loss glue                     35  final norm, cross-entropy, loss combination (LM + MTP + aux terms)
 
-Backward: ``BWD_KERNELS_PER_FWD`` = 2 kernels per forward kernel (assumption: one gradient kernel per input of
-a binary op; the compiled tiny_cpu step has 1,855 kernels in its final graph vs 1,718 counted here, see
-docs/simulator.md). The optimizer adds ``param_tensors(cfg)`` fused AdamW kernels (train/optim.py
-``FusedAdamW``: one kernel per parameter tensor) plus ``STEP_KERNELS`` for the loss combination, causal masks,
-global-norm clipping and the LR / bias-correction scalars.
+Checked against the compiled graph (``tools/count_kernels.py --variants``: the backend's final IR of the
+training step, pangu_ms/sim/graph_kernels.py), tiny_cpu and six one-change variants (3 layers, 2 dense layers,
+no MTP, no sandwich norm, no q_lora, no shared expert): the forward counts above reproduce the compiled
+forward exactly for every variant (tiny_cpu: 552 = 37 + 73 dense + 3 x 102 MoE + 136 MTP).
+
+Backward: ``BWD_KERNELS_PER_FWD`` = 1.40 backward kernels per forward kernel, measured on the same graphs
+(tiny_cpu: 775 / 552; per block 1.36 .. 1.58, the head's fused cross-entropy gradient much less). The
+optimizer and step glue add ``PER_TENSOR_KERNELS`` = 2 kernels per parameter tensor (the fused AdamW kernel
+of train/optim.py ``FusedAdamW`` and the clip scale) plus ``STEP_KERNELS`` = 41 (global-norm, LR schedule
+both branches, bias-correction scalars): a least-squares fit over the seven variants is exactly 2 T + 41.
+Whole step: compiled vs counted within 2 % on all seven (the table in docs/simulator.md). Re-run
+``tools/count_kernels.py --variants`` and update these numbers whenever the model or the train step changes.
 """
 from __future__ import annotations
 
 from ..config.schema import Config
 
-BWD_KERNELS_PER_FWD = 2.0     # assumption (see the module docstring)
-STEP_KERNELS = 30             # loss sum 6, 2 causal masks 6, clip (concat, square-sum, sqrt, min, *, split) 8,
-                              # optimizer scalars (step, pow x2, sqrt, lr, eps, wd) 10
+BWD_KERNELS_PER_FWD = 1.40    # measured on the compiled graph (see the module docstring)
+PER_TENSOR_KERNELS = 2        # fused AdamW + clip scale per parameter tensor
+STEP_KERNELS = 41             # global norm, LR schedule (both branches), bias-correction scalars
 
 
 def reference_forward_kernels(cfg: Config) -> dict:
@@ -55,14 +60,16 @@ def reference_forward_kernels(cfg: Config) -> dict:
     norms_res = 6 * (1 + sandwich) + 1                 # pre-MLP norm (+ post-MLP norm) + residual
     out = dict(attn)
     out.update({"ffn.swiglu": 2, "ffn.act_norm_residual": 4 + norms_res,
-                "moe.router": 1, "moe.router_topk": 10 + (3 if e.norm_topk_prob else 0) + 8 + 1,
+                "moe.router": 1, "moe.router_topk": 16 + (3 if e.norm_topk_prob else 0),
                 "moe.experts.fc1": 2, "moe.experts.fc2": 1, "moe.experts.act": 5,
-                "moe.permute_unpermute": 3, "moe.shared": 2, "moe.shared.act": 4 + 1,
+                # the shared expert rides in the expert matmuls: its own kernels are the weight / gate concats
+                "moe.permute_unpermute": 3, "moe.shared": 4, "moe.shared.act": 0,
                 "moe.norm_residual": norms_res,
                 "embed.lookup": 1,
-                "head.lm_head": 1, "head.norm_xent": 6 + 1, "mtp_head.lm_head": 1, "mtp_head.norm_xent": 6 + 1,
-                # enorm, hnorm, concat, 3 slices (hidden, next tokens, targets), the embedding lookup
-                "mtp.eh_proj": 1, "mtp.norms": 6 + 6 + 1 + 3 + 1})
+                # final norm + cross-entropy + the loss combination (LM, MTP, per-layer aux terms)
+                "head.lm_head": 1, "head.norm_xent": 35, "mtp_head.lm_head": 1, "mtp_head.norm_xent": 6 + 1,
+                # enorm, hnorm, concat, slices (hidden, next tokens, targets), embedding lookup, loss glue
+                "mtp.eh_proj": 1, "mtp.norms": 25})
     return out
 
 
@@ -83,6 +90,11 @@ def param_tensors(cfg: Config) -> int:
     return layers + head + m.mtp_depth * (4 + mtp_layer)
 
 
+def optimizer_step_kernels(cfg: Config) -> float:
+    """Kernels outside forward and backward: one fused AdamW kernel per parameter tensor + step glue."""
+    return PER_TENSOR_KERNELS * param_tensors(cfg) + STEP_KERNELS
+
+
 def reference_step_kernels(cfg: Config) -> float:
     """Kernels of one reference training step (forward, backward, optimizer); for reports and tests."""
     fwd = reference_forward_kernels(cfg)
@@ -99,4 +111,68 @@ def reference_step_kernels(cfg: Config) -> float:
         + fwd["head.norm_xent"]
     total += m.mtp_depth * ((moe if e.enabled else dense) + fwd["mtp.eh_proj"] + fwd["mtp.norms"]
                             + fwd["mtp_head.lm_head"] + fwd["mtp_head.norm_xent"])
-    return total * (1.0 + BWD_KERNELS_PER_FWD) + param_tensors(cfg) + STEP_KERNELS
+    return total * (1.0 + BWD_KERNELS_PER_FWD) + optimizer_step_kernels(cfg)
+
+
+def _norm(rows: float, d: float) -> tuple:
+    """RMSNorm on [rows, d]: x*x (plain); mean (reduction), x * rsqrt (broadcast), * gain (broadcast)."""
+    return rows * d, 3.0 * rows * d
+
+
+def reference_elementwise(cfg: Config, tokens: float, batch: float, seq: float) -> dict:
+    """Forward element-wise work of the reference implementation per simulator operator, in elements:
+    ``{op: (plain, slow)}``. *plain* kernels read and write same-shaped tensors (copies for slices / transposes
+    / concats, same-shape binary ops, activations); *slow* ones broadcast an operand or reduce an axis (RMSNorm's
+    mean and its two broadcast multiplies, RoPE's cos / sin products, the attention mask add and softmax, the
+    routing-gate multiply, cross-entropy). MindSpore's CPU kernels run the second class ~5x below the first's
+    bandwidth (``calibrate`` measures both: ``hbm_bandwidth`` and ``broadcast_efficiency``). Tensors smaller
+    than [tokens, experts] are counted too, but are launch-bound (``op_overhead``)."""
+    m, e = cfg.model, cfg.moe
+    t, h = float(tokens), float(m.hidden_size)
+    n = float(m.num_heads)
+    p = batch * n * seq * seq                                  # attention scores [B, N, S, S]
+
+    def add(acc, *parts):
+        return (acc[0] + sum(x[0] for x in parts), acc[1] + sum(x[1] for x in parts))
+
+    sandwich = 1.0 if m.sandwich_norm else 0.0
+    out = {}
+    if m.attention_type == "mla":
+        dn, dr, dv = m.qk_nope_head_dim, m.qk_rope_head_dim, m.v_head_dim
+        a = add((0.0, 0.0), _norm(t, h), _norm(t, m.kv_lora_rank))
+        if m.q_lora_rank > 0:
+            a = add(a, _norm(t, m.q_lora_rank))
+        if sandwich:
+            a = add(a, _norm(t, h))
+        rope = t * n * dr + t * dr                             # q and the shared k_rope
+        glue = t * n * ((dn + dr) + (dn + dv) + dv) + t * n * (dn + dr + dn + dv) + t * (m.kv_lora_rank + dr)
+        a = add(a, (rope + glue + t * h, 2.0 * rope))          # rope: + (plain), * cos, * sin; residual add
+        out["attn.core"] = (2.0 * p, 3.0 * p)                  # + rope scores, * scale; + mask, softmax (2)
+    else:
+        hd = m.attn_head_dim
+        kvh = n if m.attention_type == "mha" else float(m.num_kv_heads)
+        a = add((0.0, 0.0), _norm(t, h))
+        if sandwich:
+            a = add(a, _norm(t, h))
+        rope = t * (n + kvh) * hd
+        glue = t * hd * (2 * n + 2 * kvh) + (2 * t * n * hd if kvh < n else 0.0)   # transposes (+ repeats)
+        a = add(a, (rope + glue + t * h, 2.0 * rope))
+        out["attn.core"] = (p, 3.0 * p)                        # * scale; + mask, softmax (2)
+    out["attn.norm_rope_residual"] = a
+    mlp_norms = add((t * h, 0.0), _norm(t, h), *([_norm(t, h)] if sandwich else []))   # + residual
+    ffn = float(m.dense_ffn_hidden)
+    out["ffn.act_norm_residual"] = add(mlp_norms, (4.0 * t * ffn, 0.0))     # SwiGLU: 2 slices, silu, *
+    ne, k, f = float(e.num_experts), float(e.top_k), float(e.expert_ffn_hidden)
+    ns = float(e.num_shared_experts)
+    out["moe.router_topk"] = (t * ne + t * k + t * k * ne, 6.0 * t * ne + 2.0 * t * k + t * k * ne)
+    out["moe.permute_unpermute"] = (t * k * ne, 2.0 * t * k * ne)            # one_hot, gate * w, sum over k
+    rows_f = t * (ne + ns) * f                                                 # every expert on every token
+    out["moe.experts.act"] = (4.0 * rows_f + ne * 2 * f * h, rows_f)         # SwiGLU + w1 transpose; * gates
+    out["moe.shared"] = (3.0 * (ne + ns) * f * h + t * (ne + ns), 0.0) if ns else (0.0, 0.0)   # concats
+    out["moe.norm_residual"] = mlp_norms
+    v = float(m.vocab_size)
+    out["embed.lookup"] = (t * h, 0.0)
+    out["head.norm_xent"] = add(_norm(t, h), (0.0, 2.0 * t * v))             # fused softmax cross-entropy
+    out["mtp_head.norm_xent"] = out["head.norm_xent"]
+    out["mtp.norms"] = add(_norm(t, h), _norm(t, h), (5.0 * t * h, 0.0))     # enorm, hnorm, concat, slices
+    return out

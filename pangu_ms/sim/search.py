@@ -6,12 +6,25 @@ hits the budget, rounded to a multiple of ``ffn_multiple`` (shapes whose rounded
 more than ``tolerance`` or whose expert width falls below ``min_ffn`` are dropped). Attention dims, dense layers,
 vocabulary and MTP come from the base recipe.
 
+Activated-parameter target (optional, ``active_budget`` > 0, CLI ``--active-budget``): at a fixed total the solved
+expert width leaves the activated parameters per token (stats.py ``active_params``: without MTP and the input
+embedding) free; with 128 MLA heads, fixed LoRA ranks and a fixed dense FFN they range from 36B to 42B over
+54-70 layers x hidden 6144-8192 at 718B, because a fixed expert-parameter budget fixes the routed-expert FLOPs
+per token (k * 3 h f with E * 3 h f ~ budget / layers) while attention and dense-FFN weights grow with h. A
+lower-activated shape does less work per token, so tokens/s and (more weakly) MFU favour it, although it is a
+smaller model per token. MoE models are specified and compared by both numbers (Pangu Ultra MoE 718B / 39B
+activated, DeepSeek-V3 671B / 37B): the total sets the memory footprint and capacity, the activated count the
+compute per token in training and inference. With a target, shapes whose activated parameters miss it by more
+than ``active_tolerance`` (default: the total's ``tolerance``) are dropped, so the ranking compares hardware
+efficiency at matched compute per token.
+
 Layouts: every combination of ``tp x pp x vpp x ep x micro_batch x tp_extend_ep x recompute``; dp is derived
 from the cluster size. Invalid layouts (validate_config + layout checks) are counted and skipped; layouts over
 the HBM budget are kept in the results with ``fits = False`` but excluded from the ranking.
 
-Ranking: feasible candidates by MFU (equal-budget shapes have different active parameters, so throughput in
-tokens/s is also reported); a shape's rank is the rank of its best feasible layout.
+Ranking: feasible candidates by ``rank_by`` = ``mfu`` (default; hardware efficiency) or ``tokens_per_s``
+(throughput, the metric of the Pangu paper's 61- vs 66-layer comparison; only meaningful between shapes of
+similar activated parameters, see above); a shape's rank is the rank of its best feasible layout by the same key.
 """
 from __future__ import annotations
 
@@ -46,6 +59,9 @@ class SearchSpace:
     recompute: list = field(default_factory=lambda: ["none", "moe_fine", "full"])
     budget: float = 0.0            # total parameters (without MTP); 0 = keep the base expert width
     tolerance: float = 0.05
+    active_budget: float = 0.0     # activated parameters per token (stats.py active_params); 0 = no target
+    active_tolerance: float | None = None   # None = the same relative band as ``tolerance``
+    rank_by: str = "mfu"           # mfu | tokens_per_s
     ffn_multiple: int = 256
     min_ffn: int = 256
 
@@ -95,6 +111,9 @@ def shapes(base: Config, space: SearchSpace) -> list:
             if abs(total / space.budget - 1.0) > space.tolerance:
                 continue
         st = compute_stats(cfg, 1)
+        a_tol = space.tolerance if space.active_tolerance is None else space.active_tolerance
+        if space.active_budget and abs(st.active_params / space.active_budget - 1.0) > a_tol:
+            continue
         shape = {"layers": cfg.model.num_layers, "hidden": cfg.model.hidden_size,
                  "experts": cfg.moe.num_experts, "top_k": cfg.moe.top_k if cfg.moe.enabled else 0,
                  "expert_ffn": cfg.moe.expert_ffn_hidden if cfg.moe.enabled else 0,
@@ -157,7 +176,8 @@ def run_search(base: Config, space: SearchSpace, hw: HardwareProfile, devices: i
     """Evaluate shapes x layouts; returns {"rows", "evaluated", "invalid", "seconds", "per_minute", "shapes"}."""
     shape_cfgs = shapes(base, space)
     if not shape_cfgs:
-        raise ConfigError("search: no shape satisfies the parameter budget; widen --tolerance or the ranges")
+        raise ConfigError("search: no shape satisfies the parameter budget(s); widen --tolerance / "
+                          "--active-tolerance or the ranges")
     lays = layouts(space)
     items = [(si, lay) for si in range(len(shape_cfgs)) for lay in lays]
     if limit:
@@ -195,7 +215,8 @@ def run_search(base: Config, space: SearchSpace, hw: HardwareProfile, devices: i
     if bar:
         bar.close()
     dt = time.perf_counter() - t0
-    rows.sort(key=lambda r: (not r["fits"], -r["mfu"]))
+    key = _rank_key(space.rank_by)
+    rows.sort(key=lambda r: (not r["fits"], -r[key]))
     return {"rows": rows, "evaluated": len(items), "invalid": invalid, "seconds": dt,
             "per_minute": len(items) / dt * 60.0 if dt > 0 else float("inf"),
             "shapes": [s for s, _ in shape_cfgs]}
@@ -204,16 +225,26 @@ def run_search(base: Config, space: SearchSpace, hw: HardwareProfile, devices: i
 SHAPE_KEYS = ("layers", "hidden", "experts", "top_k", "expert_ffn")
 
 
-def shape_ranking(rows: list) -> list:
-    """Best feasible candidate per shape, ranked by MFU."""
+RANK_KEYS = ("mfu", "tokens_per_s")
+
+
+def _rank_key(rank_by: str) -> str:
+    if rank_by not in RANK_KEYS:
+        raise ConfigError(f"search: rank_by '{rank_by}' is not one of {', '.join(RANK_KEYS)}")
+    return rank_by
+
+
+def shape_ranking(rows: list, rank_by: str = "mfu") -> list:
+    """Best feasible candidate per shape by ``rank_by`` (mfu | tokens_per_s), shapes ranked by it."""
+    k = _rank_key(rank_by)
     best: dict = {}
     for r in rows:
         if not r["fits"]:
             continue
-        key = tuple(r[k] for k in SHAPE_KEYS)
-        if key not in best or r["mfu"] > best[key]["mfu"]:
+        key = tuple(r[c] for c in SHAPE_KEYS)
+        if key not in best or r[k] > best[key][k]:
             best[key] = r
-    return sorted(best.values(), key=lambda r: -r["mfu"])
+    return sorted(best.values(), key=lambda r: -r[k])
 
 
 COLUMNS = ("layers", "hidden", "experts", "top_k", "expert_ffn", "total_params_b", "active_params_b", "tp", "pp",

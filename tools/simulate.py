@@ -59,6 +59,10 @@ def cmd_estimate(args) -> int:
     mem = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in d["memory_breakdown_gb"].items()
            if not isinstance(v, dict)}
     print(f"memory (GiB): {mem}")
+    det = d["details"]
+    if "blocks_per_virtual_stage" in det:
+        print(f"pipeline split ({det.get('stage_split', '?')}): blocks per virtual stage "
+              f"{det['blocks_per_virtual_stage']}")
     return 0
 
 

@@ -68,7 +68,7 @@ def count_dump_dir(path: str, graph_name: str = "TrainStep") -> dict:
         raise FileNotFoundError(f"no final graph named *{graph_name}* in {path}")
     total = {"forward": 0, "backward": 0, "other": 0, "total": 0}
     by_op: collections.Counter = collections.Counter()
-    # the main graph and the sub-graphs dumped with it (same compile: consecutive ids after the main one)
+    # every final graph of the dump: the main one and the sub-graphs it calls (the dump holds one compile)
     for f in files:
         with open(f, encoding="utf-8", errors="replace") as fh:
             c = count_ir(fh.read())

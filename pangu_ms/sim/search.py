@@ -192,26 +192,26 @@ def run_search(base: Config, space: SearchSpace, hw: HardwareProfile, devices: i
         except ImportError:
             bar = None
     chunk = 64
+    pool = None
     if workers > 1 and len(items) > 4 * chunk:
         ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
-        with ctx.Pool(workers, initializer=_init, initargs=(shape_cfgs, hw, devices)) as pool:
-            for r in pool.imap_unordered(_work, items, chunksize=chunk):
-                if r is None:
-                    invalid += 1
-                else:
-                    rows.append(r)
-                if bar:
-                    bar.update(1)
+        pool = ctx.Pool(workers, initializer=_init, initargs=(shape_cfgs, hw, devices))
+        results = pool.imap_unordered(_work, items, chunksize=chunk)
     else:
         _init(shape_cfgs, hw, devices)
-        for it in items:
-            r = _work(it)
+        results = map(_work, items)
+    try:
+        for r in results:
             if r is None:
                 invalid += 1
             else:
                 rows.append(r)
             if bar:
                 bar.update(1)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
     if bar:
         bar.close()
     dt = time.perf_counter() - t0

@@ -62,7 +62,8 @@ class TrainStep(nn.Cell):
         if self.reducer is not None:
             grads = self.reducer(grads)
         clipped, norm = clip_global_norm(grads, self.clip, self.reducer)
-        self.optimizer(clipped)
+        if ops.logical_and(ops.isfinite(outs[0]), ops.isfinite(norm)):   # non-finite: no update (train.on_nonfinite)
+            self.optimizer(clipped)
         if self.return_grads:
             return outs + (norm,) + tuple(grads)
         return outs + (norm,)
@@ -98,7 +99,8 @@ class AccumulatingTrainStep(nn.Cell):
         if self.reducer is not None:
             grads = self.reducer(grads)
         grads, norm = clip_global_norm(grads, self.clip, self.reducer)
-        self.optimizer(grads)
+        if ops.isfinite(norm):              # non-finite gradients: no update (train.on_nonfinite)
+            self.optimizer(grads)
         for a in self.acc:
             ops.assign(a, ops.zeros_like(a))
         return norm

@@ -29,7 +29,7 @@
 # the first worker whose log holds a Python error; the error lines of every such worker are printed before it.
 set -uo pipefail
 
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; }
 if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ] || [ $# -lt 2 ]; then usage; [ $# -lt 2 ] && exit 2; exit 0; fi
 
 N="$1"; RECIPE="$2"; shift 2

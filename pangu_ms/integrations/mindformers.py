@@ -31,7 +31,7 @@ from mindformers.wrapper.wrapper import MFTrainOneStepCell  # noqa: E402
 from mindspore.nn.wrap.loss_scale import _ascend_grad_overflow  # noqa: E402
 
 from ..config import load_config  # noqa: E402
-from ..model import PanguForCausalLM  # noqa: E402
+from ..model import CausalLMLoss, build_model  # noqa: E402
 
 
 @MindFormerRegister.register(MindFormerModuleType.CONFIG)
@@ -58,7 +58,8 @@ class PanguMoEForCausalLM(PreTrainedModel):
     def __init__(self, config: PanguMoEConfig = None):
         config = config or PanguMoEConfig()
         super().__init__(config)
-        self.pangu = PanguForCausalLM(config.to_pangu())
+        recipe = config.to_pangu()
+        self.pangu = CausalLMLoss(build_model(recipe), recipe.model.mtp_loss_weight)
 
     def construct(self, input_ids):
         return self.pangu(input_ids[:, :-1], input_ids[:, 1:])[0]

@@ -105,7 +105,7 @@ class PanguForCausalLM(nn.Cell):
         """``hooks``: optional expert-parallel hooks handed to every MoE layer (see ``MoELayer``); the model
         itself never sees ranks or process groups. ``attention``: RoPE scaling / attention chunking."""
         super().__init__()
-        m = model_cfg
+        self.model_cfg = m = model_cfg
         dtype = model_dtype(m)
         be = get_backend(backend)
         init = Initializer(m, seed)

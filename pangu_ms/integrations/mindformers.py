@@ -11,7 +11,7 @@ Importing this module registers with ``MindFormerRegister``:
 
 Gaps of MindFormers 1.9 on CPU that pangu_ms fills (measured, see shared docs):
 * gradient accumulation is silently disabled outside semi-auto parallel -> use the pangu_ms loop
-  (``run/train.py`` with a pangu_ms recipe), whose ``AccumulatingTrainStep`` really accumulates;
+  (``run/train.py`` with a pangu_ms recipe), whose ``TrainStep(..., accumulate=True)`` really accumulates;
 * ``comm_func.barrier`` has no CPU kernel, which breaks resume under msrun -> :func:`install_cpu_shims` routes
   MindFormers' barriers to ``mint.distributed.barrier``.
 """

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from mindspore import Tensor
 
-from pangu_ms.model import PanguForCausalLM
+from pangu_ms.model import build_model
 from pangu_ms.train import checkpoint as ck
 from pangu_ms.train.checkpoint import (CheckpointError, CheckpointManager, checkpoint_paths, load_checkpoint,
                                        newest_checkpoint, save_checkpoint, step_directories)
@@ -21,7 +21,7 @@ def _steps(run):
 
 
 def test_roundtrip_layout_and_keep_last(tmp_path, small_cfg):
-    a, b = PanguForCausalLM(small_cfg(), seed=1), PanguForCausalLM(small_cfg(), seed=2)
+    a, b = build_model(small_cfg(), seed=1), build_model(small_cfg(), seed=2)
     for step in (3, 7, 11):
         save_checkpoint(a, str(tmp_path), step, keep_last=2)
     assert _steps(tmp_path) == [7, 11] and sorted(os.listdir(tmp_path / "checkpoints")) == \
@@ -38,7 +38,7 @@ def test_roundtrip_layout_and_keep_last(tmp_path, small_cfg):
 
 
 def test_partial_and_truncated_newest_are_skipped_by_name(tmp_path, small_cfg):
-    net = PanguForCausalLM(small_cfg())
+    net = build_model(small_cfg())
     for step in (2, 4, 6):
         save_checkpoint(net, str(tmp_path), step)
     os.remove(checkpoint_paths(str(tmp_path), 6).manifest)          # killed before its manifest: partial
@@ -60,7 +60,7 @@ def test_partial_and_truncated_newest_are_skipped_by_name(tmp_path, small_cfg):
 
 
 def test_kill_during_pruning_leaves_no_debris(tmp_path, small_cfg, monkeypatch):
-    net = PanguForCausalLM(small_cfg())
+    net = build_model(small_cfg())
     for step in (1, 2):
         save_checkpoint(net, str(tmp_path), step, keep_last=2)
     real_rmtree = ck.shutil.rmtree
@@ -85,7 +85,7 @@ def test_expert_parts_per_rank(tmp_path, small_cfg):
     """Two ranks of one EP checkpoint, saved in turn in one process: rank r writes only its expert part, rank 0
     the shared part and (last) the manifest naming both; each rank loads the shared part plus its own."""
     cfg = small_cfg()
-    nets = [PanguForCausalLM(cfg, seed=1), PanguForCausalLM(cfg, seed=2)]
+    nets = [build_model(cfg, seed=1), build_model(cfg, seed=2)]
     from pangu_ms.parallel.grads import expert_param_names
     local = ck.local_parameter_names(nets[0], expert_param_names(nets[0]))
     assert local
@@ -98,7 +98,7 @@ def test_expert_parts_per_rank(tmp_path, small_cfg):
     assert sorted(manifest["parts"]) == ["experts_rank0.safetensors", "experts_rank1.safetensors",
                                          "model.safetensors"] and manifest["world"] == 2
     for r, net in enumerate(nets):
-        fresh = PanguForCausalLM(cfg, seed=3)
+        fresh = build_model(cfg, seed=3)
         load_checkpoint(fresh, d, rank=r)
         mine, other, got = _params(net), _params(nets[0]), _params(fresh)
         for name in got:          # experts from this rank's part, everything else from rank 0's shared part
@@ -106,7 +106,7 @@ def test_expert_parts_per_rank(tmp_path, small_cfg):
 
 
 def test_non_finite_weights_are_never_saved(tmp_path, small_cfg):
-    net = PanguForCausalLM(small_cfg())
+    net = build_model(small_cfg())
     save_checkpoint(net, str(tmp_path), 1)
     w = net.embedding.weight
     bad = w.asnumpy()
@@ -119,8 +119,8 @@ def test_non_finite_weights_are_never_saved(tmp_path, small_cfg):
 
 
 def test_different_model_shape_is_named(tmp_path, small_cfg):
-    save_checkpoint(PanguForCausalLM(small_cfg()), str(tmp_path), 1)
-    other = PanguForCausalLM(small_cfg(**{"model.hidden_size": 40}))
+    save_checkpoint(build_model(small_cfg()), str(tmp_path), 1)
+    other = build_model(small_cfg(**{"model.hidden_size": 40}))
     with pytest.raises(CheckpointError, match="parameter 'embedding.weight' has shape \\[64, 32\\] in the "
                                               "checkpoint but \\[64, 40\\]"):
         load_checkpoint(other, newest_checkpoint(str(tmp_path)))

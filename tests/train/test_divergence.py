@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pangu_ms.config import ConfigError, load_config
-from pangu_ms.model import PanguForCausalLM
+from pangu_ms.model import CausalLMLoss, build_model
 from pangu_ms.train import checkpoint as ck
 from pangu_ms.train.divergence import DivergenceError
 from pangu_ms.train.loop import Trainer
@@ -23,10 +23,10 @@ DIVERGING = {"data.source": "synthetic", "model.num_layers": 2, "model.mtp_depth
 
 
 def _saved(run, step, cfg):
-    net = PanguForCausalLM(cfg)
+    net = build_model(cfg)
     from pangu_ms.train.optim import build_optimizer
     from pangu_ms.train.step import TrainStep
-    cell = TrainStep(net, build_optimizer(net.trainable_params(), cfg.train))
+    cell = TrainStep(CausalLMLoss(net, cfg.model.mtp_loss_weight), build_optimizer(net.trainable_params(), cfg.train))
     ck.load_checkpoint(cell, ck.checkpoint_paths(str(run), step).directory)
     return {p.name: p.asnumpy() for p in cell.get_parameters()}
 

@@ -249,6 +249,9 @@ class TrainConfig:
         eval_batches: validation batches per evaluation.
         sample_tokens: tokens generated from a prompt at the end of training (0 disables).
         peak_flops: fp32 FLOP/s used for MFU; 0 measures this machine's GEMM peak at start-up.
+        on_nonfinite: a step whose loss or gradient norm is inf/NaN never updates the weights; ``stop`` then ends
+            the run with an error naming the step, ``skip_step`` goes on (the step is counted and logged).
+        max_skipped_steps: with ``skip_step``, this many non-finite steps in a row end the run.
     """
 
     seed: int = 1234
@@ -277,6 +280,8 @@ class TrainConfig:
     eval_batches: int = 20
     sample_tokens: int = 64
     peak_flops: float = 0.0
+    on_nonfinite: str = _choice("stop", ("stop", "skip_step"))
+    max_skipped_steps: int = 5
 
 
 @dataclass

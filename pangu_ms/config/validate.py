@@ -5,6 +5,8 @@ shapes, the launch world size) live in :func:`pangu_ms.parallel.dims.validate_la
 """
 from __future__ import annotations
 
+import math
+
 from .loader import ConfigError
 from .schema import Config
 
@@ -12,15 +14,15 @@ from .schema import Config
 def _positive(section, obj, names):
     for n in names:
         v = getattr(obj, n)
-        if v <= 0:
-            raise ConfigError(f"{section}.{n}: must be > 0, got {v}")
+        if not math.isfinite(v) or v <= 0:          # nan <= 0 is False: test finiteness first
+            raise ConfigError(f"{section}.{n}: must be a finite number > 0, got {v}")
 
 
 def _non_negative(section, obj, names):
     for n in names:
         v = getattr(obj, n)
-        if v < 0:
-            raise ConfigError(f"{section}.{n}: must be >= 0, got {v}")
+        if not math.isfinite(v) or v < 0:
+            raise ConfigError(f"{section}.{n}: must be a finite number >= 0, got {v}")
 
 
 def validate_model(cfg: Config) -> None:
@@ -107,7 +109,7 @@ def validate_parallel(cfg: Config) -> None:
 def validate_train(cfg: Config) -> None:
     t = cfg.train
     _positive("train", t, ["steps", "seq_length", "global_batch_size", "lr", "log_interval",
-                           "eval_interval", "save_interval", "keep_last"])
+                           "eval_interval", "save_interval", "keep_last", "max_skipped_steps"])
     _non_negative("train", t, ["min_lr", "warmup_steps", "weight_decay", "grad_clip"])
     if t.min_lr > t.lr:
         raise ConfigError(f"train.min_lr: {t.min_lr} > train.lr={t.lr}")

@@ -12,6 +12,7 @@ set_auto_parallel_context settings (semi-auto and auto + sharding_propagation). 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -21,6 +22,20 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 from pangu_ms.config import ConfigError, load_config  # noqa: E402
 from pangu_ms.parallel.dims import layout_problems  # noqa: E402
 from pangu_ms.parallel.plan import build_plan, plan_problems, summarize  # noqa: E402
+from pangu_ms.parallel.split import COST_METHODS, PipelineSplit  # noqa: E402
+
+
+def _split_from_simulator(cfg):
+    """``parallel.pipeline_split: time_balanced | memory_aware`` needs per-layer costs, which only the simulator
+    computes: run it (sim.hardware, sim.devices) and hand the plan its split as an explicit list. Returns
+    (cfg, the simulator's split label or None)."""
+    if cfg.parallel.pipeline_split not in COST_METHODS:
+        return cfg, None
+    from pangu_ms.sim.estimate import estimate
+    det = estimate(cfg).details
+    par = dataclasses.replace(cfg.parallel, pipeline_split="explicit",
+                              layers_per_virtual_stage=list(det["layers_per_virtual_stage"]))
+    return dataclasses.replace(cfg, parallel=par), det["stage_split"]
 
 
 def main(argv=None) -> int:
@@ -48,6 +63,7 @@ def main(argv=None) -> int:
             print(f"error: {args.config}: {p}", file=sys.stderr)
         return 2
     try:
+        cfg, split_method = _split_from_simulator(cfg)
         plan = build_plan(cfg, shard_size=args.shard_size)
     except (ConfigError, ValueError) as e:
         print(f"error: {args.config}: {e}", file=sys.stderr)
@@ -61,6 +77,7 @@ def main(argv=None) -> int:
         print(json.dumps(out, indent=1, default=list))
     else:
         print(summarize(plan))
+        print(PipelineSplit(tuple(len(c) for c in plan.stages.chunks), split_method or plan.stages.split).describe())
         if args.rank is not None:
             d = plan.dims
             print(f"== rank {args.rank}: {d.coord(args.rank)} ==")

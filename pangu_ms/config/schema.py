@@ -26,6 +26,10 @@ from .post_training import RLConfig, SFTConfig
 from .sim import SimConfig
 
 
+#: Values of ``parallel.pipeline_split`` (pangu_ms/parallel/split.py implements them).
+PIPELINE_SPLITS = ("balanced", "time_balanced", "memory_aware", "explicit")
+
+
 def _choice(default, choices, doc=""):
     return field(default=default, metadata={"choices": tuple(choices), "doc": doc})
 
@@ -184,6 +188,17 @@ class ParallelConfig:
         ranks_per_node: ranks per node (for the hierarchical dispatcher and the simulator).
         optimizer_shard: shard optimizer states over DP (ZeRO-1).
         device_num: total devices the layout is meant for; 0 means "the launch's world size".
+        pipeline_split: how the decoder layers and MTP modules are cut into the pp * vpp virtual stages, read by
+            both the training plan and the simulator (pangu_ms/parallel/split.py): ``balanced`` (equal layer
+            counts, lighter stages at the ends), ``time_balanced`` / ``memory_aware`` (from the simulator's
+            per-layer costs: the smallest largest-stage time, subject to every device's memory for
+            memory_aware; training gets them as the explicit list ``tools/simulate.py --emit-recipe`` writes)
+            or ``explicit``.
+        layers_per_virtual_stage: the explicit split (``pipeline_split: explicit``; MindSpeed
+            ``num_layer_list``): items per virtual stage, in order, pp * vpp entries >= 1 summing to
+            model.num_layers + model.mtp_depth; the embedding runs with the first stage, final norm + LM head
+            and every MTP module with the last (so its entry is >= mtp_depth). Virtual stage c runs on pipeline
+            rank c mod pp.
     """
 
     dp: int = 1
@@ -198,6 +213,8 @@ class ParallelConfig:
     ranks_per_node: int = 8
     optimizer_shard: bool = False
     device_num: int = 0
+    pipeline_split: str = _choice("balanced", PIPELINE_SPLITS)
+    layers_per_virtual_stage: list[int] = field(default_factory=list)
 
     @property
     def world_size(self) -> int:

@@ -109,7 +109,7 @@ def test_718b_plan(big_plan):
     assert p.strategy(p.op("attention.q_b_proj")) == ((48, 1), (8, 1))
     assert p.strategy(p.op("attention.o_proj")) == ((48, 8), (1, 8))
     assert p.strategy(p.op("moe.experts.gate_up")) == ((32, 12, 1), (32, 1, 1))
-    assert p.strategy(p.op("embedding")) == ((8, 1), (48, 1))
+    assert p.strategy(p.op("embedding")) == ((8, 1), (48,))  # token ids flattened to [B*S]
     assert p.layout(p.op("moe.experts.gate_up"))["inputs"][1] == (("ep", "tp"), "None", "None")
     semi, auto = p.context["semi_auto"], p.context["auto"]
     assert semi["parallel_mode"] == "semi_auto_parallel" and semi["pipeline_stages"] == 16

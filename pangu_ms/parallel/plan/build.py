@@ -22,10 +22,10 @@ def build_plan(cfg, shard_size: int | None = None, threshold_kb: int = 64, sched
     p, t = cfg.parallel, cfg.train
     extend = p.tp_extend_ep and p.tp > 1
     axis_sizes = {"dp": p.dp, "cp": p.cp, "tp": p.tp, "edp": d.edp, "ep": p.ep}
-    T_tok = p.micro_batch_size * p.dp * t.seq_length
+    tokens = p.micro_batch_size * p.dp * t.seq_length
     stages = assign_from_config(cfg)
-    params = _params(cfg, d, extend)
-    ops = _ops(cfg, d, extend, T_tok)
+    params = param_plans(cfg, extend)
+    ops = plan_ops(cfg, extend, tokens)
     counts = _heaviest_counts(cfg, stages, params, axis_sizes)
     counts.update({q.pattern: 1 for q in params if q.layers == "none"})
     if shard_size is None:
@@ -34,7 +34,7 @@ def build_plan(cfg, shard_size: int | None = None, threshold_kb: int = 64, sched
     _apply_opt_shard(params, axis_sizes, d.stage_size, shard_size, threshold_kb, p.optimizer_shard)
     n_micro = t.global_batch_size // (p.micro_batch_size * p.dp)
     plan = ShardPlan(dims=d, axis_sizes=axis_sizes, params=params, ops=ops, stages=stages, context={},
-                     tokens_per_microbatch=T_tok, num_micro_batches=n_micro,
+                     tokens_per_microbatch=tokens, num_micro_batches=n_micro,
                      hierarchical=p.hierarchical_alltoall)
     local = sum(prod(q.spec.shape) // prod(q.spec.factors(axis_sizes)) * counts[q.pattern] for q in params
                 if q.layers != "none")

@@ -44,8 +44,10 @@ class OpPlan:
 
     Attributes:
         name: logical op (``attention.q_b_proj``).
-        cell: cell path pattern (``layers.{i}.attention.q_b_proj``), ``{i}`` for decoder layers.
-        prim: MindSpore primitive the strategy is for; ``attr`` the attribute of the cell holding it.
+        cell: cell path pattern (``layers.{i}.attention.q_b_proj``), ``{i}`` for decoder layers; relative to the
+            model (``root="model"``) or to the loss Cell wrapping it (``root="loss"``).
+        prim: MindSpore primitive the strategy is for; ``attr`` the attribute of the cell holding it, or a name in
+            the Cell's ``plan_attrs``, whose ``shard(attr, in_strategy)`` maps it onto its named primitives.
         kind: column / row / replicated / vocab / expert / norm / attention / loss.
         inputs: TensorSpecs of the primitive's inputs, in order.
         layers: which decoder layers it exists in: ``all``, ``dense``, ``moe``, ``none`` (model-level op), and
@@ -64,6 +66,7 @@ class OpPlan:
     mtp: bool = True
     seed: bool = False
     comm: str = ""
+    root: str = "model"
 
     def mesh(self) -> str:
         return self.inputs[0].mesh
@@ -145,7 +148,7 @@ class ShardPlan:
                         "layers": p.layers, "mtp": p.mtp, "replicas": p.replicas, "opt_shard": p.opt_shard,
                         "opt_note": p.opt_note, "fused_halves": p.spec.fused_halves} for p in self.params],
             "ops": [{"name": o.name, "cell": o.cell, "prim": o.prim, "attr": o.attr, "kind": o.kind,
-                     "layers": o.layers, "mtp": o.mtp, "seed": o.seed, "mesh": o.mesh(),
+                     "layers": o.layers, "mtp": o.mtp, "seed": o.seed, "mesh": o.mesh(), "root": o.root,
                      "in_strategy": [list(s) for s in self.strategy(o)],
                      "layout": [list(a) if isinstance(a, tuple) else a for a in
                                 (t.layout_args() for t in o.inputs)],

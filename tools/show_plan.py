@@ -98,13 +98,14 @@ def dry_run(cfg, plan) -> list:
     import mindspore as ms
     import numpy as np
 
-    from pangu_ms.model.transformer import PanguForCausalLM
+    from pangu_ms.model.build import build_model
+    from pangu_ms.model.loss import CausalLMLoss
     from pangu_ms.parallel.apply_ascend import check_plan
     from pangu_ms.train.optim import build_optimizer
     from pangu_ms.train.step import TrainStep, compile_step
 
     ms.set_device("CPU")
-    net = PanguForCausalLM(cfg)
+    net = CausalLMLoss(build_model(cfg), cfg.model.mtp_loss_weight)
     report = check_plan(net, plan, cfg)
     if report.problems:
         return report.problems

@@ -4,7 +4,7 @@ import pytest
 from pangu_ms.config import load_config
 from pangu_ms.model.inventory import KINDS, inventory_shapes, parameter_inventory
 from pangu_ms.model.stats import compute_stats
-from pangu_ms.model.transformer import PanguForCausalLM
+from pangu_ms.model.build import build_model
 from pangu_ms.sim.kernels import param_tensors
 from tests.conftest import tiny_overrides
 
@@ -26,7 +26,7 @@ def _cfg(extra):
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_inventory_equals_instantiated_model(variant):
     cfg = _cfg(VARIANTS[variant])
-    net = PanguForCausalLM(cfg)
+    net = build_model(cfg)
     actual = [(name, tuple(p.shape), p.requires_grad) for name, p in net.parameters_and_names()]
     inventory = parameter_inventory(cfg)
     assert [(p.name, p.shape, p.trainable) for p in inventory] == actual      # same names, order, shapes

@@ -4,7 +4,7 @@ import pytest
 from mindspore import Tensor
 
 from pangu_ms.config import MoEConfig
-from pangu_ms.model.init import Initializer
+from pangu_ms.layers.init import Initializer
 from pangu_ms.config import ModelConfig
 from pangu_ms.moe.router import TopKRouter
 from tests.moe.reference import route

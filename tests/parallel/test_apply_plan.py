@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from pangu_ms.config import ConfigError, load_config
-from pangu_ms.model.transformer import PanguForCausalLM
+from pangu_ms.model.build import build_model
+from pangu_ms.model.loss import CausalLMLoss
 from pangu_ms.parallel.apply_ascend import PlanError, apply_plan, check_plan
 from pangu_ms.parallel.plan import build_plan
 
@@ -32,8 +33,9 @@ TINY_718B = ["model.hidden_size=32", "model.vocab_size=64", "model.num_heads=8",
 
 
 def _setup(path, sets):
+    """(config, the loss Cell wrapping the model, plan): loss-op targets resolve on the loss Cell."""
     cfg = load_config(path, sets)
-    return cfg, PanguForCausalLM(cfg), build_plan(cfg)
+    return cfg, CausalLMLoss(build_model(cfg), cfg.model.mtp_loss_weight), build_plan(cfg)
 
 
 def _strategies(report) -> dict:
@@ -52,7 +54,8 @@ def test_dry_run_binds_every_target(layout):
     assert report.problems == []
     p = cfg.parallel
     # every decoder-layer linear of the model got its strategy, checked against a real call
-    linears = [path for path, cell in net.cells_and_names() if type(cell).__name__ == "Linear"]
+    linears = [path for path, cell in net.model.cells_and_names() if type(cell).__name__ == "Linear"]
+    assert linears and all(path.startswith(("layers.", "mtp.", "lm_head")) for path in linears)
     sharded = {(path, attr) for path, attr, _, _ in report.sharded}
     assert all((path, "matmul") in sharded for path in linears)
     assert report.checked == len(report.sharded) - len(report.unexecuted)
@@ -73,8 +76,10 @@ def test_dry_run_binds_every_target(layout):
     assert got["layers.1.moe.experts", "bmm_gate_up"] == ((width, tokens // p.ep, 1), (width, 1, ffn_split))
     assert got["layers.1.moe.experts", "dense_gate_up"] == ((tokens // p.ep, 1), (width * ffn_split, 1))
     assert got["embedding", "gather"] == ((p.tp, 1), (tokens,))
-    for prim in (net.embedding.gather, net.layers[1].attention.o_proj.matmul, net.layers[1].input_norm.scale,
-                 net.layers[1].moe.experts.dense_down, net.final_norm.mean):
+    assert got["cross_entropy", "fused"] == ((tokens, p.tp), (tokens,))      # on the loss Cell
+    model = net.model
+    for prim in (model.embedding.gather, model.layers[1].attention.o_proj.matmul, model.layers[1].input_norm.scale,
+                 model.layers[1].moe.experts.dense_down, model.final_norm.mean, net.cross_entropy.fused):
         assert _attached(prim)
 
 
@@ -87,7 +92,7 @@ def test_training_step_runs_with_strategies_attached():
     ms.set_context(mode=ms.PYNATIVE_MODE)
     before = float(net(x, y)[0].asnumpy())
     assert apply_plan(net, plan, cfg, dry_run=True) is net
-    assert net.layers[1].moe.experts.dense_down.attrs["in_strategy"] == ((1, 4), (4, 1))
+    assert net.model.layers[1].moe.experts.dense_down.attrs["in_strategy"] == ((1, 4), (4, 1))
     step = compile_step(TrainStep(net, build_optimizer(net.trainable_params(), cfg.train), 1.0), "graph")
     first = step(x, y)[0].asnumpy()
     assert math.isclose(float(first), before, rel_tol=1e-5)     # strategies change nothing in stand-alone mode
@@ -136,6 +141,6 @@ def test_ascend_backend_on_cpu_is_one_clear_error():
     assert backend.AscendBackend.name == "ascend"                    # importing it is harmless on CPU
     cfg = load_config(TINY, SMALL + ["model.backend=ascend"])
     with pytest.raises(ConfigError, match="model.backend=ascend needs an Ascend device"):
-        PanguForCausalLM(cfg)
+        build_model(cfg)
     with pytest.raises(ConfigError, match="model.backend"):
         load_config(TINY, ["model.backend=npu"])

@@ -218,12 +218,12 @@ def test_build_plan_rejects_bad_layout():
 
 def test_apply_plan_refuses_cpu_and_resolves_real_cells():
     pytest.importorskip("mindspore")
-    from pangu_ms.model.transformer import PanguForCausalLM
+    from pangu_ms.model.build import build_model
     from pangu_ms.parallel.apply_ascend import AscendOnlyError, apply_plan, resolve_targets
     sets = ["parallel.dp=2", "parallel.ep=2", "model.hidden_size=32", "model.vocab_size=64"]
     cfg = _load(TINY, sets)
     plan = build_plan(cfg)
-    net = PanguForCausalLM(cfg)
+    net = build_model(cfg)
     with pytest.raises(AscendOnlyError, match="Ascend-only"):
         apply_plan(net, plan, cfg)
     cells = dict(net.cells_and_names())

@@ -236,9 +236,9 @@ def test_apply_plan_refuses_cpu_and_resolves_real_cells():
     assert not any(op.root == "loss" for _, _, _, op in targets)  # no loss Cell given: loss op not resolved
 
 
-def _cli(*args):
+def _cli(*args, timeout=60):
     return subprocess.run([sys.executable, "tools/show_plan.py", *args], capture_output=True, text=True,
-                          timeout=60)
+                          timeout=timeout)
 
 
 def test_show_plan_cli():
@@ -260,9 +260,9 @@ def test_show_plan_cli():
 def test_show_plan_dry_run_cli():
     small = ["--set", "parallel.micro_batch_size=1", "--set", "model.hidden_size=32", "--set", "model.vocab_size=64", "--set", "train.seq_length=16",
              "--set", "model.num_layers=2"]
-    r = _cli("--config", TINY, "--set", "parallel.dp=2", "--set", "parallel.ep=2", *small, "--dry-run")
+    r = _cli("--config", TINY, "--set", "parallel.dp=2", "--set", "parallel.ep=2", *small, "--dry-run", timeout=600)
     assert r.returncode == 0, r.stderr
     assert "dry run: " in r.stderr and "training step ran" in r.stderr
     r = _cli("--config", TINY, "--set", "parallel.dp=2", "--set", "parallel.cp=2", "--set", "parallel.ep=2",
-             "--set", "train.global_batch_size=4", *small, "--dry-run")
+             "--set", "train.global_batch_size=4", *small, "--dry-run", timeout=600)
     assert r.returncode == 2 and "mtp.0.layer.attention.core.score_matmul" in r.stderr

@@ -127,24 +127,50 @@ def layer_entries(cfg: Config, moe_layer: bool, prefix: str, layer: int | None =
             for suffix, shape, kind, tp_dim, expert_dim, fused, trainable in layer_template(cfg, moe_layer)]
 
 
-def parameter_inventory(cfg: Config) -> list[ParamEntry]:
-    """Every parameter of ``PanguForCausalLM(cfg)``, in ``parameters_and_names()`` order."""
+def model_level_entries(cfg: Config) -> list[ParamEntry]:
+    """The tensors outside decoder layers and MTP modules: embedding, final norm, LM head (unless tied)."""
     m = cfg.model
-    hidden, vocab = m.hidden_size, m.vocab_size
-    out = [ParamEntry("embedding.weight", (vocab, hidden), "embedding", tp_dim=0)]
+    out = [ParamEntry("embedding.weight", (m.vocab_size, m.hidden_size), "embedding", tp_dim=0),
+           ParamEntry("final_norm.weight", (m.hidden_size,), "norm")]
+    if not m.tie_embeddings:
+        out.append(ParamEntry("lm_head.weight", (m.vocab_size, m.hidden_size), "lm_head", tp_dim=0))
+    return out
+
+
+def mtp_module_entries(cfg: Config, j: int) -> list[ParamEntry]:
+    """MTP module j: enorm, hnorm, eh_proj, its decoder layer (MoE when the model has experts), final norm."""
+    hidden = cfg.model.hidden_size
+    p = f"mtp.{j}."
+    return ([ParamEntry(p + "enorm.weight", (hidden,), "mtp", mtp=j),
+             ParamEntry(p + "hnorm.weight", (hidden,), "mtp", mtp=j),
+             ParamEntry(p + "eh_proj.weight", (hidden, 2 * hidden), "mtp", mtp=j, tp_dim=0)]
+            + layer_entries(cfg, cfg.moe.enabled, p + "layer.", mtp=j)
+            + [ParamEntry(p + "final_norm.weight", (hidden,), "mtp", mtp=j)])
+
+
+def parameter_inventory(cfg: Config) -> list[ParamEntry]:
+    """Every parameter of ``PanguForCausalLM``, in ``parameters_and_names()`` order."""
+    m = cfg.model
+    embedding, *heads = model_level_entries(cfg)
+    out = [embedding]
     for i in range(m.num_layers):
         out += layer_entries(cfg, is_moe_layer(cfg, i), f"layers.{i}.", layer=i)
-    out.append(ParamEntry("final_norm.weight", (hidden,), "norm"))
-    if not m.tie_embeddings:
-        out.append(ParamEntry("lm_head.weight", (vocab, hidden), "lm_head", tp_dim=0))
+    out += heads
     for j in range(m.mtp_depth):
-        p = f"mtp.{j}."
-        out += [ParamEntry(p + "enorm.weight", (hidden,), "mtp", mtp=j),
-                ParamEntry(p + "hnorm.weight", (hidden,), "mtp", mtp=j),
-                ParamEntry(p + "eh_proj.weight", (hidden, 2 * hidden), "mtp", mtp=j, tp_dim=0)]
-        out += layer_entries(cfg, cfg.moe.enabled, p + "layer.", mtp=j)
-        out.append(ParamEntry(p + "final_norm.weight", (hidden,), "mtp", mtp=j))
+        out += mtp_module_entries(cfg, j)
     return out
+
+
+def template_count(cfg: Config, moe_layer: bool, kinds=None, trainable_only: bool = False) -> int:
+    """Elements of one decoder layer's parameters (of the given kinds), without building entries."""
+    return sum(prod(shape) for _, shape, kind, _, _, _, trainable in layer_template(cfg, moe_layer)
+               if (kinds is None or kind in kinds) and (trainable or not trainable_only))
+
+
+def layer_counts(cfg: Config) -> tuple[int, int]:
+    """(dense decoder layers, MoE decoder layers) of the main stack."""
+    n_moe = sum(1 for i in range(cfg.model.num_layers) if is_moe_layer(cfg, i))
+    return cfg.model.num_layers - n_moe, n_moe
 
 
 def inventory_shapes(cfg: Config) -> dict:
@@ -158,5 +184,5 @@ def count(entries, kinds=None, trainable_only: bool = False) -> int:
                and (p.trainable or not trainable_only))
 
 
-__all__ = ["KINDS", "ParamEntry", "layer_template", "layer_entries", "parameter_inventory", "inventory_shapes",
-           "is_moe_layer", "count"]
+__all__ = ["KINDS", "ParamEntry", "layer_template", "layer_entries", "model_level_entries", "mtp_module_entries",
+           "parameter_inventory", "inventory_shapes", "is_moe_layer", "layer_counts", "template_count", "count"]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from math import prod
 
 from ..config.schema import Config
-from .inventory import count, layer_entries, parameter_inventory, swiglu_template
+from .inventory import count, layer_counts, model_level_entries, mtp_module_entries, swiglu_template, template_count
 
 
 @dataclass
@@ -46,7 +46,7 @@ class ModelStats:
 
 def _layer_kinds(cfg: Config, moe_layer: bool, kinds) -> int:
     """Elements of one decoder layer's parameters of the given kinds (read from the inventory)."""
-    return count(layer_entries(cfg, moe_layer, ""), kinds)
+    return template_count(cfg, moe_layer, kinds)
 
 
 def attention_params(cfg: Config) -> int:
@@ -116,24 +116,23 @@ def compute_stats(cfg: Config, seq_length: int | None = None) -> ModelStats:
     m = cfg.model
     s = seq_length or cfg.train.seq_length
     h, v = m.hidden_size, m.vocab_size
-    n_moe = (m.num_layers - m.num_dense_layers) if cfg.moe.enabled else 0
-    n_dense = m.num_layers - n_moe
+    n_dense, n_moe = layer_counts(cfg)
     dense, moe = _layer(cfg, False), _layer(cfg, cfg.moe.enabled)
 
-    inventory = parameter_inventory(cfg)
-    main = [q for q in inventory if q.mtp is None]
-    embedding = count(main, ("embedding",))
-    head = count(main, ("lm_head",))
-    final_norm = count([q for q in main if q.layer is None], ("norm",))
+    model_level = model_level_entries(cfg)                         # embedding, final norm, LM head
+    embedding = count(model_level, ("embedding",))
+    head = count(model_level, ("lm_head",))
+    final_norm = count(model_level, ("norm",))
     layers_active = n_dense * dense["active"] + n_moe * moe["active"]
     layers_mm = n_dense * dense["matmul"] + n_moe * moe["matmul"]
 
     mtp_layer = moe if cfg.moe.enabled else dense
-    mtp_total = count(inventory) - count(main)
-    mtp_projections = count([q for q in inventory if q.kind == "mtp" and len(q.shape) == 2])   # eh_proj
-    mtp_mm = mtp_projections + m.mtp_depth * (mtp_layer["matmul"] + v * h)
+    mtp_module = mtp_module_entries(cfg, 0)
+    mtp_total = m.mtp_depth * count(mtp_module)
+    mtp_projections = count([q for q in mtp_module if q.kind == "mtp" and len(q.shape) == 2])   # eh_proj
+    mtp_mm = m.mtp_depth * (mtp_projections + mtp_layer["matmul"] + v * h)
 
-    total_wo_mtp = count(main)
+    total_wo_mtp = count(model_level) + n_dense * dense["total"] + n_moe * moe["total"]
     active = layers_active + final_norm + v * h                      # head always computes, tied or not
     attn_core = attention_core_flops_per_token(cfg, s)
     fwd_wo_mtp = 2.0 * (layers_mm + v * h) + m.num_layers * attn_core

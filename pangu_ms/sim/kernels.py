@@ -37,7 +37,7 @@ Whole step: compiled vs counted within 2 % on all seven (the table in docs/simul
 from __future__ import annotations
 
 from ..config.schema import Config
-from ..model.inventory import parameter_inventory
+from ..model.inventory import layer_counts, layer_template, model_level_entries, mtp_module_entries
 
 BWD_KERNELS_PER_FWD = 1.40    # measured on the compiled graph (see the module docstring)
 PER_TENSOR_KERNELS = 2        # fused AdamW + clip scale per parameter tensor
@@ -76,7 +76,12 @@ def reference_forward_kernels(cfg: Config) -> dict:
 
 def param_tensors(cfg: Config) -> int:
     """Trainable parameter tensors of PanguForCausalLM (one fused AdamW kernel each), from the inventory."""
-    return sum(1 for p in parameter_inventory(cfg) if p.trainable)
+    def per_layer(moe_layer):
+        return sum(1 for *_, trainable in layer_template(cfg, moe_layer) if trainable)
+    n_dense, n_moe = layer_counts(cfg)
+    mtp = sum(1 for p in mtp_module_entries(cfg, 0) if p.trainable) if cfg.model.mtp_depth else 0
+    return (len(model_level_entries(cfg)) + n_dense * per_layer(False) + (n_moe * per_layer(True) if n_moe else 0)
+            + cfg.model.mtp_depth * mtp)
 
 
 def optimizer_step_kernels(cfg: Config) -> float:

@@ -72,6 +72,8 @@ class ModelConfig:
         tie_embeddings: share input embedding and LM head.
         compute_dtype / param_dtype: ``float32`` on CPU (no bf16 matmul there); ``float64`` for gradient checks;
             ``bfloat16``/``float16`` on Ascend.
+        backend: ``cpu`` (reference ops, the test oracle) or ``ascend`` (fused RmsNorm / Swiglu /
+            FlashAttentionScore kernels; needs an Ascend device, see pangu_ms/backend.py).
     """
 
     vocab_size: int = 512
@@ -104,6 +106,7 @@ class ModelConfig:
     tie_embeddings: bool = False
     compute_dtype: str = _choice("float32", ("float32", "float64", "float16", "bfloat16"))
     param_dtype: str = _choice("float32", ("float32", "float64", "float16", "bfloat16"))
+    backend: str = _choice("cpu", ("cpu", "ascend"))
 
     @property
     def attn_head_dim(self) -> int:

@@ -40,7 +40,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ..config.schema import Config
-from ..model.stats import attention_params, compute_stats, layer_norm_params, moe_params, swiglu_params
+from ..model.stats import attention_params, compute_stats, dense_mlp_params, layer_norm_params, moe_params
 from .comm import CommModel
 from .compute import ComputeModel
 from .hardware import HardwareProfile, load_hardware
@@ -191,7 +191,7 @@ class Simulator:
             b.dense_params = attn + p["router"] + p["expert_bias"] + p["shared_experts"]
             b.expert_params = p["routed_experts"]
         else:
-            b.dense_params = attn + swiglu_params(cfg.model.hidden_size, cfg.model.dense_ffn_hidden)
+            b.dense_params = attn + dense_mlp_params(cfg)
         return b
 
     def _simple_block(self, cost, name: str, dense_params: float, act_per_token: float = 0.0,

@@ -24,8 +24,9 @@
 # (flags given in MSRUN_EXTRA override the local defaults; set parallel.ranks_per_node to the ranks per node so the
 # hierarchical all-to-all groups match the real nodes; parallel.dp = world size, ep divides dp).
 #
-# Exit status: msrun's (non-zero when any worker fails). On failure the failing rank(s) and their log files are
-# printed: the first worker log containing a Python traceback / error, else every worker with a non-zero exit.
+# Exit status: msrun's (non-zero when any worker fails). On failure the LAST line names the failed rank and its
+# log file: a worker that died without a message (kill -9, OOM; msrun's scheduler reports it "timed out"), else
+# the first worker whose log holds a Python error; the error lines of every such worker are printed before it.
 set -uo pipefail
 
 usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
@@ -91,19 +92,30 @@ RC=$?
 
 if [ "$RC" -ne 0 ]; then
   echo "[msrun.sh] FAILED (msrun exit $RC). Logs: $LOG_DIR" >&2
-  found=0
+  # a worker that died without a word (kill -9, the OOM killer) is only seen by msrun's scheduler:
+  # "The node: <rank> is timed out"; the others then fail in (or hang on) their next collective
+  dead="$(grep -ohE "The node: ?[0-9]+ is timed out" "$LOG_DIR"/scheduler.log 2>/dev/null | grep -oE "[0-9]+" \
+          | sort -un | tr '\n' ' ')"
+  errored=""
   for f in $(ls "$LOG_DIR"/worker_*.log 2>/dev/null | sort -V); do
     if grep -qE "Traceback \(most recent call last\)|^[A-Za-z]*Error:|^error: |RuntimeError|Segmentation fault" "$f"; then
       r="$(basename "$f" .log)"; r="${r#worker_}"
-      echo "[msrun.sh] rank $r failed: $f" >&2
+      echo "[msrun.sh] rank $r reported an error: $f" >&2
       grep -E "^[A-Za-z.]*(Error|Exception)[: ]|^error: " "$f" | tail -n 3 | sed 's/^/    /' >&2
-      found=1
+      errored="$errored $r"
     fi
   done
-  if [ "$found" = 0 ]; then
-    # no traceback: ask msrun's own log lines for the worker(s) that exited with a non-zero status
-    grep -hE "exit(ed)? (code|with)|rank_id|failed" "$LOG_DIR"/scheduler.log 2>/dev/null | tail -n 5 >&2
-    for f in "$LOG_DIR"/worker_*.log; do echo "[msrun.sh] worker log: $f" >&2; done
+  # the LAST line names the failed rank(s) and their log file(s)
+  if [ -n "$dead" ]; then
+    msg=""
+    for r in $dead; do msg="$msg${msg:+, }rank $r (log $LOG_DIR/worker_$r.log)"; done
+    echo "[msrun.sh] rank ${dead%% *} died without an error message (killed? out of memory?): $msg" >&2
+  elif [ -n "$errored" ]; then
+    r="${errored# }"; r="${r%% *}"
+    echo "[msrun.sh] rank $r failed; its log: $LOG_DIR/worker_$r.log" >&2
+  else
+    echo "[msrun.sh] a worker failed (msrun exit $RC) without naming itself; worker logs:" \
+      "$(ls "$LOG_DIR"/worker_*.log 2>/dev/null | tr '\n' ' ')" >&2
   fi
   exit "$RC"
 fi

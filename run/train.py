@@ -54,12 +54,16 @@ def main(argv=None) -> int:
     ms.set_device("CPU" if os.environ.get("PANGU_MS_DEVICE", "CPU") == "CPU" else os.environ["PANGU_MS_DEVICE"])
     from pangu_ms.data.errors import DataError
     from pangu_ms.train.checkpoint import CheckpointError
+    from pangu_ms.train.divergence import DivergenceError
     from pangu_ms.train.stages import run_stage
     try:
         summary = run_stage(cfg, progress=not args.no_progress, stop_after=args.stop_after)
     except (DataError, CheckpointError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except DivergenceError as e:                    # train.on_nonfinite: one line, exit code 3
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     if "valid_loss" in summary:
         print(f"final validation loss {summary['valid_loss']:.4f}; {summary['tokens_per_s']:.0f} tokens/s; "
               f"run directory {os.path.abspath(cfg.train.output_dir)}")

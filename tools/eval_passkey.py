@@ -28,15 +28,16 @@ os.environ.setdefault("GLOG_v", "3")
 
 def resolve_run(path: str):
     """-> (checkpoint dir, run dir or None)."""
-    from pangu_ms.train.checkpoint import latest_checkpoint
+    from pangu_ms.train.checkpoint import CHECKPOINTS, MANIFEST, newest_checkpoint
     from pangu_ms.train.long_context import DONE_FILE
     path = os.path.abspath(path)
-    if os.path.isfile(os.path.join(path, "state.json")):
+    if os.path.isfile(os.path.join(path, MANIFEST)):
         run = os.path.dirname(os.path.dirname(path))
         return path, run if os.path.isfile(os.path.join(run, "config.yaml")) else None
-    ck = latest_checkpoint(os.path.join(path, "checkpoints")) or latest_checkpoint(path)
+    ck = newest_checkpoint(path, warn=lambda line: print(line, file=sys.stderr))
     if ck:
-        return ck, path if os.path.isfile(os.path.join(path, "config.yaml")) else None
+        run = os.path.dirname(path) if os.path.basename(path) == CHECKPOINTS else path
+        return ck, run if os.path.isfile(os.path.join(run, "config.yaml")) else None
     subs = sorted((d for d in os.listdir(path) if os.path.isfile(os.path.join(path, d, DONE_FILE))),
                   key=lambda d: int(d.split("_")[0]) if d.split("_")[0].isdigit() else -1) \
         if os.path.isdir(path) else []
@@ -79,8 +80,11 @@ def build_model(args):
     from pangu_ms.model import build_model
     net = build_model(cfg)
     if ckpt:
-        from pangu_ms.train.checkpoint import load_checkpoint
-        load_checkpoint(net, ckpt)
+        from pangu_ms.train.checkpoint import CheckpointError, load_checkpoint
+        try:
+            load_checkpoint(net, ckpt)
+        except CheckpointError as e:
+            raise SystemExit(f"error: --checkpoint: {e}") from None
     return net, cfg, tok, ckpt
 
 

@@ -5,6 +5,8 @@ shapes, the launch world size) live in :func:`pangu_ms.parallel.dims.validate_la
 """
 from __future__ import annotations
 
+import math
+
 from .loader import ConfigError
 from .schema import Config
 
@@ -12,15 +14,15 @@ from .schema import Config
 def _positive(section, obj, names):
     for n in names:
         v = getattr(obj, n)
-        if v <= 0:
-            raise ConfigError(f"{section}.{n}: must be > 0, got {v}")
+        if not math.isfinite(v) or v <= 0:          # nan <= 0 is False: test finiteness first
+            raise ConfigError(f"{section}.{n}: must be a finite number > 0, got {v}")
 
 
 def _non_negative(section, obj, names):
     for n in names:
         v = getattr(obj, n)
-        if v < 0:
-            raise ConfigError(f"{section}.{n}: must be >= 0, got {v}")
+        if not math.isfinite(v) or v < 0:
+            raise ConfigError(f"{section}.{n}: must be a finite number >= 0, got {v}")
 
 
 def validate_model(cfg: Config) -> None:
@@ -107,7 +109,7 @@ def validate_parallel(cfg: Config) -> None:
 def validate_train(cfg: Config) -> None:
     t = cfg.train
     _positive("train", t, ["steps", "seq_length", "global_batch_size", "lr", "log_interval",
-                           "eval_interval", "save_interval", "keep_last"])
+                           "eval_interval", "save_interval", "keep_last", "max_skipped_steps"])
     _non_negative("train", t, ["min_lr", "warmup_steps", "weight_decay", "grad_clip"])
     if t.min_lr > t.lr:
         raise ConfigError(f"train.min_lr: {t.min_lr} > train.lr={t.lr}")
@@ -143,26 +145,15 @@ def validate_data(cfg: Config) -> None:
         raise ConfigError(f"data.valid_fraction: must be in [0, 1), got {d.valid_fraction}")
 
 
-def simulator_block_count(cfg: Config) -> int:
-    """Blocks the simulator splits over pipeline stages (pangu_ms/sim/estimate.py ``Simulator.blocks``): embedding,
-    the decoder layers, final norm + LM head, and per MTP depth its projection, layer and head."""
-    return cfg.model.num_layers + 2 + 3 * cfg.model.mtp_depth
-
-
-def validate_sim_stages(cfg: Config) -> None:
-    """``sim.blocks_per_virtual_stage``: one count >= 1 per virtual stage (pp * vpp), summing to the block count."""
-    counts, p = cfg.sim.blocks_per_virtual_stage, cfg.parallel
-    if not counts:
-        return
-    key, stages, blocks = "sim.blocks_per_virtual_stage", p.pp * p.vpp, simulator_block_count(cfg)
-    if len(counts) != stages:
-        raise ConfigError(f"{key}: {len(counts)} entries, but parallel.pp*vpp = {p.pp}*{p.vpp} = {stages} "
-                          f"virtual stages")
-    if min(counts) < 1:
-        raise ConfigError(f"{key}: every virtual stage needs >= 1 block, got {counts}")
-    if sum(counts) != blocks:
-        raise ConfigError(f"{key}: sums to {sum(counts)}, but the model has {blocks} blocks (embedding + "
-                          f"{cfg.model.num_layers} layers + head + 3 x {cfg.model.mtp_depth} MTP)")
+def validate_sim(cfg: Config) -> None:
+    """Ranges of the simulator's switches (``sim:``); the layout-dependent ones are in parallel/dims.py."""
+    s = cfg.sim
+    if not 0.0 <= s.swap_activations <= 1.0:
+        raise ConfigError(f"sim.swap_activations: must be in [0, 1], got {s.swap_activations}")
+    if not 0.0 <= s.recompute_fraction <= 1.0:
+        raise ConfigError(f"sim.recompute_fraction: must be in [0, 1], got {s.recompute_fraction}")
+    if s.expert_imbalance < 1.0:
+        raise ConfigError(f"sim.expert_imbalance: max/mean load is >= 1, got {s.expert_imbalance}")
 
 
 def validate_config(cfg: Config) -> Config:
@@ -170,7 +161,7 @@ def validate_config(cfg: Config) -> Config:
     validate_model(cfg)
     validate_moe(cfg)
     validate_parallel(cfg)
-    validate_sim_stages(cfg)
+    validate_sim(cfg)
     validate_train(cfg)
     validate_data(cfg)
     return cfg

@@ -66,6 +66,21 @@ class RunLogger:
         self.log_file.close()
 
 
+def truncate_metrics(run_dir: str, step: int) -> None:
+    """Keep only the metrics.jsonl records with ``"step" <= step``: a run resumed after ``step`` optimizer
+    steps logs the later steps again, so the file never holds a step twice. ``step`` 0 (a start from scratch)
+    keeps nothing."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        kept = [line for line in f if step > 0 and line.strip() and json.loads(line).get("step", 0) <= step]
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(kept)
+    os.replace(tmp, path)
+
+
 def expert_load_stats(load: np.ndarray) -> dict:
     """Per MoE layer: max / min of the load normalised by the mean, and the coefficient of variation."""
     out = {}

@@ -24,7 +24,8 @@ import os
 
 from ..config import Config
 from ..config.loader import ConfigError
-from .checkpoint import latest_checkpoint
+from .checkpoint import CheckpointError, checkpoint_step, newest_checkpoint
+from .checkpoint import resolve_checkpoint as _resolve
 
 DONE_FILE = "long_context_done.json"
 
@@ -35,18 +36,15 @@ def sub_stage_dir(cfg: Config, i: int) -> str:
 
 
 def resolve_checkpoint(path: str) -> str:
-    """A checkpoint directory, a ``checkpoints`` directory or a run directory -> the checkpoint to load."""
+    """A checkpoint directory, a ``checkpoints`` directory or a run directory -> the checkpoint to load
+    (:func:`pangu_ms.train.checkpoint.resolve_checkpoint`; a missing one is a ConfigError of stage.init_from)."""
     if not path:
         raise ConfigError("stage.init_from: the long_context stage needs the pretraining run (or checkpoint) "
                           "to start from")
-    path = os.path.abspath(path)
-    if os.path.isfile(os.path.join(path, "state.json")):
-        return path
-    for root in (path, os.path.join(path, "checkpoints")):
-        ck = latest_checkpoint(root)
-        if ck:
-            return ck
-    raise ConfigError(f"stage.init_from: no complete checkpoint under {path}")
+    try:
+        return _resolve(path, "stage.init_from")
+    except CheckpointError as e:
+        raise ConfigError(str(e)) from None
 
 
 def validate_schedule(cfg: Config) -> None:
@@ -163,8 +161,8 @@ def run_long_context(cfg: Config, progress: bool = True, stop_after: int | None 
         n_done = len(res.get("losses", {}))
         if remaining is not None:
             remaining -= n_done
-        finished = latest_checkpoint(trainer.ckpt_dir) is not None and \
-            int(os.path.basename(latest_checkpoint(trainer.ckpt_dir)).split("_")[1]) == sub.train.steps - 1
+        newest = newest_checkpoint(trainer.run_dir)
+        finished = newest is not None and checkpoint_step(newest) == sub.train.steps
         entry = {"index": i, "name": st.name, "seq_length": sub.train.seq_length,
                  "rope_theta": sub.model.rope_theta, "rope_scaling": sub.long_context.rope_scaling,
                  "steps": sub.train.steps, "output_dir": os.path.abspath(sub.train.output_dir),

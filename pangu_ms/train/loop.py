@@ -1,15 +1,16 @@
 """The training loop shared by every stage: data, jitted step (with real gradient accumulation), validation,
-logging, atomic checkpoints with automatic exact resume, and a generated sample at the end.
+logging, checkpoints with automatic exact resume (:class:`~pangu_ms.train.checkpoint.CheckpointManager`),
+the non-finite step policy (:mod:`pangu_ms.train.divergence`), and a generated sample at the end.
 
 Order of one optimizer step ``i`` (0-based): for each micro-batch ``j`` of this rank, ``sampler.batch(i, j)``
 -> forward/backward (-> gradient buffers when accumulating) -> gradient reduction over DP/EP ranks -> clip ->
-AdamW with ``lr[i]``. A checkpoint taken after step ``i`` stores every Parameter (weights, moments, global step)
-and resumes at step ``i + 1``; since batches are a function of (seed, step, rank) and the model has no dropout,
+AdamW with ``lr[i]`` (skipped in the jitted step when the loss or gradient norm is not finite). Checkpoint
+``step_<i + 1>`` (taken after step ``i``) stores every Parameter (weights, moments, global step) and resumes at
+step ``i + 1``; metrics.jsonl records after it are dropped on resume (they are logged again). Since batches are a function of (seed, step, rank) and the model has no dropout,
 a resumed run reproduces the uninterrupted run's losses exactly.
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 
@@ -20,8 +21,9 @@ from mindspore import Tensor
 from ..config import Config, dump_config
 from ..model import CausalLMLoss, build_model
 from ..model.stats import compute_stats
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .logging import RunLogger, expert_load_stats
+from .checkpoint import CheckpointManager, load_checkpoint, local_parameter_names, resolve_checkpoint
+from .divergence import DivergenceError, NonFiniteGuard
+from .logging import RunLogger, expert_load_stats, truncate_metrics
 from .mf import ensure_mindformers
 from .optim import current_lr
 from .schedule import phase_starts
@@ -43,7 +45,6 @@ class Trainer:
         ensure_mindformers(os.path.join(self.run_dir, "mindformers_log"), 0 if t.mode == "graph" else 1)
         ms.set_context(mode=ms.GRAPH_MODE if t.mode == "graph" else ms.PYNATIVE_MODE)
         self.rt = runtime or setup_runtime(cfg)
-        self.ckpt_dir = os.path.join(self.run_dir, "checkpoints")
         self.sampler, self.valid, self.tokenizer = self._build_data()
         self.accum = self.sampler.accumulation_steps
         self.micro = self.sampler.micro_batch_size
@@ -59,13 +60,24 @@ class Trainer:
         else:
             self._step = compile_step(self.step_cell, t.mode)
         self.stats = compute_stats(cfg, t.seq_length)
+        self.checkpoints = self._checkpoint_manager()
         self.start_step = 0
+        self.skipped_before = 0         # non-finite steps skipped before the resumed checkpoint
         self.log = None
         self.progress = progress
 
     def _build_loss(self):
         """The stage's loss Cell over ``self.net`` (pretraining: CE + ``model.mtp_loss_weight`` MTP + aux)."""
         return CausalLMLoss(self.net, self.cfg.model.mtp_loss_weight)
+
+    def _checkpoint_manager(self) -> CheckpointManager:
+        t, rt = self.cfg.train, self.rt
+        local = set()
+        if rt.hooks is not None and rt.hooks.local_experts is not None:     # expert parallelism: own shards
+            from ..parallel.grads import expert_param_names
+            local = local_parameter_names(self.step_cell, expert_param_names(self.net))
+        return CheckpointManager(self.run_dir, rt.rank, rt.world, local, t.checkpoint_format, t.keep_last,
+                                 all_sum=self._all_sum, barrier=rt.barrier, log=lambda line: self.log.info(line))
 
     # ------------------------------------------------------------------ data
     def _build_data(self):
@@ -104,13 +116,19 @@ class Trainer:
                 for name, split in self.valid.items()}
 
     # ------------------------------------------------------------------ steps
+    def _all_sum(self, x: np.ndarray) -> np.ndarray:
+        """``x`` (float32) summed over every rank (a world AllReduce; identity in one process)."""
+        if self.rt.world == 1:
+            return x
+        from mindspore import ops
+        return ops.AllReduce()(Tensor(np.asarray(x, np.float32))).asnumpy()
+
     def _across_ranks(self, values, load):
         """Loss-like scalars averaged and expert loads summed over the data-parallel ranks (for logging)."""
         if self.rt.world == 1:
             return values, load
-        from mindspore import ops
         packed = np.concatenate([np.asarray(values, np.float32), np.asarray(load, np.float32).ravel()])
-        total = ops.AllReduce()(Tensor(packed)).asnumpy()
+        total = self._all_sum(packed)
         n = len(values)
         return list(total[:n] / self.rt.world), total[n:].reshape(np.shape(load))
 
@@ -156,36 +174,31 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def maybe_resume(self) -> None:
+        """Newest complete checkpoint of this run (``train.resume``), else ``stage.init_from``'s weights."""
         init_from = self.cfg.stage.init_from
-        latest = latest_checkpoint(self.ckpt_dir) if self.cfg.train.resume else None
-        if latest:
-            state = load_checkpoint(self.step_cell, latest)
-            self.start_step = state["step"] + 1
-            self.log.info(f"resumed from {latest} (next step {self.start_step})")
+        state = self.checkpoints.resume(self.step_cell) if self.cfg.train.resume else None
+        if state:
+            self.start_step = state["step"]
+            self.skipped_before = state.get("skipped_steps", 0)
         elif init_from:
-            path = latest_checkpoint(init_from) or init_from
-            load_checkpoint(self.net, path)
+            path = resolve_checkpoint(init_from)
+            load_checkpoint(self.net, path, self.rt.rank)
             self.log.info(f"initialised weights from {path}")
+        if self.rt.rank == 0:
+            truncate_metrics(self.run_dir, self.start_step)
 
-    def save(self, step: int) -> None:
-        if self.rt.rank == 0 or self.rt.hooks is not None:
-            root = self.ckpt_dir if self.rt.hooks is None else os.path.join(self.ckpt_dir, f"rank_{self.rt.rank}")
-            save_checkpoint(self.step_cell, root, step, {"run": self.cfg.train.output_dir},
-                            self.cfg.train.checkpoint_format, self.cfg.train.keep_last)
-        self.rt.barrier()
+    def save(self, step: int, skipped: int = 0) -> str:
+        """Checkpoint after 0-based step ``step`` (on every rank; each writes its part)."""
+        return self.checkpoints.save(self.step_cell, step + 1, {"run": self.cfg.train.output_dir,
+                                                                "skipped_steps": skipped})
 
     # ------------------------------------------------------------------ main
     def train(self, stop_after: int | None = None) -> dict:
         """Train to ``train.steps`` (or stop after ``stop_after`` steps of this call, to emulate an
         interruption). Returns a summary dict (losses per step, final validation loss, throughput)."""
         cfg, t = self.cfg, self.cfg.train
-        if self.rt.hooks is not None and self.rt.rank != 0:
-            self.ckpt_dir = os.path.join(self.ckpt_dir, f"rank_{self.rt.rank}")
         self.log = RunLogger(self.run_dir, self.rt.rank, t.steps, 0, progress=False)
         self.maybe_resume()
-        if self.rt.hooks is not None and self.rt.rank == 0:
-            self.ckpt_dir = os.path.join(self.ckpt_dir, "rank_0") if not self.ckpt_dir.endswith("rank_0") \
-                else self.ckpt_dir
         self.log.close()
         self.log = RunLogger(self.run_dir, self.rt.rank, t.steps, self.start_step, self.progress)
         if self.rt.rank == 0:
@@ -200,6 +213,7 @@ class Trainer:
         end = t.steps if stop_after is None else min(t.steps, self.start_step + stop_after)
         t_window, n_window, train_time = time.perf_counter(), 0, 0.0
         phase_at = {s: p.name for s, p in phase_starts(t)} if t.phases else {}
+        guard = NonFiniteGuard(t.on_nonfinite, t.max_skipped_steps, self.log.info, self.skipped_before)
         for step in range(self.start_step, end):
             if step in phase_at:
                 self.log.info(f"phase '{phase_at[step]}' starts at step {step}")
@@ -208,8 +222,11 @@ class Trainer:
             train_time += time.perf_counter() - t0
             n_window += 1
             losses[step] = loss
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"step {step}: loss is {loss}; stopping (see {self.run_dir}/train.log)")
+            try:
+                guard.check(step + 1, loss, norm)
+            except DivergenceError:
+                self.log.close()                    # run/train.py prints the one error line
+                raise
             self.log.advance(1, {"loss": f"{loss:.3f}"})
             last = step == end - 1
             if (step + 1) % t.log_interval == 0 or last:
@@ -218,7 +235,7 @@ class Trainer:
                 mfu = tps * self.stats.train_flops_per_token / peak
                 lr_now = current_lr(self.optimizer, step)
                 vals = {"loss/total": loss, "loss/lm": lm, "loss/mtp": mtp, "loss/aux": aux, "lr": lr_now,
-                        "grad_norm": norm, "perf/tokens_per_s": tps, "perf/mfu": mfu, "moe/drop_rate": drop,
+                        "grad_norm": norm, "train/skipped_steps": guard.skipped, "perf/tokens_per_s": tps, "perf/mfu": mfu, "moe/drop_rate": drop,
                         **expert_load_stats(load)}
                 self.log.scalars(step + 1, vals)
                 self.log.info(f"step {step + 1}/{t.steps} loss {loss:.4f} lm {lm:.4f} mtp {mtp:.4f} aux {aux:.4f} "
@@ -234,7 +251,7 @@ class Trainer:
                 self.log.info(f"step {step + 1} validation loss {v:.4f}" + (f" ({detail})" if detail else ""))
                 t_window = time.perf_counter()
             if (step + 1) % t.save_interval == 0 or last:
-                self.save(step)
+                self.save(step, guard.skipped)
         summary.update({"losses": losses, "train_time_s": train_time,
                         "tokens_per_s": (end - self.start_step) * tokens_per_step / max(train_time, 1e-9)})
         # with expert parallelism every rank takes part in each forward (the all-to-all), so all ranks sample

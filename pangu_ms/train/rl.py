@@ -32,8 +32,9 @@ from mindspore import Tensor
 
 from ..config import Config, ConfigError, dump_config
 from ..model import build_model
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .logging import RunLogger
+from .checkpoint import CheckpointManager, load_checkpoint, resolve_checkpoint
+from .divergence import DivergenceError
+from .logging import RunLogger, truncate_metrics
 from .mf import ensure_mindformers
 
 
@@ -109,7 +110,8 @@ class RLTrainer:
             self._ref_logp = ms.jit(self.ref_cell.construct) if self.graph else self.ref_cell
         self.sampler = RolloutSampler(self.net, self.batch, self.seq_len, self.graph)
         self.queue = HardExampleQueue(r.hard_threshold, r.hard_max_requeue, r.hard_capacity)
-        self.ckpt_dir = os.path.join(self.run_dir, "checkpoints")
+        self.checkpoints = CheckpointManager(self.run_dir, fmt=t.checkpoint_format, keep_last=t.keep_last,
+                                             log=lambda line: self.log.info(line))
         self.start_step = 0
         self.log = None
 
@@ -229,35 +231,30 @@ class RLTrainer:
 
     # ------------------------------------------------------------------ checkpoints
     def maybe_resume(self) -> None:
-        latest = latest_checkpoint(self.ckpt_dir) if self.cfg.train.resume else None
-        init = self.cfg.stage.init_from
-        init_path = latest_checkpoint(init) or latest_checkpoint(os.path.join(init, "checkpoints")) or init
+        init_path = resolve_checkpoint(self.cfg.stage.init_from)
         if self.ref is not None:
             load_checkpoint(self.ref, init_path)
-        if latest:
-            state = load_checkpoint(self.step_cell, latest)
-            self.start_step = state["step"] + 1
-            side = os.path.join(latest, "rl_state.json")
-            if os.path.isfile(side):
-                with open(side, encoding="utf-8") as f:
-                    self.queue.load_state(json.load(f)["queue"])
-            self.log.info(f"resumed from {latest} (next step {self.start_step})")
+        state = self.checkpoints.resume(self.step_cell) if self.cfg.train.resume else None
+        if state:
+            self.start_step = state["step"]
+            side = os.path.join(self.checkpoints.paths(self.start_step).directory, "rl_state.json")
+            with open(side, encoding="utf-8") as f:
+                self.queue.load_state(json.load(f)["queue"])
         else:
             load_checkpoint(self.net, init_path)
             self.log.info(f"initialised policy (and reference) from {init_path}")
 
     def save(self, step: int) -> None:
-        t = self.cfg.train
-        path = save_checkpoint(self.step_cell, self.ckpt_dir, step, {"run": t.output_dir}, t.checkpoint_format,
-                               t.keep_last)
-        with open(os.path.join(path, "rl_state.json"), "w", encoding="utf-8") as f:
-            json.dump({"queue": self.queue.state()}, f)
+        """Checkpoint after ``step`` completed updates, with the hard-example queue (rl_state.json)."""
+        self.checkpoints.save(self.step_cell, step, {"run": self.cfg.train.output_dir},
+                              side_files={"rl_state.json": {"queue": self.queue.state()}})
 
     # ------------------------------------------------------------------ main
     def train(self, stop_after: int | None = None) -> dict:
         cfg, t, r = self.cfg, self.cfg.train, self.cfg.rl
         self.log = RunLogger(self.run_dir, 0, t.steps, 0, progress=False)
         self.maybe_resume()
+        truncate_metrics(self.run_dir, self.start_step)
         self.log.close()
         self.log = RunLogger(self.run_dir, 0, t.steps, self.start_step, self.progress)
         dump_config(cfg, os.path.join(self.run_dir, "config.yaml"))
@@ -301,7 +298,7 @@ class RLTrainer:
             train_tokens += len(stats) * rows[:, :-1].size
             loss, pg, kl, ent, clipf, aux, norm = np.mean(stats, 0)
             if not math.isfinite(loss):
-                raise FloatingPointError(f"step {step}: RL loss is {loss}")
+                raise DivergenceError(f"step {step}: RL loss is {loss}; training stopped")
             all_rewards = np.concatenate([g["rewards"] for g in seen])
             vals = {"rl/loss": loss, "rl/pg_loss": pg, "rl/kl": kl, "rl/entropy": ent, "rl/clip_frac": clipf,
                     "loss/aux": aux, "grad_norm": norm, "reward/total": float(all_rewards.mean()),
@@ -337,7 +334,7 @@ class RLTrainer:
             if r.eval_interval > 0 and step % r.eval_interval == 0 and step < end and self.eval_set:
                 self._log_eval(step, self.evaluate(), f"step {step}:")
             if step % t.save_interval == 0 or step >= end:
-                self.save(step - 1)
+                self.save(step)
             it += 1
         if end == t.steps and self.eval_set:
             ev = self.evaluate()

@@ -76,18 +76,23 @@ class TrainStep(nn.Cell):
             self.acc = ms.ParameterTuple(ms.Parameter(ops.zeros(w.shape, w.dtype), name="grad_acc." + w.name,
                                                       requires_grad=False) for w in self.weights)
 
-    def update(self, grads):
-        """The shared core: reduce -> clip by the global norm -> optimizer. Returns (reduced grads, norm)."""
+    def update(self, grads, finite=None):
+        """The shared core: reduce -> clip by the global norm -> optimizer, skipped when the gradient norm (or the
+        ``finite`` flag of the loss) is not finite. Returns (reduced grads, norm)."""
         if self.reducer is not None:
             grads = self.reducer(grads)
         clipped, norm = clip_global_norm(grads, self.clip, self.reducer)
-        self.optimizer(clipped)
+        ok = ops.isfinite(norm)
+        if finite is not None:
+            ok = ops.logical_and(finite, ok)
+        if ok:                      # non-finite loss or gradients: no update (train.on_nonfinite)
+            self.optimizer(clipped)
         # after the optimizer step
         return grads, norm
 
     def construct(self, *inputs):
         outs, grads = self.grad_fn(*inputs)
-        grads, norm = self.update(grads)
+        grads, norm = self.update(grads, ops.isfinite(outs[0]))
         if self.return_grads:
             return outs + (norm,) + tuple(grads)
         return outs + (norm,)

@@ -68,7 +68,7 @@ def test_schedule_validation(tmp_path, pretrained):
 
 def test_new_length_keeps_every_weight(tmp_path, pretrained):
     """Weights loaded from the pretraining checkpoint into the longer-context model are identical."""
-    from pangu_ms.train.checkpoint import latest_checkpoint
+    from pangu_ms.train.checkpoint import newest_checkpoint
     from pangu_ms.train.loop import Trainer
     cfg = load_config(_schedule_yaml(tmp_path, pretrained, tmp_path / "lc"), _common())
     sub = lcm.sub_stage_config(cfg, 1)                       # the longer one, with YaRN scaling
@@ -76,7 +76,7 @@ def test_new_length_keeps_every_weight(tmp_path, pretrained):
     sub = dataclasses.replace(sub, stage=dataclasses.replace(sub.stage, init_from=lcm.resolve_checkpoint(pretrained)))
     tr = Trainer(sub, runtime=RT, progress=False)
     tr.train(stop_after=0)                                     # initialise (loads init_from), no step
-    saved = ms.load_checkpoint(os.path.join(latest_checkpoint(os.path.join(pretrained, "checkpoints")),
+    saved = ms.load_checkpoint(os.path.join(newest_checkpoint(pretrained),
                                             "model.safetensors"), format="safetensors")
     params = list(tr.net.get_parameters())
     assert len(params) > 20

@@ -10,6 +10,14 @@ from __future__ import annotations
 import mindspore as ms
 from mindspore import nn, ops
 
+from ..moe.bias_update import build_expert_bias_update
+
+
+def expert_bias_update(net, grad_reducer):
+    """Aux-loss-free bias update for ``net`` (None when off); the expert load is summed over the data-parallel
+    ranks with the reducer's dense-gradient group sum (every rank counts its own tokens)."""
+    return build_expert_bias_update(net, getattr(grad_reducer, "dense_sum", None))
+
 
 def clip_global_norm(grads, clip: float, reducer=None):
     """(grads scaled so their global norm is at most ``clip`` (0 = no clipping), the unclipped norm).
@@ -56,6 +64,7 @@ class TrainStep(nn.Cell):
         self.clip = grad_clip
         self.reducer = grad_reducer
         self.return_grads = return_grads
+        self.bias_update = expert_bias_update(net, grad_reducer)
 
     def construct(self, input_ids, labels, loss_mask=None):
         outs, grads = self.grad_fn(input_ids, labels, loss_mask)
@@ -63,6 +72,8 @@ class TrainStep(nn.Cell):
             grads = self.reducer(grads)
         clipped, norm = clip_global_norm(grads, self.clip, self.reducer)
         self.optimizer(clipped)
+        if self.bias_update is not None:
+            self.bias_update(outs[4])
         if self.return_grads:
             return outs + (norm,) + tuple(grads)
         return outs + (norm,)
@@ -86,11 +97,17 @@ class AccumulatingTrainStep(nn.Cell):
                                                   requires_grad=False) for w in self.weights)
         self.clip = grad_clip
         self.reducer = grad_reducer
+        self.bias_update = expert_bias_update(net, grad_reducer)
+        if self.bias_update is not None:     # expert load summed over the micro-batches of one step
+            self.load_acc = ms.Parameter(ops.zeros((len(self.bias_update.biases), net.n_exp), ms.float32),
+                                         name="expert_load_acc", requires_grad=False)
 
     def micro(self, input_ids, labels, loss_mask=None):
         outs, grads = self.grad_fn(input_ids, labels, loss_mask)
         for a, g in zip(self.acc, grads):
             ops.assign_add(a, g)
+        if self.bias_update is not None:
+            ops.assign_add(self.load_acc, outs[4].astype(ms.float32))
         return outs
 
     def apply(self, n):
@@ -101,6 +118,9 @@ class AccumulatingTrainStep(nn.Cell):
         self.optimizer(grads)
         for a in self.acc:
             ops.assign(a, ops.zeros_like(a))
+        if self.bias_update is not None:
+            self.bias_update(self.load_acc)
+            ops.assign(self.load_acc, ops.zeros_like(self.load_acc))
         return norm
 
 

@@ -249,6 +249,8 @@ class TrainConfig:
         eval_batches: validation batches per evaluation.
         sample_tokens: tokens generated from a prompt at the end of training (0 disables).
         peak_flops: fp32 FLOP/s used for MFU; 0 measures this machine's GEMM peak at start-up.
+        deterministic: single-thread deterministic CPU kernels (``pangu_ms.train.determinism``), so the same
+            command gives bit-identical losses run to run; false uses MindSpore's default thread pool.
     """
 
     seed: int = 1234
@@ -277,6 +279,7 @@ class TrainConfig:
     eval_batches: int = 20
     sample_tokens: int = 64
     peak_flops: float = 0.0
+    deterministic: bool = False
 
 
 @dataclass

@@ -20,6 +20,7 @@ from mindspore import Tensor
 from ..config import Config, dump_config
 from ..model import PanguForCausalLM
 from ..model.stats import compute_stats
+from .determinism import apply_determinism
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .logging import RunLogger, expert_load_stats
 from .mf import ensure_mindformers
@@ -42,6 +43,7 @@ class Trainer:
         os.makedirs(self.run_dir, exist_ok=True)
         ensure_mindformers(os.path.join(self.run_dir, "mindformers_log"), 0 if t.mode == "graph" else 1)
         ms.set_context(mode=ms.GRAPH_MODE if t.mode == "graph" else ms.PYNATIVE_MODE)
+        apply_determinism(t.deterministic)
         self.rt = runtime or setup_runtime(cfg)
         self.ckpt_dir = os.path.join(self.run_dir, "checkpoints")
         self.sampler, self.valid, self.tokenizer = self._build_data()

@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     except Exception:  # noqa: BLE001  (option renamed in some releases; the default pool is used)
         pass
     from pangu_ms.config import load_config
-    from pangu_ms.model import PanguForCausalLM
+    from pangu_ms.model import CausalLMLoss, build_model
     from pangu_ms.model.stats import compute_stats
     from pangu_ms.train.optim import build_optimizer
     from pangu_ms.train.schedule import lr_values
@@ -139,10 +139,11 @@ def main(argv=None) -> int:
     x_np, y_np = ids[:, :-1], ids[:, 1:]
 
     # ---- pangu_ms ---------------------------------------------------------------------------------------
-    net = PanguForCausalLM(cfg)
+    net = build_model(cfg)
     weights = {p.name: p.asnumpy().copy() for p in net.trainable_params()}
     opt = build_optimizer(net.trainable_params(), cfg.train, impl=args.optimizer)
-    step = compile_step(TrainStep(net, opt, cfg.train.grad_clip), cfg.train.mode)
+    step = compile_step(TrainStep(CausalLMLoss(net, cfg.model.mtp_loss_weight), opt, cfg.train.grad_clip),
+                        cfg.train.mode)
     x_ms, y_ms = ms.Tensor(x_np), ms.Tensor(y_np)
     ms_losses = []
 

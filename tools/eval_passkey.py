@@ -76,8 +76,8 @@ def build_model(args):
     if not os.path.isfile(tok_path):
         raise SystemExit(f"error: tokenizer not found ({tok_path}); pass --tokenizer")
     tok = load_tokenizer(tok_path)
-    from pangu_ms.model import PanguForCausalLM
-    net = PanguForCausalLM(cfg)
+    from pangu_ms.model import build_model
+    net = build_model(cfg)
     if ckpt:
         from pangu_ms.train.checkpoint import load_checkpoint
         load_checkpoint(net, ckpt)

@@ -23,7 +23,7 @@ def skewed_router_cv(overrides, rate: float, steps: int, skew: float = 20.0):
     from mindspore import Tensor
     from pangu_ms.config import load_config
     from pangu_ms.data.synthetic import SyntheticSampler
-    from pangu_ms.model import PanguForCausalLM
+    from pangu_ms.model import CausalLMLoss, build_model
     from pangu_ms.train.optim import build_optimizer
     from pangu_ms.train.step import TrainStep, compile_step
 
@@ -34,21 +34,22 @@ def skewed_router_cv(overrides, rate: float, steps: int, skew: float = 20.0):
     else:
         cfg = load_config(None, list(overrides) + [f"{k}={v}" for k, v in fixed.items()])
     ms.set_seed(cfg.train.seed)
-    net = PanguForCausalLM(cfg)
+    net = build_model(cfg)
     for i in net.moe_layer_ids:
         w = net.layers[i].moe.router.weight
         skewed = w.asnumpy().copy()
         skewed[:2] *= skew
         w.set_data(Tensor(skewed, w.dtype))
-    step = compile_step(TrainStep(net, build_optimizer(net.trainable_params(), cfg.train), cfg.train.grad_clip),
-                        cfg.train.mode)
+    loss_cell = CausalLMLoss(net, cfg.model.mtp_loss_weight)
+    step = compile_step(TrainStep(loss_cell, build_optimizer(net.trainable_params(), cfg.train),
+                                  cfg.train.grad_clip), cfg.train.mode)
     t = cfg.train
     sampler = SyntheticSampler(cfg.model.vocab_size, t.seq_length, t.global_batch_size, 0, 1, t.seed)
     held = sampler.global_batch(10 ** 6)
     x, y = Tensor(held[:, :-1]), Tensor(held[:, 1:])
 
     def cv():
-        load = net(x, y)[4].asnumpy().astype(np.float64)
+        load = loss_cell(x, y)[4].asnumpy().astype(np.float64)
         return float(np.mean(load.std(1) / load.mean(1)))
     before = cv()
     for s in range(steps):

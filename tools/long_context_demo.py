@@ -35,11 +35,11 @@ START, END = "<!-- DEMO-RESULTS-START -->", "<!-- DEMO-RESULTS-END -->"
 
 
 def _model_for(cfg, length, ckpt):
-    from pangu_ms.model import PanguForCausalLM
+    from pangu_ms.model import build_model
     from pangu_ms.train.checkpoint import load_checkpoint
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(
         cfg.model, max_position_embeddings=max(length, cfg.model.max_position_embeddings)))
-    net = PanguForCausalLM(cfg)
+    net = build_model(cfg)
     load_checkpoint(net, ckpt)
     return net
 
@@ -128,8 +128,8 @@ def main(argv=None) -> int:
     from pangu_ms.data import load_tokenizer
     from pangu_ms.eval.passkey import format_table, plot_heatmap, write_passkey_corpus
     from pangu_ms.train.long_context import resolve_checkpoint, run_long_context, sub_stage_config
+    from pangu_ms.parallel.runtime import Runtime
     from pangu_ms.train.loop import Trainer
-    from types import SimpleNamespace
 
     def log(m):
         print(m, flush=True)
@@ -156,9 +156,7 @@ def main(argv=None) -> int:
     timings = {}
     # 2. pretraining at the short length
     t0 = time.perf_counter()
-    rt = SimpleNamespace(rank=0, world=1, dp_rank=0, dp_size=1, is_distributed=False, hooks=None,
-                         grad_reducer=lambda net, params=None: None, barrier=lambda: None)
-    pre = Trainer(pre_cfg, runtime=rt, progress=False).train()
+    pre = Trainer(pre_cfg, runtime=Runtime.single_process(), progress=False).train()
     timings["pretrain_s"] = time.perf_counter() - t0
     short, long_len = pre_cfg.train.seq_length, 4 * pre_cfg.train.seq_length
     tok = load_tokenizer(os.path.join(pre_cfg.data.path, "tokenizer.json"))

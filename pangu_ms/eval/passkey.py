@@ -144,7 +144,7 @@ def _logits_fn(net, graph: bool = True):
     import mindspore as ms
 
     def fn(ids):
-        return net.logits(net.hidden_states(ids)[0])
+        return net(ids)[0]
     return ms.jit(fn) if graph else fn
 
 

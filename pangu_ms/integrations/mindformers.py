@@ -11,7 +11,7 @@ Importing this module registers with ``MindFormerRegister``:
 
 Gaps of MindFormers 1.9 on CPU that pangu_ms fills (measured, see shared docs):
 * gradient accumulation is silently disabled outside semi-auto parallel -> use the pangu_ms loop
-  (``run/train.py`` with a pangu_ms recipe), whose ``AccumulatingTrainStep`` really accumulates;
+  (``run/train.py`` with a pangu_ms recipe), whose ``TrainStep(..., accumulate=True)`` really accumulates;
 * ``comm_func.barrier`` has no CPU kernel, which breaks resume under msrun -> :func:`install_cpu_shims` routes
   MindFormers' barriers to ``mint.distributed.barrier``.
 """
@@ -31,7 +31,7 @@ from mindformers.wrapper.wrapper import MFTrainOneStepCell  # noqa: E402
 from mindspore.nn.wrap.loss_scale import _ascend_grad_overflow  # noqa: E402
 
 from ..config import load_config  # noqa: E402
-from ..model import PanguForCausalLM  # noqa: E402
+from ..model import CausalLMLoss, build_model  # noqa: E402
 
 
 @MindFormerRegister.register(MindFormerModuleType.CONFIG)
@@ -58,7 +58,8 @@ class PanguMoEForCausalLM(PreTrainedModel):
     def __init__(self, config: PanguMoEConfig = None):
         config = config or PanguMoEConfig()
         super().__init__(config)
-        self.pangu = PanguForCausalLM(config.to_pangu())
+        recipe = config.to_pangu()
+        self.pangu = CausalLMLoss(build_model(recipe), recipe.model.mtp_loss_weight)
 
     def construct(self, input_ids):
         return self.pangu(input_ids[:, :-1], input_ids[:, 1:])[0]

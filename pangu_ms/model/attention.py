@@ -14,17 +14,18 @@ Inputs are flattened tokens x [B*S, d] plus the batch size; outputs have the sam
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import mindspore as ms
 from mindspore import nn, ops
 
 from ..config.schema import ModelConfig
-from .linear import Linear
+from ..layers.linear import Linear
 from .rope import RotaryEmbedding
 
 
 class MLA(nn.Cell):
-    def __init__(self, cfg: ModelConfig, init, backend, dtype=ms.float32, long_context=None):
+    def __init__(self, cfg: ModelConfig, init, backend, dtype=ms.float32, options=None):
         super().__init__()
         h, n = cfg.hidden_size, cfg.num_heads
         self.n, self.dn, self.dr, self.dv = n, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim
@@ -42,8 +43,8 @@ class MLA(nn.Cell):
         self.kv_b_proj = Linear(self.kvl, n * (self.dn + self.dv), init, dtype)
         self.o_proj = Linear(n * self.dv, h, init, dtype)
         self.rope = RotaryEmbedding(self.dr, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_interleaved,
-                                    dtype, **_rope_scaling(long_context))
-        self.core = backend.attention(1.0 / math.sqrt(dq), **_chunk(long_context))
+                                    dtype, **_rope_scaling(options))
+        self.core = backend.attention(1.0 / math.sqrt(dq), **_chunk(options))
 
     def project_q(self, x):
         if self.q_lora:
@@ -70,7 +71,7 @@ class MLA(nn.Cell):
 class GQA(nn.Cell):
     """Grouped-query attention (``mha`` when num_kv_heads == num_heads); RoPE over the whole head dim."""
 
-    def __init__(self, cfg: ModelConfig, init, backend, dtype=ms.float32, long_context=None):
+    def __init__(self, cfg: ModelConfig, init, backend, dtype=ms.float32, options=None):
         super().__init__()
         h, n = cfg.hidden_size, cfg.num_heads
         self.n = n
@@ -81,8 +82,8 @@ class GQA(nn.Cell):
         self.v_proj = Linear(h, self.kvh * self.hd, init, dtype)
         self.o_proj = Linear(n * self.hd, h, init, dtype)
         self.rope = RotaryEmbedding(self.hd, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_interleaved,
-                                    dtype, **_rope_scaling(long_context))
-        self.core = backend.attention(1.0 / math.sqrt(self.hd), **_chunk(long_context))
+                                    dtype, **_rope_scaling(options))
+        self.core = backend.attention(1.0 / math.sqrt(self.hd), **_chunk(options))
         self.rep = n // self.kvh
 
     def _heads(self, y, heads, batch, s):
@@ -101,20 +102,31 @@ class GQA(nn.Cell):
         return self.o_proj(o.transpose(0, 2, 1, 3).reshape(t, self.n * self.hd))
 
 
-def _rope_scaling(lc) -> dict:
-    """RoPE scaling kwargs from the ``long_context`` section (none when absent or ``none``)."""
-    if lc is None or lc.rope_scaling == "none":
+@dataclass(frozen=True)
+class AttentionOptions:
+    """What attention needs beyond the model section (set by the long-context stage; defaults = plain RoPE,
+    full attention): RoPE scaling (``none`` / ``ntk`` / ``yarn``, factor, original length) and the query-chunk
+    size of the memory-aware attention (0 = full)."""
+    rope_scaling: str = "none"
+    rope_scaling_factor: float = 1.0
+    rope_original_max_position: int = 0
+    chunk: int = 0
+
+
+def _rope_scaling(options) -> dict:
+    """RoPE scaling kwargs of ``options`` (none when absent or ``none``)."""
+    if options is None or options.rope_scaling == "none":
         return {}
-    return {"scaling": lc.rope_scaling, "factor": lc.rope_scaling_factor,
-            "original_max_len": lc.rope_original_max_position}
+    return {"scaling": options.rope_scaling, "factor": options.rope_scaling_factor,
+            "original_max_len": options.rope_original_max_position}
 
 
-def _chunk(lc) -> dict:
-    """Query-chunk size of the memory-aware attention (``long_context.attention_chunk``; 0 = full)."""
-    return {"chunk": lc.attention_chunk} if lc is not None and lc.attention_chunk > 0 else {}
+def _chunk(options) -> dict:
+    """Query-chunk size of the memory-aware attention (0 = full)."""
+    return {"chunk": options.chunk} if options is not None and options.chunk > 0 else {}
 
 
-def build_attention(cfg: ModelConfig, init, backend, dtype=ms.float32, long_context=None) -> nn.Cell:
-    """``long_context``: the recipe's ``LongContextConfig`` (RoPE scaling, attention chunk), optional."""
+def build_attention(cfg: ModelConfig, init, backend, dtype=ms.float32, options: AttentionOptions | None = None
+                    ) -> nn.Cell:
     cls = MLA if cfg.attention_type == "mla" else GQA
-    return cls(cfg, init, backend, dtype, long_context)
+    return cls(cfg, init, backend, dtype, options)

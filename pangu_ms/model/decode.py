@@ -43,7 +43,7 @@ class IncrementalDecoder(nn.Cell):
                 raise NotImplementedError("KV-cache decoding supports MLA attention only")
         self.net = net
         self.max_len = max_len
-        m = net.cfg.model
+        m = net.model_cfg
         self.n, self.dn, self.dr, self.dv, self.kvl = (m.num_heads, m.qk_nope_head_dim, m.qk_rope_head_dim,
                                                        m.v_head_dim, m.kv_lora_rank)
         self.width = self.kvl + self.dr

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 from mindspore import nn, ops
 
-from .linear import Linear
+from ..layers.linear import Linear
 
 
 class MTPModule(nn.Cell):
-    def __init__(self, cfg, init, backend, dtype, hooks, layer_cls):
+    """``build_layer()`` returns the module's decoder layer (built between ``eh_proj`` and ``final_norm``: the
+    seeded initialiser draws in construction order)."""
+
+    def __init__(self, m, init, backend, dtype, build_layer):
         super().__init__()
-        m = cfg.model
         self.enorm = backend.rms_norm(m.hidden_size, m.norm_eps, dtype=dtype)
         self.hnorm = backend.rms_norm(m.hidden_size, m.norm_eps, dtype=dtype)
         self.eh_proj = Linear(2 * m.hidden_size, m.hidden_size, init, dtype)
-        self.layer = layer_cls(cfg, cfg.moe.enabled, init, backend, dtype, hooks)
+        self.layer = build_layer()
         self.final_norm = backend.rms_norm(m.hidden_size, m.norm_eps, dtype=dtype)
 
     def construct(self, prev_hidden, next_embed, batch, mask):

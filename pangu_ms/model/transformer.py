@@ -1,4 +1,4 @@
-"""Decoder layer with Depth-Scaled Sandwich-Norm, the decoder stack, and the causal-LM model with its loss.
+"""Decoder layer with Depth-Scaled Sandwich-Norm, the decoder stack, and the causal-LM model (no loss inside).
 
 Decoder layer (``sandwich_norm: true``, Pangu Ultra / Pangu Ultra MoE):
     h = x + PostAttnNorm(Attention(InputNorm(x)))        PostAttnNorm gamma starts at c_attn / sqrt(L)
@@ -6,8 +6,9 @@ Decoder layer (``sandwich_norm: true``, Pangu Ultra / Pangu Ultra MoE):
 With ``sandwich_norm: false`` the two post-norms disappear (plain pre-norm, DeepSeek-V3).
 FFN is a dense SwiGLU for the first ``num_dense_layers`` layers and a MoE layer after.
 
-Loss = CE(next token) + mtp_loss_weight * mean_j CE_mtp_j + sum of the MoE layers' aux losses (MTP layers
-included). Tokens are kept flattened [B*S, d] between layers.
+The model returns logits and the MoE side outputs; the loss (CE + weighted MTP + aux) is the loss Cell of
+``loss.py``. The model is built from the (model, moe, seed) config sections only (``build.py`` maps a whole
+recipe onto them). Tokens are kept flattened [B*S, d] between layers.
 """
 from __future__ import annotations
 
@@ -16,42 +17,41 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from ..backend import get_backend
-from ..config.schema import Config
+from ..config.schema import ModelConfig, MoEConfig
+from ..layers.init import Initializer, dssn_gammas
+from ..layers.linear import Linear
+from ..layers.mlp import SwiGLUMLP
 from ..moe.layer import MoELayer
-from .attention import build_attention
-from .init import Initializer, dssn_gammas
-from .linear import Linear
-from .loss import CrossEntropy
-from .mlp import SwiGLUMLP
+from .attention import AttentionOptions, build_attention
 from .mtp import MTPModule
 
 _DTYPES = {"float32": ms.float32, "float64": ms.float64, "float16": ms.float16, "bfloat16": ms.bfloat16}
 
 
-def model_dtype(cfg: Config):
+def model_dtype(model_cfg: ModelConfig):
     """Parameter/compute dtype of the reference path (one dtype; see Linear's docstring)."""
-    return _DTYPES[cfg.model.compute_dtype]
+    return _DTYPES[model_cfg.compute_dtype]
 
 
 class DecoderLayer(nn.Cell):
-    def __init__(self, cfg: Config, moe_layer: bool, init: Initializer, backend, dtype, hooks=None):
+    def __init__(self, m: ModelConfig, moe_cfg: MoEConfig, moe_layer: bool, init: Initializer, backend, dtype,
+                 hooks=None, attention: AttentionOptions | None = None):
         super().__init__()
-        m = cfg.model
         self.sandwich = m.sandwich_norm
         self.is_moe = moe_layer
         g_attn, g_mlp = dssn_gammas(m)
         self.input_norm = backend.rms_norm(m.hidden_size, m.norm_eps, dtype=dtype)
-        self.attention = build_attention(m, init, backend, dtype, cfg.long_context)
+        self.attention = build_attention(m, init, backend, dtype, attention)
         if self.sandwich:
             self.post_attn_norm = backend.rms_norm(m.hidden_size, m.norm_eps, g_attn, dtype)
         self.pre_mlp_norm = backend.rms_norm(m.hidden_size, m.norm_eps, dtype=dtype)
         if moe_layer:
-            self.moe = MoELayer(m.hidden_size, cfg.moe, init, backend, dtype, hooks)
+            self.moe = MoELayer(m.hidden_size, moe_cfg, init, backend, dtype, hooks)
         else:
             self.mlp = SwiGLUMLP(m.hidden_size, m.dense_ffn_hidden, init, backend, dtype)
         if self.sandwich:
             self.post_mlp_norm = backend.rms_norm(m.hidden_size, m.norm_eps, g_mlp, dtype)
-        self.n_exp = max(cfg.moe.num_experts, 1)
+        self.n_exp = max(moe_cfg.num_experts, 1)
 
     def construct(self, x, batch, mask):
         a = self.attention(self.input_norm(x), batch, mask)
@@ -90,35 +90,40 @@ class Embedding(nn.Cell):
 
 
 class PanguForCausalLM(nn.Cell):
-    """The whole model. ``construct(input_ids [B,S], labels [B,S], loss_mask [B,S] or None)`` returns
-    (loss, lm_loss, mtp_loss, aux_loss, expert_load [n_moe_layers, E], drop_rate).
+    """The whole model. ``construct(input_ids [B,S], next_tokens [B,S] or None)`` returns
+    (logits [B*S, V], mtp_logits, aux_loss, expert_load [n_moe_layers, E], drop_rate) and no loss.
 
+    ``next_tokens`` (the labels) feed the MTP modules: depth j+1 combines h_i with the embedding of token
+    i+j+1 and predicts token i+j+2; ``mtp_logits`` holds one [B*(S-1-j), V] tensor per depth (empty without
+    ``next_tokens`` or MTP). ``aux_loss`` sums the MoE layers' aux losses, MTP layers included;
     ``expert_load`` counts the tokens routed to each expert in each MoE layer of the main stack (MTP excluded);
     ``drop_rate`` is the mean over MoE layers (zero when dropless).
     """
 
-    def __init__(self, cfg: Config, seed: int | None = None, backend: str = "cpu", hooks=None):
+    def __init__(self, model_cfg: ModelConfig, moe_cfg: MoEConfig, seed: int, backend: str = "cpu", hooks=None,
+                 attention: AttentionOptions | None = None):
         """``hooks``: optional expert-parallel hooks handed to every MoE layer (see ``MoELayer``); the model
-        itself never sees ranks or process groups."""
+        itself never sees ranks or process groups. ``attention``: RoPE scaling / attention chunking."""
         super().__init__()
-        self.cfg = cfg
-        m = cfg.model
-        dtype = model_dtype(cfg)
+        self.model_cfg = m = model_cfg
+        dtype = model_dtype(m)
         be = get_backend(backend)
-        init = Initializer(m, cfg.train.seed if seed is None else seed)
+        init = Initializer(m, seed)
         self.embedding = Embedding(m.vocab_size, m.hidden_size, init, dtype)
-        moe_flags = [cfg.moe.enabled and i >= m.num_dense_layers for i in range(m.num_layers)]
-        self.layers = nn.CellList([DecoderLayer(cfg, f, init, be, dtype, hooks) for f in moe_flags])
+        moe_flags = [moe_cfg.enabled and i >= m.num_dense_layers for i in range(m.num_layers)]
+        self.layers = nn.CellList([DecoderLayer(m, moe_cfg, f, init, be, dtype, hooks, attention)
+                                   for f in moe_flags])
         self.moe_layer_ids = [i for i, f in enumerate(moe_flags) if f]
         self.final_norm = be.rms_norm(m.hidden_size, m.norm_eps, dtype=dtype)
         self.tied = m.tie_embeddings
         if not self.tied:
             self.lm_head = Linear(m.hidden_size, m.vocab_size, init, dtype)
-        self.mtp = nn.CellList([MTPModule(cfg, init, be, dtype, hooks, DecoderLayer) for _ in range(m.mtp_depth)])
-        self.mtp_weight = m.mtp_loss_weight
-        self.ce = CrossEntropy()
+
+        def mtp_layer():
+            return DecoderLayer(m, moe_cfg, moe_cfg.enabled, init, be, dtype, hooks, attention)
+        self.mtp = nn.CellList([MTPModule(m, init, be, dtype, mtp_layer) for _ in range(m.mtp_depth)])
         self.n_moe = len(self.moe_layer_ids)
-        self.n_exp = max(cfg.moe.num_experts, 1)
+        self.n_exp = max(moe_cfg.num_experts, 1)
         self.dtype = dtype
         self.head_mm = ops.MatMul(transpose_b=True)
 
@@ -143,28 +148,21 @@ class PanguForCausalLM(nn.Cell):
                 loads = loads + (load,)
         return self.final_norm(x), aux, loads, drop
 
-    def construct(self, input_ids, labels, loss_mask=None):
+    def construct(self, input_ids, next_tokens=None):
         b, s = input_ids.shape
         hidden, aux, loads, drop = self.hidden_states(input_ids)
-        lm_loss = self.ce(self.logits(hidden), labels.reshape(-1), loss_mask)
-        mtp_loss = ops.zeros((), self.dtype)
-        prev = hidden
-        for j, module in enumerate(self.mtp):
-            # depth j+1: position i predicts token i+j+2 from h_i and the embedding of token i+j+1
-            n = s - 1 - j
-            prev = prev.reshape(b, -1, prev.shape[-1])[:, :n].reshape(b * n, -1)
-            nxt = labels[:, j: j + n]
-            tgt = labels[:, j + 1: j + 1 + n]
-            prev, a = module(prev, self.embedding(nxt), b, causal_mask(n, self.dtype))
-            m_mask = None if loss_mask is None else loss_mask[:, j + 1: j + 1 + n]
-            mtp_loss = mtp_loss + self.ce(self.logits(module.final_norm(prev)), tgt.reshape(-1), m_mask)
-            aux = aux + a
-        if len(self.mtp) > 0:
-            mtp_loss = mtp_loss / len(self.mtp)
-        loss = lm_loss + self.mtp_weight * mtp_loss + aux
+        mtp_logits = ()
+        if next_tokens is not None:
+            prev = hidden
+            for j, module in enumerate(self.mtp):
+                n = s - 1 - j
+                prev = prev.reshape(b, -1, prev.shape[-1])[:, :n].reshape(b * n, -1)
+                prev, a = module(prev, self.embedding(next_tokens[:, j: j + n]), b, causal_mask(n, self.dtype))
+                mtp_logits = mtp_logits + (self.logits(module.final_norm(prev)),)
+                aux = aux + a
         if self.n_moe > 0:
             load = ops.stack(loads, 0)
             drop = drop / self.n_moe
         else:
             load = ops.zeros((1, self.n_exp), self.dtype)
-        return loss, lm_loss, mtp_loss, aux, load, drop
+        return self.logits(hidden), mtp_logits, aux, load, drop

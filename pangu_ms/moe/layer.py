@@ -10,7 +10,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from ..config.schema import MoEConfig
-from ..model.mlp import SwiGLUMLP
+from ..layers.mlp import SwiGLUMLP
 from .aux_loss import LoadBalancingLoss
 from .dispatcher import MaskedDenseDispatcher, build_dispatcher
 from .experts import RoutedExperts

@@ -1,12 +1,14 @@
 """Explicit-collective runtime (msrun on CPU; the same code path is the reference for Ascend).
 
     rt = setup_parallel(cfg)      # under msrun (MS_ROLE / RANK_SIZE set): communication.init(), validate_layout,
-                                  # create this rank's process groups; otherwise a single-process runtime
+                                  # create this rank's process groups; otherwise Runtime.single_process()
     rt.rank, rt.world, rt.dp_rank, rt.dp_size, rt.is_distributed
     rt.hooks                      # MoE hooks (local expert slice, EP dispatcher, aux reducer) or None
-    rt.grad_reducer(net[, params])  # FusedGradReducer for TrainStep (None when world == 1)
-    rt.train_step(net, optimizer, grad_clip)   # TrainStep whose clipping uses the global norm (see below)
-    rt.barrier()
+    rt.grad_reducer(net, optimizer)  # FusedGradReducer for TrainStep (None when world == 1)
+    rt.barrier(), rt.micro_batch(global_batch), rt.describe()
+
+``Runtime`` is the one runtime type (single process and msrun); the training step itself is built by
+``pangu_ms.train`` (``TrainStep(loss_cell, optimizer, clip, rt.grad_reducer(net, optimizer))``).
 
 How DP and EP combine (``dims.py``): the EP groups are drawn from the data-parallel ranks, so every rank is a DP
 rank with its own micro-batch *and* an EP member. With dp=2, ep=2 on 2 ranks each rank trains on half of the
@@ -19,7 +21,6 @@ members' expert gradients; ``TrainStep`` clips with ``reducer.global_sq_norm`` w
 from __future__ import annotations
 
 import os
-from types import SimpleNamespace
 
 import mindspore as ms
 from mindspore import nn, ops
@@ -68,17 +69,36 @@ class MoEHooks:
         return StatsReducer(self._aux_group, self.impl)
 
 
-class ParallelRuntime:
-    def __init__(self, cfg, dims: ParallelDims, rank: int, world: int, groups: dict, impl: str = "auto"):
+class Runtime:
+    """This process's place in the job: rank, world, data-parallel coordinates, MoE hooks and process groups.
+
+    ``Runtime.single_process()`` is the one-process runtime (no groups, no hooks, no reducer);
+    ``Runtime.distributed(cfg, dims, rank, world, groups)`` the msrun one (``setup_parallel``)."""
+
+    def __init__(self, cfg=None, dims: ParallelDims | None = None, rank: int = 0, world: int = 1,
+                 groups: dict | None = None, impl: str = "auto"):
         self.cfg, self.dims = cfg, dims
         self.rank, self.world = rank, world
         self.is_distributed = world > 1
-        c = dims.coord(rank)
-        self.dp_rank = c.dp * dims.cp + c.cp
-        self.dp_size = dims.dp * dims.cp
-        self.groups = groups                      # kind -> CommGroup
+        self.groups = groups or {}                # kind -> CommGroup
         self.impl = impl
-        self.hooks = self._hooks()
+        if dims is None:
+            self.dp_rank, self.dp_size = 0, 1
+            self.hooks = None
+        else:
+            c = dims.coord(rank)
+            self.dp_rank = c.dp * dims.cp + c.cp
+            self.dp_size = dims.dp * dims.cp
+            self.hooks = self._hooks()
+
+    @classmethod
+    def single_process(cls) -> "Runtime":
+        return cls()
+
+    @classmethod
+    def distributed(cls, cfg, dims: ParallelDims, rank: int, world: int, groups: dict,
+                    impl: str = "auto") -> "Runtime":
+        return cls(cfg, dims, rank, world, groups, impl)
 
     # ------------------------------------------------------------------ hooks
     def _hooks(self):
@@ -108,14 +128,12 @@ class ParallelRuntime:
         """The gradient reducer for ``TrainStep``; None when world == 1.
 
         ``params``: the parameters in the order of the gradient tuple, i.e. ``optimizer.parameters`` (an
-        optimizer is accepted too). Default: the order of ``build_optimizer(net.trainable_params(), ...)``
-        (decay group first, then the rest; ``pangu_ms.train.optim.decay_groups``)."""
+        optimizer is accepted too); required when world > 1."""
         if self.world == 1:
             return None
         if params is None:
-            from ..train.optim import decay_groups
-            params = [p for g in decay_groups(net.trainable_params(), 1.0) for p in g["params"]]
-        elif hasattr(params, "parameters"):
+            raise ValueError("Runtime.grad_reducer: pass the optimizer (its parameters give the gradient order)")
+        if hasattr(params, "parameters"):
             params = params.parameters
         params = list(params)
         names = expert_param_names(net)
@@ -123,11 +141,6 @@ class ParallelRuntime:
             names = set()          # experts replicated like dense weights: one buffer
         return FusedGradReducer(params, names, self.groups["dp_cp"], self.groups["expert_dp"], self.groups["ep"],
                                 self.dp_size, self.impl)
-
-    def train_step(self, net, optimizer, grad_clip: float = 1.0, return_grads: bool = False):
-        """``TrainStep`` with this rank's reducer; it clips by the global norm (``reducer.global_sq_norm``)."""
-        from ..train.step import TrainStep
-        return TrainStep(net, optimizer, grad_clip, self.grad_reducer(net, optimizer), return_grads)
 
     # ------------------------------------------------------------------ misc
     def barrier(self):
@@ -142,6 +155,8 @@ class ParallelRuntime:
         return global_batch[self.dp_rank * b:(self.dp_rank + 1) * b]
 
     def describe(self) -> str:
+        if self.dims is None:
+            return "rank 0/1 (single process)"
         g = {k: v.ranks for k, v in self.groups.items()}
         hier = self.hooks.hierarchical if self.hooks is not None else False
         return (f"rank {self.rank}/{self.world} dp_rank {self.dp_rank}/{self.dp_size} groups {g} "
@@ -187,24 +202,14 @@ def build_groups(dims: ParallelDims, rank: int, world: int, create: bool = True,
 def setup_parallel(cfg, impl: str = "auto"):
     """See the module docstring. Without msrun: a single-process runtime (no ``init()``)."""
     if not launched_by_msrun():
-        return single_process_runtime(cfg)
+        return Runtime.single_process()
     from mindspore.communication import get_group_size, get_rank, init
     init()
     rank, world = get_rank(), get_group_size()
     dims = validate_layout(cfg, world)
     _check_explicit(cfg)
     groups = build_groups(dims, rank, world, hierarchical=bool(cfg.parallel.hierarchical_alltoall))
-    return ParallelRuntime(cfg, dims, rank, world, groups, impl)
+    return Runtime.distributed(cfg, dims, rank, world, groups, impl)
 
 
-def single_process_runtime(cfg=None):
-    from ..train.step import TrainStep
-    return SimpleNamespace(rank=0, world=1, dp_rank=0, dp_size=1, is_distributed=False, hooks=None,
-                           grad_reducer=lambda net, params=None: None, barrier=lambda: None,
-                           train_step=lambda net, opt, clip=1.0, return_grads=False:
-                           TrainStep(net, opt, clip, None, return_grads),
-                           micro_batch=lambda b: b)
-
-
-__all__ = ["setup_parallel", "ParallelRuntime", "MoEHooks", "build_groups",
-           "launched_by_msrun", "single_process_runtime"]
+__all__ = ["setup_parallel", "Runtime", "MoEHooks", "build_groups", "launched_by_msrun"]

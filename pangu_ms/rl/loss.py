@@ -9,23 +9,20 @@ Reported with it: masked-mean entropy of the policy, clip fraction (tokens where
 selected by the min, i.e. the gradient is cut), mean KL.
 
 ``GRPOLoss.construct(input_ids, labels, old_logp, ref_logp, adv, mask)`` -> (loss, pg_loss, kl, entropy,
-clip_frac, aux); ``GRPOTrainStep`` wraps it in ``ms.value_and_grad`` (has_aux: the gradient is of the first
-output) + global-norm clipping + AdamW, and is ``ms.jit``-compiled by the trainer. ``TokenLogProbs`` gives the
-per-token log-probs [B, S] used for the old (behaviour) policy and the frozen reference.
+clip_frac, aux) is a loss Cell: the trainer wraps it in the one ``TrainStep`` of ``pangu_ms.train.step``
+(gradient of the first output, global-norm clipping, AdamW). ``TokenLogProbs`` gives the per-token log-probs
+[B, S] used for the old (behaviour) policy and the frozen reference. Both hold the model as ``model`` with
+``auto_prefix=False`` (parameter names = the model's) and use only its outputs (logits, aux loss).
 """
 from __future__ import annotations
 
-import mindspore as ms
 from mindspore import nn, ops
 
-from ..train.step import clip_global_norm
 
-
-def token_logprobs(net, input_ids, labels):
-    """(logp [B, S] of ``labels`` under ``net``, logits [B*S, V], logsumexp [B*S], MoE aux loss)."""
+def token_logprobs(model, input_ids, labels):
+    """(logp [B, S] of ``labels`` under ``model``, logits [B*S, V], logsumexp [B*S], MoE aux loss)."""
     b, s = input_ids.shape
-    hidden, aux, _, _ = net.hidden_states(input_ids)
-    logits = net.logits(hidden)
+    logits, _, aux, _, _ = model(input_ids)
     lse = ops.logsumexp(logits, -1)
     picked = ops.gather_elements(logits, 1, labels.reshape(-1, 1)).reshape(-1)
     return (picked - lse).reshape(b, s), logits, lse, aux
@@ -49,24 +46,24 @@ def policy_loss_terms(logp, old_logp, ref_logp, adv, mask, clip_low: float, clip
 
 
 class TokenLogProbs(nn.Cell):
-    def __init__(self, net):
+    def __init__(self, model):
         super().__init__(auto_prefix=False)
-        self.net = net
+        self.model = model
 
     def construct(self, input_ids, labels):
-        return token_logprobs(self.net, input_ids, labels)[0]
+        return token_logprobs(self.model, input_ids, labels)[0]
 
 
 class GRPOLoss(nn.Cell):
-    def __init__(self, net, clip_low: float = 0.2, clip_high: float = 0.28, kl_coef: float = 0.0,
+    def __init__(self, model, clip_low: float = 0.2, clip_high: float = 0.28, kl_coef: float = 0.0,
                  aux_loss: bool = True):
         super().__init__(auto_prefix=False)
-        self.net = net
+        self.model = model
         self.clip_low, self.clip_high, self.kl_coef = clip_low, clip_high, kl_coef
         self.use_aux = aux_loss
 
     def construct(self, input_ids, labels, old_logp, ref_logp, adv, mask):
-        logp, logits, lse, aux = token_logprobs(self.net, input_ids, labels)
+        logp, logits, lse, aux = token_logprobs(self.model, input_ids, labels)
         loss, pg, kl, clip_frac = policy_loss_terms(logp, old_logp, ref_logp, adv, mask, self.clip_low,
                                                     self.clip_high, self.kl_coef)
         p = ops.exp(logits - lse.reshape(-1, 1))
@@ -76,21 +73,3 @@ class GRPOLoss(nn.Cell):
         if self.use_aux:
             loss = loss + aux
         return loss, pg, kl, entropy, clip_frac, aux
-
-
-class GRPOTrainStep(nn.Cell):
-    """value_and_grad(GRPOLoss) -> clip -> AdamW. Returns the loss outputs and the gradient norm."""
-
-    def __init__(self, loss_cell: GRPOLoss, optimizer, grad_clip: float = 1.0):
-        super().__init__(auto_prefix=False)
-        self.loss_cell = loss_cell
-        self.optimizer = optimizer
-        self.weights = optimizer.parameters
-        self.grad_fn = ms.value_and_grad(loss_cell, None, self.weights, has_aux=True)
-        self.clip = grad_clip
-
-    def construct(self, input_ids, labels, old_logp, ref_logp, adv, mask):
-        outs, grads = self.grad_fn(input_ids, labels, old_logp, ref_logp, adv, mask)
-        grads, norm = clip_global_norm(grads, self.clip)
-        self.optimizer(grads)
-        return outs + (norm,)

@@ -253,15 +253,15 @@ def compiled_train_step(cfg):
     random batch of the config's global batch x sequence length; returns a callable that runs one step and
     returns its wall time (the first call compiles)."""
     import mindspore as ms
-    from ..model.transformer import PanguForCausalLM
+    from ..model import CausalLMLoss, build_model
     from ..train.optim import build_optimizer
     from ..train.step import TrainStep, compile_step
 
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
     ms.set_recursion_limit(10000)
-    net = PanguForCausalLM(cfg)
+    net = build_model(cfg)
     opt = build_optimizer(net.trainable_params(), cfg.train)
-    step = compile_step(TrainStep(net, opt, cfg.train.grad_clip), "graph")
+    step = compile_step(TrainStep(CausalLMLoss(net, cfg.model.mtp_loss_weight), opt, cfg.train.grad_clip), "graph")
     rng = np.random.default_rng(0)
     shape = (cfg.train.global_batch_size, cfg.train.seq_length)
     ids = ms.Tensor(rng.integers(0, cfg.model.vocab_size, shape).astype(np.int32))

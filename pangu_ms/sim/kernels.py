@@ -7,7 +7,7 @@ number of *forward* kernels the reference implementation launches for it, counte
 
     RMSNorm (backend.RMSNorm)            6   x*x, mean, +eps, rsqrt, *, *gain
     RoPE (model/rope.py)                 4   rotate matmul, *cos, *sin, +
-    Linear (model/linear.py)             1   MatMul primitive with transpose_b
+    Linear (layers/linear.py)            1   MatMul primitive with transpose_b
     SwiGLU (backend.SwiGLU)              4   2 slices, silu, *
     attention core (backend)             7   q_nope k_nope^T, q_rope k_rope^T, +, *scale, +mask, softmax, @v
                                              (GQA/MHA: 5 without the rope product, + 2 repeat_elements if grouped)

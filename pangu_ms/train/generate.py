@@ -12,8 +12,7 @@ def sample_tokens(net, prompt_ids, n_tokens: int, window: int, temperature: floa
     rng = np.random.default_rng(seed)
 
     def logits_fn(ids):
-        hidden = net.hidden_states(ids)[0]
-        return net.logits(hidden)
+        return net(ids)[0]
     fn = ms.jit(logits_fn) if graph else logits_fn
     ids = list(int(i) for i in prompt_ids)
     for _ in range(n_tokens):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from types import SimpleNamespace
 
 from ..config import Config
 from ..config.loader import ConfigError
@@ -123,21 +122,13 @@ def sub_stage_config(cfg: Config, i: int) -> Config:
                                long_context=lc)
 
 
-def _runtime(cfg: Config):
-    from .loop import setup_runtime
-    if os.environ.get("MS_ROLE") or int(os.environ.get("RANK_SIZE", "1")) > 1:
-        return setup_runtime(cfg)
-    return SimpleNamespace(rank=0, world=1, dp_rank=0, dp_size=1, is_distributed=False, hooks=None,
-                           grad_reducer=lambda net, params=None: None, barrier=lambda: None)
-
-
 def run_long_context(cfg: Config, progress: bool = True, stop_after: int | None = None) -> dict:
     """Run (or resume) every sub-stage; returns a summary with one entry per sub-stage.
 
     ``stop_after`` counts optimizer steps over the whole call (to emulate an interruption); the next call
     resumes inside the interrupted sub-stage.
     """
-    from .loop import Trainer
+    from .loop import Trainer, setup_runtime
     validate_schedule(cfg)
     if cfg.data.source == "mindrecord" and not _tokenizer_of(cfg):
         raise ConfigError(f"data.tokenizer: the long_context stage must reuse the pretraining tokenizer, but "
@@ -166,7 +157,7 @@ def run_long_context(cfg: Config, progress: bool = True, stop_after: int | None 
             print(f"[long_context] sub-stage {i} '{st.name}': seq {sub.train.seq_length}, rope_theta "
                   f"{sub.model.rope_theta:g}{scal}, {sub.train.steps} steps, batch {sub.train.global_batch_size}, "
                   f"lr {sub.train.lr:g}, from {sub.stage.init_from}", flush=True)
-        rt = rt or _runtime(sub)
+        rt = rt or setup_runtime(sub)      # msrun: the explicit-collective runtime; else Runtime.single_process()
         trainer = Trainer(sub, runtime=rt, progress=progress)
         res = trainer.train(stop_after=remaining)
         n_done = len(res.get("losses", {}))

@@ -18,7 +18,7 @@ import numpy as np
 from mindspore import Tensor
 
 from ..config import Config, dump_config
-from ..model import PanguForCausalLM
+from ..model import CausalLMLoss, build_model
 from ..model.stats import compute_stats
 from .determinism import apply_determinism
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -26,7 +26,7 @@ from .logging import RunLogger, expert_load_stats
 from .mf import ensure_mindformers
 from .optim import current_lr
 from .schedule import phase_starts
-from .step import AccumulatingTrainStep, TrainStep, compile_step
+from .step import TrainStep, compile_step
 
 
 def setup_runtime(cfg: Config):
@@ -49,21 +49,25 @@ class Trainer:
         self.sampler, self.valid, self.tokenizer = self._build_data()
         self.accum = self.sampler.accumulation_steps
         self.micro = self.sampler.micro_batch_size
-        self.net = PanguForCausalLM(cfg, hooks=self.rt.hooks)
+        self.net = build_model(cfg, hooks=self.rt.hooks)
+        self.loss_cell = self._build_loss()
         from .optim import build_optimizer
         self.optimizer = build_optimizer(self.net.trainable_params(), t)
         reducer = self.rt.grad_reducer(self.net, self.optimizer)
+        self.step_cell = TrainStep(self.loss_cell, self.optimizer, t.grad_clip, reducer, accumulate=self.accum > 1)
         if self.accum > 1:
-            self.step_cell = AccumulatingTrainStep(self.net, self.optimizer, t.grad_clip, reducer)
             self._micro = ms.jit(self.step_cell.micro) if t.mode == "graph" else self.step_cell.micro
             self._apply = ms.jit(self.step_cell.apply) if t.mode == "graph" else self.step_cell.apply
         else:
-            self.step_cell = TrainStep(self.net, self.optimizer, t.grad_clip, reducer)
             self._step = compile_step(self.step_cell, t.mode)
         self.stats = compute_stats(cfg, t.seq_length)
         self.start_step = 0
         self.log = None
         self.progress = progress
+
+    def _build_loss(self):
+        """The stage's loss Cell over ``self.net`` (pretraining: CE + ``model.mtp_loss_weight`` MTP + aux)."""
+        return CausalLMLoss(self.net, self.cfg.model.mtp_loss_weight)
 
     # ------------------------------------------------------------------ data
     def _build_data(self):
@@ -137,10 +141,10 @@ class Trainer:
     def evaluate(self) -> dict:
         """Mean validation LM loss per corpus and over all batches (key ``all``)."""
         if not hasattr(self, "_eval_fn"):
-            net = self.net
+            loss_cell = self.loss_cell
 
             def eval_fn(x, y):
-                return net(x, y)[1]
+                return loss_cell(x, y)[1]
             self._eval_fn = ms.jit(eval_fn) if self.cfg.train.mode == "graph" else eval_fn
         out, every = {}, []
         for name, batches in self._valid_sets(self.micro).items():

@@ -31,7 +31,7 @@ import numpy as np
 from mindspore import Tensor
 
 from ..config import Config, ConfigError, dump_config
-from ..model import PanguForCausalLM
+from ..model import build_model
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .logging import RunLogger
 from .mf import ensure_mindformers
@@ -60,12 +60,13 @@ class RLTrainer:
     def __init__(self, cfg: Config, progress: bool = True):
         _check(cfg)
         from ..data import load_tokenizer
-        from ..rl.loss import GRPOLoss, GRPOTrainStep, TokenLogProbs
+        from ..rl.loss import GRPOLoss, TokenLogProbs
         from ..rl.mining import HardExampleQueue
         from ..rl.rewards import MultiCapabilityReward
         from ..rl.rollout import RolloutSampler
         from ..rl.tasks import read_jsonl
         from .optim import build_optimizer
+        from .step import TrainStep, compile_step
         self.cfg, t, r = cfg, cfg.train, cfg.rl
         self.progress = progress
         self.run_dir = os.path.abspath(t.output_dir)
@@ -93,12 +94,12 @@ class RLTrainer:
         self.seq_len = r.max_prompt_tokens + r.max_new_tokens          # tokens per row (input = row[:-1])
         self.batch = r.prompts_per_step * r.group_size
         self.reward = MultiCapabilityReward(r.rewards)
-        self.net = PanguForCausalLM(cfg)
-        self.ref = PanguForCausalLM(cfg) if r.kl_coef > 0 else None
+        self.net = build_model(cfg)
+        self.ref = build_model(cfg) if r.kl_coef > 0 else None
         self.optimizer = build_optimizer(self.net.trainable_params(), t)
         self.loss_cell = GRPOLoss(self.net, r.clip_low, r.clip_high, r.kl_coef, r.aux_loss)
-        self.step_cell = GRPOTrainStep(self.loss_cell, self.optimizer, t.grad_clip)
-        self._step = ms.jit(self.step_cell.construct) if self.graph else self.step_cell
+        self.step_cell = TrainStep(self.loss_cell, self.optimizer, t.grad_clip)
+        self._step = compile_step(self.step_cell, t.mode)
         self.logp_cell = TokenLogProbs(self.net)
         self._logp = ms.jit(self.logp_cell.construct) if self.graph else self.logp_cell
         if self.ref is not None:

@@ -3,8 +3,8 @@
 The shared :class:`~pangu_ms.train.loop.Trainer` (jitted step, AdamW + LR schedule, logging, atomic checkpoints,
 auto-resume, ``stage.init_from``) with the data replaced: ``sft.data`` is encoded with the chat template of
 :mod:`pangu_ms.data.chat`, packed into rows of ``train.seq_length + 1`` tokens with a token loss mask, and every
-step feeds ``(input_ids, labels, loss_mask)`` so ``PanguForCausalLM``'s cross-entropy (and the MTP loss) is the
-mean over response tokens only. Validation is the same masked loss on ``sft.valid_data``. The MoE aux loss stays
+step feeds ``(input_ids, labels, loss_mask)`` so the loss Cell's cross-entropy (and the MTP loss) is the
+mean over response tokens only; with ``sft.mtp_on_response: false`` the loss Cell weighs MTP by 0. Validation is the same masked loss on ``sft.valid_data``. The MoE aux loss stays
 on and routing stays dropless as configured in ``moe:``. Single process (no msrun data parallelism for SFT yet).
 """
 from __future__ import annotations
@@ -25,6 +25,11 @@ def _tokenizer_path(cfg: Config, own: str) -> str:
 
 
 class SFTTrainer(Trainer):
+    def _build_loss(self):
+        from ..model import CausalLMLoss
+        weight = self.cfg.model.mtp_loss_weight if self.cfg.sft.mtp_on_response else 0.0
+        return CausalLMLoss(self.net, weight)
+
     def _build_data(self):
         from ..data import load_tokenizer
         from ..data.chat import SFTSampler, build_sft_rows
@@ -45,8 +50,6 @@ class SFTTrainer(Trainer):
         return sampler, valid, tok
 
     def _run_step_local(self, step: int):
-        if not self.cfg.sft.mtp_on_response:
-            self.net.mtp_weight = 0.0
         if self.accum == 1:
             ids, m = self.sampler.batch(step, 0)
             out = self._step(Tensor(ids[:, :-1]), Tensor(ids[:, 1:]), Tensor(m.astype(np.float32)))
@@ -67,10 +70,10 @@ class SFTTrainer(Trainer):
         if self.valid is None:
             return {"all": float("nan")}
         if not hasattr(self, "_eval_fn"):
-            net = self.net
+            loss_cell = self.loss_cell
 
             def eval_fn(x, y, m):
-                return net(x, y, m)[1]
+                return loss_cell(x, y, m)[1]
             self._eval_fn = ms.jit(eval_fn) if self.cfg.train.mode == "graph" else eval_fn
         rows, mask = self.valid
         b = self.micro

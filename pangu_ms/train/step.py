@@ -1,5 +1,6 @@
-"""One optimizer step: loss and gradients, optional gradient reduction (data / expert parallel), global-norm
-clipping, AdamW. ``TrainStep`` is used as-is in PyNative and wrapped by ``ms.jit`` in graph mode.
+"""One optimizer step of any stage: loss and gradients of a loss Cell, optional gradient reduction (data /
+expert parallel), global-norm clipping, AdamW. ``TrainStep`` is used as-is in PyNative and wrapped by ``ms.jit``
+in graph mode; pretraining (``CausalLMLoss``), SFT (the same with a loss mask) and RL (``GRPOLoss``) all use it.
 
 The global norm is computed as sqrt(sum_p sum(g_p^2)) with one reduction per tensor (cheaper on CPU than
 ``clip_by_global_norm``'s all-axes reductions). ``grad_reducer`` is any Cell mapping the gradient tuple to the
@@ -13,10 +14,14 @@ from mindspore import nn, ops
 from ..moe.bias_update import build_expert_bias_update
 
 
-def expert_bias_update(net, grad_reducer):
-    """Aux-loss-free bias update for ``net`` (None when off); the expert load is summed over the data-parallel
-    ranks with the reducer's dense-gradient group sum (every rank counts its own tokens)."""
-    return build_expert_bias_update(net, getattr(grad_reducer, "dense_sum", None))
+def expert_bias_update(loss_cell, grad_reducer):
+    """Aux-loss-free bias update (None when off): for a ``CausalLMLoss`` (its outputs carry the expert load at
+    index 4; RL's ``GRPOLoss`` does not, so its routers' bias is not updated). The load is summed over the
+    data-parallel ranks with the reducer's dense-gradient group sum (every rank counts its own tokens)."""
+    from ..model.loss import CausalLMLoss
+    if not isinstance(loss_cell, CausalLMLoss):
+        return None
+    return build_expert_bias_update(loss_cell.model, getattr(grad_reducer, "dense_sum", None))
 
 
 def clip_global_norm(grads, clip: float, reducer=None):
@@ -52,58 +57,61 @@ def clip_global_norm(grads, clip: float, reducer=None):
 
 
 class TrainStep(nn.Cell):
-    """``return_grads`` appends the reduced, unclipped gradients to the outputs (for tests)."""
+    """``TrainStep(loss_cell, optimizer, grad_clip, grad_reducer)``: ``loss_cell(*inputs)`` returns a tuple
+    whose first element is the loss to differentiate (the rest is logged, ``has_aux``).
 
-    def __init__(self, net: nn.Cell, optimizer: nn.Cell, grad_clip: float = 1.0, grad_reducer: nn.Cell = None,
-                 return_grads: bool = False):
+    * ``step(*inputs)`` (``construct``): gradients -> update; returns the loss Cell's outputs + (grad norm,)
+      (+ the reduced, unclipped gradients with ``return_grads``, for tests).
+    * ``accumulate=True``: gradient accumulation that really accumulates: ``micro(*inputs)`` adds each
+      micro-batch's gradients into buffers (returns the loss Cell's outputs); ``apply(n)`` averages them over
+      the ``n`` micro-batches, runs the same update and zeroes the buffers (returns the grad norm). Equal to one
+      step on the concatenated batch when the loss is a per-token mean and the aux-loss scope does not span
+      micro-batches (``sequence``; other scopes see each micro-batch separately, as Megatron's do). MindFormers
+      disables accumulation outside semi-auto parallel, hence this mode.
+
+    The loss Cell is held as ``net`` with ``auto_prefix=False`` (parameter names = the model's; the compiled
+    graph's forward scope is ``Default/net-...``, see ``sim/graph_kernels.py``).
+    """
+
+    def __init__(self, loss_cell: nn.Cell, optimizer: nn.Cell, grad_clip: float = 1.0,
+                 grad_reducer: nn.Cell = None, accumulate: bool = False, return_grads: bool = False):
         super().__init__(auto_prefix=False)
-        self.net = net
+        self.net = loss_cell
         self.optimizer = optimizer
         self.weights = optimizer.parameters
-        self.grad_fn = ms.value_and_grad(net, None, self.weights, has_aux=True)
+        self.grad_fn = ms.value_and_grad(loss_cell, None, self.weights, has_aux=True)
         self.clip = grad_clip
         self.reducer = grad_reducer
         self.return_grads = return_grads
-        self.bias_update = expert_bias_update(net, grad_reducer)
+        self.accumulate = accumulate
+        if accumulate:
+            self.acc = ms.ParameterTuple(ms.Parameter(ops.zeros(w.shape, w.dtype), name="grad_acc." + w.name,
+                                                      requires_grad=False) for w in self.weights)
+        self.bias_update = expert_bias_update(loss_cell, grad_reducer)
+        if accumulate and self.bias_update is not None:     # expert load summed over one step's micro-batches
+            self.load_acc = ms.Parameter(ops.zeros((len(self.bias_update.biases), loss_cell.model.n_exp),
+                                                   ms.float32), name="expert_load_acc", requires_grad=False)
 
-    def construct(self, input_ids, labels, loss_mask=None):
-        outs, grads = self.grad_fn(input_ids, labels, loss_mask)
+    def update(self, grads):
+        """The shared core: reduce -> clip by the global norm -> optimizer. Returns (reduced grads, norm)."""
         if self.reducer is not None:
             grads = self.reducer(grads)
         clipped, norm = clip_global_norm(grads, self.clip, self.reducer)
         self.optimizer(clipped)
+        # after the optimizer step
+        return grads, norm
+
+    def construct(self, *inputs):
+        outs, grads = self.grad_fn(*inputs)
+        grads, norm = self.update(grads)
         if self.bias_update is not None:
             self.bias_update(outs[4])
         if self.return_grads:
             return outs + (norm,) + tuple(grads)
         return outs + (norm,)
 
-
-class AccumulatingTrainStep(nn.Cell):
-    """Gradient accumulation that really accumulates: ``micro`` adds each micro-batch's gradients into
-    buffers; ``apply`` averages them over the ``n`` micro-batches, reduces, clips and steps the optimizer, then
-    zeroes the buffers. Equal to one step on the concatenated batch when the loss is a per-token mean and the
-    aux-loss scope does not span micro-batches (``sequence``; other scopes see each micro-batch separately,
-    as Megatron's do). MindFormers disables accumulation outside semi-auto parallel, hence this Cell.
-    """
-
-    def __init__(self, net: nn.Cell, optimizer: nn.Cell, grad_clip: float = 1.0, grad_reducer: nn.Cell = None):
-        super().__init__(auto_prefix=False)
-        self.net = net
-        self.optimizer = optimizer
-        self.weights = optimizer.parameters
-        self.grad_fn = ms.value_and_grad(net, None, self.weights, has_aux=True)
-        self.acc = ms.ParameterTuple(ms.Parameter(ops.zeros(w.shape, w.dtype), name="grad_acc." + w.name,
-                                                  requires_grad=False) for w in self.weights)
-        self.clip = grad_clip
-        self.reducer = grad_reducer
-        self.bias_update = expert_bias_update(net, grad_reducer)
-        if self.bias_update is not None:     # expert load summed over the micro-batches of one step
-            self.load_acc = ms.Parameter(ops.zeros((len(self.bias_update.biases), net.n_exp), ms.float32),
-                                         name="expert_load_acc", requires_grad=False)
-
-    def micro(self, input_ids, labels, loss_mask=None):
-        outs, grads = self.grad_fn(input_ids, labels, loss_mask)
+    def micro(self, *inputs):
+        outs, grads = self.grad_fn(*inputs)
         for a, g in zip(self.acc, grads):
             ops.assign_add(a, g)
         if self.bias_update is not None:
@@ -112,10 +120,7 @@ class AccumulatingTrainStep(nn.Cell):
 
     def apply(self, n):
         grads = tuple(a / n for a in self.acc)
-        if self.reducer is not None:
-            grads = self.reducer(grads)
-        grads, norm = clip_global_norm(grads, self.clip, self.reducer)
-        self.optimizer(grads)
+        _, norm = self.update(grads)
         for a in self.acc:
             ops.assign(a, ops.zeros_like(a))
         if self.bias_update is not None:

@@ -94,7 +94,7 @@ def main():
     ensure_mindformers(os.environ.get("LOCAL_DEFAULT_PATH", "/tmp/mflog"))
     ms.set_context(mode=ms.PYNATIVE_MODE)           # ms.jit compiles the steps; the recording pass is PyNative
     from pangu_ms.config import load_config
-    from pangu_ms.model import PanguForCausalLM
+    from pangu_ms.model import CausalLMLoss, build_model
     from pangu_ms.parallel.comm import single_group
     from pangu_ms.parallel.ep_dispatcher import comm_volume
     from pangu_ms.parallel.runtime import MoEHooks, setup_parallel
@@ -113,13 +113,13 @@ def main():
     first, count = rt.hooks.local_experts
 
     # ---------------------------------------------------------------- models
-    ref = PanguForCausalLM(cfg)
-    net = PanguForCausalLM(cfg, hooks=rt.hooks)
+    ref = build_model(cfg)
+    net = build_model(cfg, hooks=rt.hooks)
     nets = {"dist": net}
     if rt.hooks.hierarchical and not args.no_flat_copy:
         g = rt.groups
         flat_hooks = MoEHooks(cfg.moe, rt.hooks.local_experts, g["ep"], None, None, g["ep"], False)
-        nets["flat"] = PanguForCausalLM(cfg, hooks=flat_hooks)
+        nets["flat"] = build_model(cfg, hooks=flat_hooks)
 
     # ---------------------------------------------------------------- data (identical on every rank)
     rng = np.random.default_rng(2024)
@@ -160,15 +160,13 @@ def main():
 
     # ---------------------------------------------------------------- steps
     ref_opt = build_optimizer(ref.trainable_params(), cfg.train)
-    ref_step = ms.jit(TrainStep(ref, ref_opt, clip, None, return_grads=True).construct)
+    w = cfg.model.mtp_loss_weight
+    ref_step = ms.jit(TrainStep(CausalLMLoss(ref, w), ref_opt, clip, None, return_grads=True).construct)
     steps, opts = {}, {}
     for key, n in nets.items():
         opts[key] = build_optimizer(n.trainable_params(), cfg.train)
-        if key == "dist":
-            steps[key] = ms.jit(rt.train_step(n, opts[key], clip, return_grads=True).construct)
-        else:
-            red = rt.grad_reducer(n, opts[key])
-            steps[key] = ms.jit(TrainStep(n, opts[key], clip, red, return_grads=True).construct)
+        red = rt.grad_reducer(n, opts[key])
+        steps[key] = ms.jit(TrainStep(CausalLMLoss(n, w), opts[key], clip, red, return_grads=True).construct)
     world_sum = ops.AllReduce()
 
     def dp_mean(v):

@@ -12,7 +12,7 @@ from mindspore import Tensor
 from pangu_ms.config import load_config
 from pangu_ms.data.preprocess import preprocess
 from pangu_ms.data.mindrecord_io import read_rows
-from pangu_ms.model import PanguForCausalLM
+from pangu_ms.model import CausalLMLoss, build_model
 from tests.conftest import ROOT, tiny_overrides
 
 TEXT = "\n\n".join(f"To be, or not to be, that is question number {i}: whether 'tis nobler in the mind."
@@ -48,7 +48,8 @@ def test_trainer_trains_registered_model(tmp_path):
     assert len(losses) == steps, log[-2000:]
     # the same model (same recipe + seed) on the first batch, computed here without MindFormers
     first = read_rows(next(p for p in split.iterdir() if p.suffix == ".mindrecord"))[0][:bs]
-    net = PanguForCausalLM(load_config(os.path.join(ROOT, "yaml/tiny_cpu.yaml"), overrides))
+    cfg = load_config(os.path.join(ROOT, "yaml/tiny_cpu.yaml"), overrides)
+    net = CausalLMLoss(build_model(cfg), cfg.model.mtp_loss_weight)
     ref = float(net(Tensor(first[:, :-1]), Tensor(first[:, 1:]))[0].asnumpy())
     assert abs(losses[0] - ref) < 1e-4, (losses[0], ref)
     assert np.mean(losses[-3:]) < losses[0] - 0.5

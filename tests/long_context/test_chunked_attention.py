@@ -46,14 +46,14 @@ def test_backend_attention_chunk_param():
 
 
 def test_model_loss_same_with_chunked_attention(small_cfg):
-    from pangu_ms.model import PanguForCausalLM
+    from pangu_ms.model import CausalLMLoss, build_model
     ms.set_context(mode=ms.PYNATIVE_MODE)
     cfg_full = small_cfg(**{"train.seq_length": 24})
     cfg_chunk = small_cfg(**{"train.seq_length": 24, "long_context.attention_chunk": 7})
     ids = Tensor(np.random.default_rng(0).integers(0, 64, (2, 25)), ms.int32)
-    a = PanguForCausalLM(cfg_full, seed=3)(ids[:, :-1], ids[:, 1:])
-    net = PanguForCausalLM(cfg_chunk, seed=3)
+    a = CausalLMLoss(build_model(cfg_full, seed=3), cfg_full.model.mtp_loss_weight)(ids[:, :-1], ids[:, 1:])
+    net = build_model(cfg_chunk, seed=3)
     assert isinstance(net.layers[0].attention.core, ChunkedCausalAttention)
-    b = net(ids[:, :-1], ids[:, 1:])
+    b = CausalLMLoss(net, cfg_chunk.model.mtp_loss_weight)(ids[:, :-1], ids[:, 1:])
     np.testing.assert_allclose(b[0].asnumpy(), a[0].asnumpy(), atol=1e-6)
     assert ops is not None

@@ -58,10 +58,10 @@ def test_training_documents(tmp_path, tok):
 
 def test_evaluate_unextended_model_and_heatmap(tmp_path, small_cfg):
     import mindspore as ms
-    from pangu_ms.model import PanguForCausalLM
+    from pangu_ms.model import build_model
     ms.set_context(mode=ms.PYNATIVE_MODE)
     cfg = small_cfg(**{"model.vocab_size": 512, "model.max_position_embeddings": 256})
-    net = PanguForCausalLM(cfg, seed=0)
+    net = build_model(cfg, seed=0)
     t = CharTok()
     res = pk.evaluate_passkey(net, t, [150, 200], [0.0, 1.0], trials=2, graph=False)
     acc = np.asarray(res["accuracy"])

@@ -1,18 +1,17 @@
 """The long_context stage: derived sub-stage configs, weights carried over from pretraining, a short run with
 an interruption and resume, skip of finished sub-stages (synthetic data, tiny model)."""
 import os
-from types import SimpleNamespace
 
 import mindspore as ms
 import numpy as np
 import pytest
 
 from pangu_ms.config import ConfigError, load_config
+from pangu_ms.parallel.runtime import Runtime
 from pangu_ms.train import long_context as lcm
 from tests.conftest import tiny_overrides
 
-RT = SimpleNamespace(rank=0, world=1, dp_rank=0, dp_size=1, is_distributed=False, hooks=None,
-                     grad_reducer=lambda net, params=None: None, barrier=lambda: None)
+RT = Runtime.single_process()
 
 
 def _schedule_yaml(tmp_path, pre_dir, out_dir):

@@ -8,9 +8,14 @@ import pytest
 from mindspore import Tensor
 
 from pangu_ms.config import load_config
-from pangu_ms.model import PanguForCausalLM
-from pangu_ms.model.init import dssn_gammas, tinyinit_std
+from pangu_ms.model import CausalLMLoss, build_model
+from pangu_ms.layers.init import dssn_gammas, tinyinit_std
 from tests.conftest import tiny_overrides
+
+
+def lm_loss(cfg):
+    """The pretraining loss Cell over a freshly built model of ``cfg``."""
+    return CausalLMLoss(build_model(cfg), cfg.model.mtp_loss_weight)
 
 
 def loss_grad_fn(net, params):
@@ -28,7 +33,7 @@ def batch(cfg, b=2, seed=0):
 
 def test_output_shapes_and_loss_composition(small_cfg):
     cfg = small_cfg()
-    net = PanguForCausalLM(cfg)
+    net = lm_loss(cfg)
     x, y = batch(cfg)
     loss, lm, mtp, aux, load, drop = net(x, y)
     n_moe = cfg.model.num_layers - cfg.model.num_dense_layers
@@ -44,7 +49,7 @@ def test_output_shapes_and_loss_composition(small_cfg):
 
 def test_hidden_states_shape(small_cfg):
     cfg = small_cfg()
-    net = PanguForCausalLM(cfg)
+    net = build_model(cfg)
     x, _ = batch(cfg, b=3)
     h, _, loads, _ = net.hidden_states(x)
     assert h.shape == (3 * cfg.train.seq_length, cfg.model.hidden_size)
@@ -57,7 +62,7 @@ def test_hidden_states_shape(small_cfg):
 def test_gradients_match_finite_differences(extra):
     cfg = load_config(None, tiny_overrides(**{"model.compute_dtype": "float64", "model.init_method": "normal",
                                               "model.init_std": 0.2, **extra}))
-    net = PanguForCausalLM(cfg)
+    net = lm_loss(cfg)
     x, y = batch(cfg, seed=1)
     params = net.trainable_params()
     grad_fn = loss_grad_fn(net, params)
@@ -81,7 +86,7 @@ def test_gradients_match_finite_differences(extra):
 
 def test_tinyinit_and_dssn_statistics():
     cfg = load_config("yaml/tiny_cpu.yaml", ["model.hidden_size=256", "model.dense_ffn_hidden=512"])
-    net = PanguForCausalLM(cfg)
+    net = build_model(cfg)
     std = math.sqrt(1.0 / (2 * 256 * cfg.model.num_layers))
     assert math.isclose(tinyinit_std(cfg.model), std)
     g_attn, g_mlp = dssn_gammas(cfg.model)
@@ -101,19 +106,19 @@ def test_tinyinit_and_dssn_statistics():
             np.testing.assert_allclose(p.asnumpy(), g_mlp, rtol=1e-6)
         elif p.name.endswith("norm.weight"):
             np.testing.assert_allclose(p.asnumpy(), 1.0)
-    plain = PanguForCausalLM(load_config("yaml/tiny_cpu.yaml", ["model.sandwich_norm=false"]))
+    plain = build_model(load_config("yaml/tiny_cpu.yaml", ["model.sandwich_norm=false"]))
     assert not any("post_attn_norm" in p.name for p in plain.get_parameters())
 
 
 def test_same_seed_same_weights(small_cfg):
-    a, b = PanguForCausalLM(small_cfg()), PanguForCausalLM(small_cfg())
+    a, b = build_model(small_cfg()), build_model(small_cfg())
     for p, q in zip(a.get_parameters(), b.get_parameters()):
         np.testing.assert_array_equal(p.asnumpy(), q.asnumpy())
 
 
 def test_graph_and_pynative_give_the_same_loss_and_grads(small_cfg):
     cfg = small_cfg()
-    net = PanguForCausalLM(cfg)
+    net = lm_loss(cfg)
     x, y = batch(cfg, seed=3)
     params = net.trainable_params()
     grad_fn = loss_grad_fn(net, params)

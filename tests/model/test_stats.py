@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pangu_ms.config import load_config
-from pangu_ms.model import PanguForCausalLM
+from pangu_ms.model import build_model
 from pangu_ms.model.stats import compute_stats
 from tests.conftest import tiny_overrides
 
@@ -45,7 +45,7 @@ VARIANTS = [
 @pytest.mark.parametrize("extra", VARIANTS)
 def test_counts_equal_instantiated_model(extra):
     cfg = load_config(None, tiny_overrides(**extra))
-    net = PanguForCausalLM(cfg)
+    net = build_model(cfg)
     n = sum(int(np.prod(p.shape)) for p in net.get_parameters())
     n_mtp = sum(int(np.prod(p.shape)) for p in net.get_parameters() if p.name.startswith("mtp."))
     s = compute_stats(cfg)

@@ -6,7 +6,7 @@ from mindspore import Tensor
 
 from pangu_ms.backend import get_backend
 from pangu_ms.config import ModelConfig
-from pangu_ms.model.init import Initializer
+from pangu_ms.layers.init import Initializer
 from pangu_ms.moe.dispatcher import (CapacityDispatcher, MaskedDenseDispatcher, SortedBlockDispatcher,
                                      capacity)
 from pangu_ms.moe.experts import RoutedExperts

@@ -4,7 +4,7 @@ import pytest
 from mindspore import Tensor
 
 from pangu_ms.config import MoEConfig
-from pangu_ms.model.init import Initializer
+from pangu_ms.layers.init import Initializer
 from pangu_ms.config import ModelConfig
 from pangu_ms.moe.router import TopKRouter
 from tests.moe.reference import route
@@ -50,10 +50,10 @@ def test_expert_bias_changes_selection_not_gate_values():
 
 # ---------------------------------------------------------------- aux-loss-free bias update (moe.bias_update)
 def _bias_net(small_cfg, **extra):
-    from pangu_ms.model import PanguForCausalLM
+    from pangu_ms.model import build_model
     cfg = small_cfg(**{"moe.expert_bias": "true", "moe.expert_bias_update_rate": 0.01, "moe.aux_loss_coeff": 0.0,
                        "model.mtp_depth": 0, "data.source": "synthetic", **extra})
-    return cfg, PanguForCausalLM(cfg)
+    return cfg, build_model(cfg)
 
 
 def test_bias_update_matches_numpy_for_a_hand_made_load(small_cfg):
@@ -80,7 +80,9 @@ def test_train_step_updates_bias_from_the_step_load_and_checkpoints_it(small_cfg
     from pangu_ms.train.optim import build_optimizer
     from pangu_ms.train.step import TrainStep, compile_step
     cfg, net = _bias_net(small_cfg)
-    cell = TrainStep(net, build_optimizer(net.trainable_params(), cfg.train), 1.0)
+    from pangu_ms.model import CausalLMLoss
+    cell = TrainStep(CausalLMLoss(net, cfg.model.mtp_loss_weight), build_optimizer(net.trainable_params(), cfg.train),
+                     1.0)
     step = compile_step(cell, "graph")
     routers = [net.layers[i].moe.router for i in net.moe_layer_ids]
     ref = [np.zeros(4) for _ in routers]

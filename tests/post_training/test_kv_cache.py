@@ -4,18 +4,18 @@ import numpy as np
 import pytest
 from mindspore import Tensor
 
-from pangu_ms.model import PanguForCausalLM
+from pangu_ms.model import build_model
 from pangu_ms.model.decode import IncrementalDecoder
 
 
 @pytest.mark.parametrize("mode", ["graph", "pynative"])
 def test_kv_cache_matches_full_forward(small_cfg, mode):
     cfg = small_cfg(**{"model.q_lora_rank": 0}) if mode == "pynative" else small_cfg()
-    net = PanguForCausalLM(cfg, seed=3)
+    net = build_model(cfg, seed=3)
     rng = np.random.default_rng(0)
     b, s, max_len = 3, 7, 12
     ids = rng.integers(0, cfg.model.vocab_size, (b, s)).astype(np.int32)
-    full = net.logits(net.hidden_states(Tensor(ids))[0]).asnumpy().reshape(b, s, -1)
+    full = net(Tensor(ids))[0].asnumpy().reshape(b, s, -1)
     dec = IncrementalDecoder(net, max_len)
     step = ms.jit(dec.construct) if mode == "graph" else dec
     caches = dec.init_caches(b)
@@ -28,7 +28,7 @@ def test_kv_cache_matches_full_forward(small_cfg, mode):
 
 
 def test_decoder_keeps_parameter_names(small_cfg):
-    net = PanguForCausalLM(small_cfg(), seed=1)
+    net = build_model(small_cfg(), seed=1)
     before = [p.name for p in net.get_parameters()]
     IncrementalDecoder(net, 8)
     assert [p.name for p in net.get_parameters()] == before

@@ -9,7 +9,7 @@ from pangu_ms.rl.tasks import all_problems, split_problems, train_digit_tokenize
 
 
 def test_rl_stage_runs_and_resumes(small_cfg, tmp_path):
-    from pangu_ms.model import PanguForCausalLM
+    from pangu_ms.model import build_model
     from pangu_ms.train.checkpoint import save_checkpoint
     from pangu_ms.train.rl import run_rl
     train, held = split_problems(all_problems(20, 5), 0.1, seed=0)
@@ -24,7 +24,7 @@ def test_rl_stage_runs_and_resumes(small_cfg, tmp_path):
             "rl.group_size": 3, "rl.prompts_per_step": 2, "rl.max_prompt_tokens": 12, "rl.max_new_tokens": 3,
             "rl.kl_coef": 0.1, "rl.eval_samples": 2, "rl.dynamic_sampling": False}
     cfg = small_cfg(**over)
-    net = PanguForCausalLM(cfg, seed=7)
+    net = build_model(cfg, seed=7)
     save_checkpoint(net, str(tmp_path / "init"), 0)
     first = run_rl(cfg, progress=False, stop_after=2)
     assert "eval_before" in first and "eval_after" not in first and len(first["curve"]) == 1

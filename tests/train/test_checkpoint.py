@@ -4,14 +4,14 @@ import os
 import numpy as np
 import pytest
 
-from pangu_ms.model import PanguForCausalLM
+from pangu_ms.model import build_model
 from pangu_ms.train.checkpoint import (CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint,
                                        save_checkpoint)
 
 
 def test_save_load_roundtrip_and_keep_last(tmp_path, small_cfg):
-    a = PanguForCausalLM(small_cfg(), seed=1)
-    b = PanguForCausalLM(small_cfg(), seed=2)
+    a = build_model(small_cfg(), seed=1)
+    b = build_model(small_cfg(), seed=2)
     root = str(tmp_path / "ck")
     for step in (3, 7, 11):
         save_checkpoint(a, root, step, keep_last=2)
@@ -23,7 +23,7 @@ def test_save_load_roundtrip_and_keep_last(tmp_path, small_cfg):
 
 
 def test_torn_save_is_never_loaded(tmp_path, small_cfg):
-    net = PanguForCausalLM(small_cfg())
+    net = build_model(small_cfg())
     root = tmp_path / "ck"
     save_checkpoint(net, str(root), 5)
     # a save killed mid-way: a temporary dir, and a renamed dir without its state.json (never produced by
@@ -40,8 +40,8 @@ def test_torn_save_is_never_loaded(tmp_path, small_cfg):
 
 
 def test_different_model_shape_is_named(tmp_path, small_cfg):
-    save_checkpoint(PanguForCausalLM(small_cfg()), str(tmp_path), 1)
-    other = PanguForCausalLM(small_cfg(**{"model.hidden_size": 40}))
+    save_checkpoint(build_model(small_cfg()), str(tmp_path), 1)
+    other = build_model(small_cfg(**{"model.hidden_size": 40}))
     with pytest.raises(CheckpointError, match="parameter 'embedding.weight' has shape \\[64, 32\\] in the "
                                               "checkpoint but \\[64, 40\\]"):
         load_checkpoint(other, latest_checkpoint(str(tmp_path)))

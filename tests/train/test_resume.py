@@ -4,10 +4,10 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor
 
-from pangu_ms.model import PanguForCausalLM
+from pangu_ms.model import CausalLMLoss, build_model
 from pangu_ms.train.loop import Trainer
 from pangu_ms.train.optim import build_optimizer
-from pangu_ms.train.step import AccumulatingTrainStep, TrainStep, compile_step
+from pangu_ms.train.step import TrainStep, compile_step
 from tests.conftest import tiny_overrides
 from pangu_ms.config import load_config
 
@@ -35,10 +35,13 @@ def test_resume_reproduces_uninterrupted_losses(tmp_path):
 def test_gradient_accumulation_equals_large_batch(small_cfg):
     cfg = small_cfg(**{"moe.aux_loss_scope": "sequence", "train.steps": 2, "train.global_batch_size": 4})
     ids = np.random.default_rng(0).integers(0, cfg.model.vocab_size, (2, 4, 17)).astype(np.int32)
-    big = PanguForCausalLM(cfg)
-    step = compile_step(TrainStep(big, build_optimizer(big.trainable_params(), cfg.train), 1.0), "graph")
-    acc_net = PanguForCausalLM(cfg)
-    acc = AccumulatingTrainStep(acc_net, build_optimizer(acc_net.trainable_params(), cfg.train), 1.0)
+    w = cfg.model.mtp_loss_weight
+    big = build_model(cfg)
+    step = compile_step(TrainStep(CausalLMLoss(big, w), build_optimizer(big.trainable_params(), cfg.train), 1.0),
+                        "graph")
+    acc_net = build_model(cfg)
+    acc = TrainStep(CausalLMLoss(acc_net, w), build_optimizer(acc_net.trainable_params(), cfg.train), 1.0,
+                    accumulate=True)
     micro, apply = ms.jit(acc.micro), ms.jit(acc.apply)
     for s in range(2):
         out = step(Tensor(ids[s, :, :-1]), Tensor(ids[s, :, 1:]))

@@ -1,7 +1,8 @@
 """Top-k router (stage 1 of the MoE forward).
 
     s      = sigmoid(x W_g^T)            (or softmax), in fp32 (fp64 when the model runs in fp64)
-    chosen = top_k(s + b)                b = aux-loss-free expert bias (selection only; zero when disabled)
+    chosen = top_k(s + b)                b = aux-loss-free expert bias (selection only; zero when disabled;
+                                         updated after each optimizer step by :mod:`pangu_ms.moe.bias_update`)
     w      = s[chosen];  w <- w / sum(w) if norm_topk_prob;  w <- w * routed_scaling_factor
 So with renormalisation the k combine weights of every token sum to ``routed_scaling_factor``.
 
@@ -26,6 +27,7 @@ class TopKRouter(nn.Cell):
         self.normalize_top_k = cfg.norm_topk_prob
         self.routed_scaling_factor = cfg.routed_scaling_factor
         self.use_bias = cfg.expert_bias
+        self.bias_update_rate = cfg.expert_bias_update_rate     # applied by moe.bias_update after each step
         self.router_dtype = ms.float64 if dtype == ms.float64 else ms.float32
         self.weight = Parameter(Tensor(init.normal((self.num_experts, hidden)), self.router_dtype), name="weight")
         if self.use_bias:

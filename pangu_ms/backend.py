@@ -16,27 +16,58 @@ from __future__ import annotations
 import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
+from mindspore.ops.operations.nn_ops import FlashAttentionScore, RmsNorm
+
+from .config import ConfigError
 
 
 class RMSNorm(nn.Cell):
-    """y = x * rsqrt(mean(x^2, -1) + eps) * weight (reference path, in the input dtype: fp32/fp64 on CPU)."""
+    """y = x * rsqrt(mean(x^2, -1) + eps) * weight (reference path, in the input dtype: fp32/fp64 on CPU).
+
+    The Ascend plan shards the logical op ``norm`` ([T, d] input, [d] weight); :meth:`shard` maps that strategy
+    onto the named primitives of this path.
+    """
+
+    plan_attrs = ("norm",)
 
     def __init__(self, dim: int, eps: float = 1e-5, init_value: float = 1.0, dtype=ms.float32):
         super().__init__()
         self.eps = eps
         self.weight = Parameter(Tensor(np.full((dim,), init_value, dtype=np.float32), dtype), name="weight")
         self.out_dtype = dtype
+        self.square = ops.Mul()
+        self.mean = ops.ReduceMean(keep_dims=True)
+        self.rsqrt = ops.Rsqrt()
+        self.normalize = ops.Mul()
+        self.scale = ops.Mul()
 
     def construct(self, x):
-        var = ops.mean(x * x, -1, keep_dims=True)
-        return x * ops.rsqrt(var + self.eps) * self.weight
+        var = self.mean(self.square(x, x), -1)
+        return self.scale(self.normalize(x, self.rsqrt(var + self.eps)), self.weight)
+
+    def shard(self, attr: str, in_strategy: tuple) -> dict:
+        """Shard the logical ``norm`` op (strategies of x [T, d] and weight [d]); returns {primitive attr: strategy}."""
+        x, w = in_strategy
+        row = x[:-1] + (1,)
+        plan = {"square": (x, x), "mean": (x,), "rsqrt": (row,), "normalize": (x, row), "scale": (x, w)}
+        for name, strategy in plan.items():
+            getattr(self, name).shard(strategy)
+        return plan
 
 
 class FusedRMSNorm(RMSNorm):
     """Ascend ``RmsNorm`` kernel (untested here: no CPU kernel)."""
 
+    def __init__(self, dim: int, eps: float = 1e-5, init_value: float = 1.0, dtype=ms.float32):
+        super().__init__(dim, eps, init_value, dtype)
+        self.norm = RmsNorm(eps)
+
     def construct(self, x):
-        return ops.rms_norm(x, self.weight, self.eps)[0]
+        return self.norm(x, self.weight)[0]
+
+    def shard(self, attr: str, in_strategy: tuple) -> dict:
+        self.norm.shard(in_strategy)
+        return {"norm": in_strategy}
 
 
 class SwiGLU(nn.Cell):
@@ -70,22 +101,36 @@ class CausalAttention(nn.Cell):
     k_rope is never broadcast over heads).
     """
 
+    plan_attrs = ("attention",)
+
     def __init__(self, scale: float):
         super().__init__()
         self.scale = scale
-        self.bmm_t = ops.BatchMatMul(transpose_b=True)
-        self.bmm = ops.BatchMatMul()
+        self.score_matmul = ops.BatchMatMul(transpose_b=True)        # q_nope k_nope^T   [B, N, S, S]
+        self.rope_score_matmul = ops.BatchMatMul(transpose_b=True)   # q_rope k_rope^T   [B, N*S, S]
+        self.value_matmul = ops.BatchMatMul()                        # probs v           [B, N, S, Dv]
 
     def construct(self, q_nope, q_rope, k_nope, k_rope, v, mask):
         b, n, s, _ = q_nope.shape
         sk = k_nope.shape[2]
-        scores = self.bmm_t(q_nope, k_nope)
+        scores = self.score_matmul(q_nope, k_nope)
         if q_rope is not None:
             dr = q_rope.shape[-1]
-            rope = self.bmm_t(q_rope.reshape(b, n * s, dr), k_rope).reshape(b, n, s, sk)
+            rope = self.rope_score_matmul(q_rope.reshape(b, n * s, dr), k_rope).reshape(b, n, s, sk)
             scores = scores + rope
         probs = ops.softmax(scores * self.scale + mask, -1)
-        return self.bmm(probs, v)
+        return self.value_matmul(probs, v)
+
+    def shard(self, attr: str, in_strategy: tuple) -> dict:
+        """Shard the logical ``attention`` op, given BNSD strategies of (q, k, v) (batch over dp, heads over tp,
+        the query sequence over cp; keys and values are gathered over cp); returns {primitive attr: strategy}."""
+        (b, n, s, _), _, _ = in_strategy
+        plan = {"score_matmul": ((b, n, s, 1), (b, n, 1, 1)),
+                "rope_score_matmul": ((b, n * s, 1), (b, 1, 1)),
+                "value_matmul": ((b, n, s, 1), (b, n, 1, 1))}
+        for name, strategy in plan.items():
+            getattr(self, name).shard(strategy)
+        return plan
 
 
 class ChunkedCausalAttention(CausalAttention):
@@ -112,18 +157,23 @@ class ChunkedCausalAttention(CausalAttention):
         for i0 in range(0, s, self.chunk):
             i1 = min(i0 + self.chunk, s)
             c = i1 - i0
-            scores = self.bmm_t(q_nope[:, :, i0:i1], k_nope[:, :, :i1])
+            scores = self.score_matmul(q_nope[:, :, i0:i1], k_nope[:, :, :i1])
             if q_rope is not None:
                 dr = q_rope.shape[-1]
-                rope = self.bmm_t(q_rope[:, :, i0:i1].reshape(b, n * c, dr), k_rope[:, :i1])
+                rope = self.rope_score_matmul(q_rope[:, :, i0:i1].reshape(b, n * c, dr), k_rope[:, :i1])
                 scores = scores + rope.reshape(b, n, c, i1)
             probs = ops.softmax(scores * self.scale + mask[i0:i1, :i1], -1)
-            outs = outs + (self.bmm(probs, v[:, :, :i1]),)
+            outs = outs + (self.value_matmul(probs, v[:, :, :i1]),)
         return ops.concat(outs, 2)
 
 
 class FusedCausalAttention(CausalAttention):
     """Ascend ``FlashAttentionScore`` (BNSD layout, causal sparse mode). Untested here: no CPU kernel."""
+
+    def __init__(self, scale: float, heads: int):
+        super().__init__(scale)
+        self.flash_attention = FlashAttentionScore(head_num=heads, scale_value=scale, input_layout="BNSD",
+                                                   sparse_mode=2)
 
     def construct(self, q_nope, q_rope, k_nope, k_rope, v, mask):
         b, n, s, _ = q_nope.shape
@@ -134,8 +184,13 @@ class FusedCausalAttention(CausalAttention):
         else:
             q, k = q_nope, k_nope
         causal = ops.triu(ops.ones((2048, 2048), ms.uint8), 1)
-        return ops.flash_attention_score(q, k, v, n, attn_mask=causal, scalar_value=self.scale,
-                                         input_layout="BNSD", sparse_mode=2)
+        return self.flash_attention(q, k, v, None, None, None, causal)[3]
+
+    def shard(self, attr: str, in_strategy: tuple) -> dict:
+        """(q, k, v) BNSD strategies plus the replicated [2048, 2048] causal mask."""
+        strategy = tuple(in_strategy) + ((1, 1),)
+        self.flash_attention.shard(strategy)
+        return {"flash_attention": strategy}
 
 
 class Backend:
@@ -149,7 +204,7 @@ class Backend:
     def swiglu(self, ffn: int) -> nn.Cell:
         return SwiGLU(ffn)
 
-    def attention(self, scale: float, chunk: int = 0) -> nn.Cell:
+    def attention(self, scale: float, chunk: int = 0, heads: int = 0) -> nn.Cell:
         """Full causal attention, or query-chunked (``ChunkedCausalAttention``) when ``chunk > 0``."""
         return ChunkedCausalAttention(scale, chunk) if chunk > 0 else CausalAttention(scale)
 
@@ -165,15 +220,24 @@ class AscendBackend(Backend):
     def swiglu(self, ffn):
         return FusedSwiGLU(ffn)
 
-    def attention(self, scale, chunk=0):
+    def attention(self, scale, chunk=0, heads=0):
         # FlashAttentionScore is blockwise already: ``chunk`` (the CPU memory knob) does not apply here
-        return FusedCausalAttention(scale)
+        return FusedCausalAttention(scale, heads)
 
 
 def get_backend(name: str = "cpu") -> Backend:
-    """``cpu`` (reference) or ``ascend`` (fused kernels; requires an Ascend device)."""
+    """``cpu`` (reference) or ``ascend`` (fused kernels; requires an Ascend device).
+
+    Choosing ``ascend`` while MindSpore targets another device raises one error naming ``model.backend``
+    before any Cell is built (the fused kernels have no CPU implementation).
+    """
     if name == "cpu":
         return Backend()
     if name == "ascend":
+        target = ms.get_context("device_target")
+        if target != "Ascend":
+            raise ConfigError(f"model.backend=ascend needs an Ascend device, but MindSpore's device_target is "
+                              f"{target!r} (its fused RmsNorm / Swiglu / FlashAttentionScore kernels have no "
+                              f"{target} implementation); use model.backend=cpu here")
         return AscendBackend()
-    raise ValueError(f"backend: unknown backend '{name}' (expected 'cpu' or 'ascend')")
+    raise ConfigError(f"model.backend: unknown backend {name!r} (expected 'cpu' or 'ascend')")

@@ -13,6 +13,8 @@ Examples:
       parallel.micro_batch_size=2 parallel.tp_extend_ep=true --json
   python tools/simulate.py search --config yaml/sim/pangu_ultra_moe_718b_6k.yaml --budget 718e9 \\
       --layers 54 58 61 64 66 --hidden 6144 7168 7680 8192 --experts 128 256 --out output/sim_search
+  python tools/simulate.py estimate --config yaml/sim/deepseek_v3_671b.yaml --emit-recipe out.yaml
+  python tools/show_plan.py --config out.yaml        # prints the same pipeline split
   python tools/simulate.py calibrate --out yaml/hardware/cpu_local.yaml
 """
 from __future__ import annotations
@@ -45,6 +47,8 @@ def cmd_estimate(args) -> int:
     hw = load_hardware(cfg.sim.hardware)
     est = estimate(cfg, hw, args.devices or cfg.sim.devices or None)
     d = est.as_dict()
+    if args.emit_recipe:
+        _emit(est, args)
     if args.json:
         print(json.dumps(d, indent=2 if args.pretty else None))
         return 0
@@ -59,11 +63,20 @@ def cmd_estimate(args) -> int:
     mem = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in d["memory_breakdown_gb"].items()
            if not isinstance(v, dict)}
     print(f"memory (GiB): {mem}")
-    det = d["details"]
-    if "blocks_per_virtual_stage" in det:
-        print(f"pipeline split ({det.get('stage_split', '?')}): blocks per virtual stage "
-              f"{det['blocks_per_virtual_stage']}")
+    print(_split_line(d["details"]))
     return 0
+
+
+def _split_line(details: dict) -> str:
+    from pangu_ms.parallel.split import PipelineSplit
+    return PipelineSplit(tuple(details["layers_per_virtual_stage"]), details["stage_split"]).describe()
+
+
+def _emit(est, args) -> None:
+    """Write the estimate's training recipe (layout + explicit split) to --emit-recipe."""
+    from pangu_ms.sim.recipe import write_recipe
+    write_recipe(est, args.emit_recipe, source=args.config)
+    print(f"wrote {args.emit_recipe}: {_split_line(est.details)}", file=sys.stderr)
 
 
 def _space(args):
@@ -100,6 +113,10 @@ def cmd_search(args) -> int:
                        limit=args.limit)
     rows = res["rows"]
     ranked = [r for r in rows if r["fits"]]
+    if args.emit_recipe:
+        if not ranked:
+            raise ConfigError("search --emit-recipe: no candidate fits the memory budget")
+        _emit(S.estimate_row(cfg, _space(args), hw, devices, ranked[0]), args)
     shapes = S.shape_ranking(rows, args.rank_by)
     summary = {"evaluated": res["evaluated"], "invalid_layouts": res["invalid"], "feasible": len(ranked),
                "oom": len(rows) - len(ranked), "seconds": res["seconds"],
@@ -162,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", nargs="+", action="append", metavar="KEY=VALUE",
                        help="config overrides, e.g. parallel.tp=8 sim.recompute=full")
         p.add_argument("--json", action="store_true", help="print one JSON object")
+        p.add_argument("--emit-recipe", metavar="OUT.yaml",
+                       help="write the training recipe of the estimate (search: of the best candidate): its "
+                            "layout and parallel.layers_per_virtual_stage, runnable by tools/show_plan.py and "
+                            "run/train.py")
 
     e = sub.add_parser("estimate", help="estimate one recipe + layout",
                        description="Estimate step time, tokens/s, MFU, memory per device (fits / OOM) and a "

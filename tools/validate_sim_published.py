@@ -145,30 +145,17 @@ def case_135b(lines):
     return out
 
 
-def time_balanced_counts(path):
-    """Blocks per virtual stage of the time-only split (schedule.partition), to show it next to the chosen one."""
-    from pangu_ms.sim.estimate import Simulator
-    from pangu_ms.sim.layout import resolve_layout
-    from pangu_ms.sim.schedule import partition
-    cfg = load_config(path, validate=False)
-    hw = load_hardware(cfg.sim.hardware)
-    cfg, lay = resolve_layout(cfg, None, hw.devices_per_node)
-    blocks = Simulator(cfg, lay, hw).blocks()
-    return [e - a for a, e in partition([b.time for b in blocks], lay.pp * lay.vpp)]
-
-
 def case_dsv3(lines):
-    balanced = time_balanced_counts(RDSV3)
-    rows = (("time-balanced split", est(RDSV3, [f"sim.blocks_per_virtual_stage={balanced}"])),
+    rows = (("time-balanced split", est(RDSV3, ["parallel.pipeline_split=time_balanced"])),
             ("split chosen by the simulator (recipe)", est(RDSV3)))
     lines.append("### DeepSeek-V3 671B, 2,048 H800, PP16 (DualPipe) EP64 DP128, FP8 (paper: 180K GPU-hours per "
                  "trillion tokens)\n")
-    lines.append("| stage split | blocks per stage | predicted tokens/s/GPU | GPU-hours / 1T tokens | reported | "
+    lines.append("| stage split | layers per stage | predicted tokens/s/GPU | GPU-hours / 1T tokens | reported | "
                  "error | MFU (bf16 peak) | memory GiB | fits |")
     lines.append("|---|---|---|---|---|---|---|---|---|")
     for name, e in rows:
         gh = 1e12 / e.tokens_per_s_per_device / 3600
-        counts = " ".join(map(str, e.details["blocks_per_virtual_stage"]))
+        counts = " ".join(map(str, e.details["layers_per_virtual_stage"]))
         lines.append(f"| {name}: {e.details['stage_split']} | {counts} | {e.tokens_per_s_per_device:.0f} | "
                      f"{gh / 1e3:.0f}K | 180K | {100 * (gh / 180e3 - 1):+.1f}% | {pct(e.mfu)} | "
                      f"{e.memory_per_device_gb:.1f} | {e.fits} |")

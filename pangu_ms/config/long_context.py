@@ -42,7 +42,7 @@ class LongContextStep:
         lr / min_lr / warmup_steps / lr_schedule: the sub-stage's LR curve (warm-up from 0, then cosine / WSD /
             constant down to ``min_lr``); the published 718B value is a constant-ish 7.5e-6.
         cp: context-parallel degree of the sub-stage on Ascend (0 keeps ``parallel.cp``); the sequence dim of
-            input_ids / activations and the attention's S dim are sharded over cp by ``pangu_ms/parallel/plan.py``.
+            input_ids / activations and the attention's S dim are sharded over cp by ``pangu_ms/parallel/plan``.
         data_path: prepared data of this sub-stage (packed at ``seq_length``). Empty: ``<data.path>_s<seq_length>``,
             prepared on first use from ``data_corpus`` with the pretraining tokenizer.
         data_corpus: corpora to prepare ``data_path`` from (``name[:weight],...`` or files); empty: ``data.corpus``.

@@ -26,6 +26,10 @@ from .post_training import RLConfig, SFTConfig
 from .sim import SimConfig
 
 
+#: Values of ``parallel.pipeline_split`` (pangu_ms/parallel/split.py implements them).
+PIPELINE_SPLITS = ("balanced", "time_balanced", "memory_aware", "explicit")
+
+
 def _choice(default, choices, doc=""):
     return field(default=default, metadata={"choices": tuple(choices), "doc": doc})
 
@@ -68,6 +72,8 @@ class ModelConfig:
         tie_embeddings: share input embedding and LM head.
         compute_dtype / param_dtype: ``float32`` on CPU (no bf16 matmul there); ``float64`` for gradient checks;
             ``bfloat16``/``float16`` on Ascend.
+        backend: ``cpu`` (reference ops, the test oracle) or ``ascend`` (fused RmsNorm / Swiglu /
+            FlashAttentionScore kernels; needs an Ascend device, see pangu_ms/backend.py).
     """
 
     vocab_size: int = 512
@@ -100,6 +106,7 @@ class ModelConfig:
     tie_embeddings: bool = False
     compute_dtype: str = _choice("float32", ("float32", "float64", "float16", "bfloat16"))
     param_dtype: str = _choice("float32", ("float32", "float64", "float16", "bfloat16"))
+    backend: str = _choice("cpu", ("cpu", "ascend"))
 
     @property
     def attn_head_dim(self) -> int:
@@ -184,6 +191,17 @@ class ParallelConfig:
         ranks_per_node: ranks per node (for the hierarchical dispatcher and the simulator).
         optimizer_shard: shard optimizer states over DP (ZeRO-1).
         device_num: total devices the layout is meant for; 0 means "the launch's world size".
+        pipeline_split: how the decoder layers and MTP modules are cut into the pp * vpp virtual stages, read by
+            both the training plan and the simulator (pangu_ms/parallel/split.py): ``balanced`` (equal layer
+            counts, lighter stages at the ends), ``time_balanced`` / ``memory_aware`` (from the simulator's
+            per-layer costs: the smallest largest-stage time, subject to every device's memory for
+            memory_aware; training gets them as the explicit list ``tools/simulate.py --emit-recipe`` writes)
+            or ``explicit``.
+        layers_per_virtual_stage: the explicit split (``pipeline_split: explicit``; MindSpeed
+            ``num_layer_list``): items per virtual stage, in order, pp * vpp entries >= 1 summing to
+            model.num_layers + model.mtp_depth; the embedding runs with the first stage, final norm + LM head
+            and every MTP module with the last (so its entry is >= mtp_depth). Virtual stage c runs on pipeline
+            rank c mod pp.
     """
 
     dp: int = 1
@@ -198,6 +216,8 @@ class ParallelConfig:
     ranks_per_node: int = 8
     optimizer_shard: bool = False
     device_num: int = 0
+    pipeline_split: str = _choice("balanced", PIPELINE_SPLITS)
+    layers_per_virtual_stage: list[int] = field(default_factory=list)
 
     @property
     def world_size(self) -> int:
@@ -252,6 +272,8 @@ class TrainConfig:
         on_nonfinite: a step whose loss or gradient norm is inf/NaN never updates the weights; ``stop`` then ends
             the run with an error naming the step, ``skip_step`` goes on (the step is counted and logged).
         max_skipped_steps: with ``skip_step``, this many non-finite steps in a row end the run.
+        deterministic: single-thread deterministic CPU kernels (``pangu_ms.train.determinism``), so the same
+            command gives bit-identical losses run to run; false uses MindSpore's default thread pool.
     """
 
     seed: int = 1234
@@ -282,6 +304,7 @@ class TrainConfig:
     peak_flops: float = 0.0
     on_nonfinite: str = _choice("stop", ("stop", "skip_step"))
     max_skipped_steps: int = 5
+    deterministic: bool = False
 
 
 @dataclass

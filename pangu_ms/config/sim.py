@@ -10,7 +10,8 @@ communication overlap switches (TP collectives fused with GEMMs, cross-micro-bat
               and the expert-placement load-imbalance factor.
 
 The parallel degrees themselves (dp, tp, pp, vpp, ep, cp, micro_batch_size, tp_extend_ep,
-hierarchical_alltoall, optimizer_shard) live in the ``parallel:`` section, shared with training.
+hierarchical_alltoall, optimizer_shard) and the pipeline split (pipeline_split, layers_per_virtual_stage) live
+in the ``parallel:`` section, shared with training.
 """
 from __future__ import annotations
 
@@ -38,17 +39,6 @@ class SimConfig:
         pp_schedule: ``auto`` (interleaved when vpp > 1, else 1F1B), ``1f1b``, ``interleaved`` or
             ``dualpipe`` (DeepSeek-V3's bidirectional schedule: bubble (p/2-1)(F+B/2), EP all-to-all hidden,
             two parameter copies).
-        blocks_per_virtual_stage: explicit split of the model over the pp * vpp virtual stages (MindSpeed
-            ``num_layer_list``, Megatron ``decoder_first/last_pipeline_num_layers``): the number of blocks of
-            each virtual stage, in order. Blocks, in order: embedding, the ``model.num_layers`` decoder layers,
-            final norm + LM head, then per MTP depth (projection, MTP layer, MTP head), i.e. num_layers + 2 +
-            3 * mtp_depth blocks; virtual stage c is held by pipeline rank c mod pp (DualPipe: ranks c and
-            pp-1-c). Needs pp * vpp entries, each >= 1, summing to the block count. Empty (default): the
-            simulator picks the split, balanced by time and, when that split runs out of memory, the fastest
-            split that fits (pangu_ms/sim/schedule.py). The
-            split in use is in the estimate's ``details.blocks_per_virtual_stage``. Leave empty for searches
-            (they vary the layer count and pp).
-
         recompute: ``none``; ``selective`` (recompute RMSNorms, RoPE and SwiGLU activations: cheap
             element-wise recompute); ``moe_fine`` (selective + the routed-expert first GEMM and activation,
             without re-running communication; MindSpeed "zero-memory"); ``full`` (store only each layer's input,
@@ -99,7 +89,6 @@ class SimConfig:
     grad_reduce_dtype: str = _choice("fp32", ("fp32", "bf16"))
     # schedule
     pp_schedule: str = _choice("auto", ("auto", "1f1b", "interleaved", "dualpipe"))
-    blocks_per_virtual_stage: list[int] = field(default_factory=list)
     # memory
     recompute: str = _choice("none", ("none", "selective", "moe_fine", "full", "auto"))
     recompute_fraction: float = 1.0

@@ -145,26 +145,15 @@ def validate_data(cfg: Config) -> None:
         raise ConfigError(f"data.valid_fraction: must be in [0, 1), got {d.valid_fraction}")
 
 
-def simulator_block_count(cfg: Config) -> int:
-    """Blocks the simulator splits over pipeline stages (pangu_ms/sim/estimate.py ``Simulator.blocks``): embedding,
-    the decoder layers, final norm + LM head, and per MTP depth its projection, layer and head."""
-    return cfg.model.num_layers + 2 + 3 * cfg.model.mtp_depth
-
-
-def validate_sim_stages(cfg: Config) -> None:
-    """``sim.blocks_per_virtual_stage``: one count >= 1 per virtual stage (pp * vpp), summing to the block count."""
-    counts, p = cfg.sim.blocks_per_virtual_stage, cfg.parallel
-    if not counts:
-        return
-    key, stages, blocks = "sim.blocks_per_virtual_stage", p.pp * p.vpp, simulator_block_count(cfg)
-    if len(counts) != stages:
-        raise ConfigError(f"{key}: {len(counts)} entries, but parallel.pp*vpp = {p.pp}*{p.vpp} = {stages} "
-                          f"virtual stages")
-    if min(counts) < 1:
-        raise ConfigError(f"{key}: every virtual stage needs >= 1 block, got {counts}")
-    if sum(counts) != blocks:
-        raise ConfigError(f"{key}: sums to {sum(counts)}, but the model has {blocks} blocks (embedding + "
-                          f"{cfg.model.num_layers} layers + head + 3 x {cfg.model.mtp_depth} MTP)")
+def validate_sim(cfg: Config) -> None:
+    """Ranges of the simulator's switches (``sim:``); the layout-dependent ones are in parallel/dims.py."""
+    s = cfg.sim
+    if not 0.0 <= s.swap_activations <= 1.0:
+        raise ConfigError(f"sim.swap_activations: must be in [0, 1], got {s.swap_activations}")
+    if not 0.0 <= s.recompute_fraction <= 1.0:
+        raise ConfigError(f"sim.recompute_fraction: must be in [0, 1], got {s.recompute_fraction}")
+    if s.expert_imbalance < 1.0:
+        raise ConfigError(f"sim.expert_imbalance: max/mean load is >= 1, got {s.expert_imbalance}")
 
 
 def validate_config(cfg: Config) -> Config:
@@ -172,7 +161,7 @@ def validate_config(cfg: Config) -> Config:
     validate_model(cfg)
     validate_moe(cfg)
     validate_parallel(cfg)
-    validate_sim_stages(cfg)
+    validate_sim(cfg)
     validate_train(cfg)
     validate_data(cfg)
     return cfg

@@ -219,7 +219,7 @@ def plot_heatmap(res: dict, path: str, title: str = "passkey retrieval accuracy"
 
 def heldout_loss(net, data_path: str, seq_len: int, vocab_size: int, corpus: str | None = None,
                  batch_size: int = 4, max_batches: int = 8, graph: bool = True) -> float:
-    """Mean next-token LM loss of ``net`` on the validation split of prepared data packed at ``seq_len``
+    """Mean next-token LM loss of the model ``net`` on the validation split of prepared data packed at ``seq_len``
     (``corpus``: one corpus of the mixture, default all)."""
     import mindspore as ms
     from mindspore import Tensor
@@ -229,8 +229,11 @@ def heldout_loss(net, data_path: str, seq_len: int, vocab_size: int, corpus: str
     if corpus:
         splits = {corpus: splits[corpus]}
 
+    from ..model.loss import CrossEntropy
+    cross_entropy = CrossEntropy()
+
     def fn(x, y):
-        return net(x, y)[1]
+        return cross_entropy(net(x)[0], y.reshape(-1))        # the model's LM logits -> next-token CE
     f = ms.jit(fn) if graph else fn
     losses = []
     per = max(1, max_batches // len(splits))

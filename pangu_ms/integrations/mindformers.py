@@ -59,10 +59,14 @@ class PanguMoEForCausalLM(PreTrainedModel):
         config = config or PanguMoEConfig()
         super().__init__(config)
         recipe = config.to_pangu()
-        self.pangu = CausalLMLoss(build_model(recipe), recipe.model.mtp_loss_weight)
+        model = build_model(recipe)
+        # the loss Cell first, the model last: this Cell prefixes parameter names with the attribute path, and
+        # the last assignment sets them, so they stay ``pangu.<model name>`` as with the bare model
+        self.loss = CausalLMLoss(model, recipe.model.mtp_loss_weight)
+        self.pangu = model
 
     def construct(self, input_ids):
-        return self.pangu(input_ids[:, :-1], input_ids[:, 1:])[0]
+        return self.loss(input_ids[:, :-1], input_ids[:, 1:])[0]
 
 
 @MindFormerRegister.register(MindFormerModuleType.WRAPPER)

@@ -28,23 +28,25 @@ class MLA(nn.Cell):
     def __init__(self, cfg: ModelConfig, init, backend, dtype=ms.float32, options=None):
         super().__init__()
         h, n = cfg.hidden_size, cfg.num_heads
-        self.n, self.dn, self.dr, self.dv = n, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim
-        self.kvl = cfg.kv_lora_rank
+        self.num_heads = n
+        self.qk_nope_head_dim, self.qk_rope_head_dim = cfg.qk_nope_head_dim, cfg.qk_rope_head_dim
+        self.v_head_dim = cfg.v_head_dim
+        self.kv_lora_rank = cfg.kv_lora_rank
         self.q_lora = cfg.q_lora_rank > 0
-        dq = self.dn + self.dr
+        dq = self.qk_nope_head_dim + self.qk_rope_head_dim
         if self.q_lora:
             self.q_a_proj = Linear(h, cfg.q_lora_rank, init, dtype)
             self.q_a_norm = backend.rms_norm(cfg.q_lora_rank, cfg.norm_eps, dtype=dtype)
             self.q_b_proj = Linear(cfg.q_lora_rank, n * dq, init, dtype)
         else:
             self.q_proj = Linear(h, n * dq, init, dtype)
-        self.kv_a_proj = Linear(h, self.kvl + self.dr, init, dtype)
-        self.kv_a_norm = backend.rms_norm(self.kvl, cfg.norm_eps, dtype=dtype)
-        self.kv_b_proj = Linear(self.kvl, n * (self.dn + self.dv), init, dtype)
-        self.o_proj = Linear(n * self.dv, h, init, dtype)
-        self.rope = RotaryEmbedding(self.dr, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_interleaved,
-                                    dtype, **_rope_scaling(options))
-        self.core = backend.attention(1.0 / math.sqrt(dq), **_chunk(options))
+        self.kv_a_proj = Linear(h, self.kv_lora_rank + self.qk_rope_head_dim, init, dtype)
+        self.kv_a_norm = backend.rms_norm(self.kv_lora_rank, cfg.norm_eps, dtype=dtype)
+        self.kv_b_proj = Linear(self.kv_lora_rank, n * (self.qk_nope_head_dim + self.v_head_dim), init, dtype)
+        self.o_proj = Linear(n * self.v_head_dim, h, init, dtype)
+        self.rope = RotaryEmbedding(self.qk_rope_head_dim, cfg.max_position_embeddings, cfg.rope_theta,
+                                    cfg.rope_interleaved, dtype, **_rope_scaling(options))
+        self.core = backend.attention(1.0 / math.sqrt(dq), heads=n, **_chunk(options))
 
     def project_q(self, x):
         if self.q_lora:
@@ -54,17 +56,18 @@ class MLA(nn.Cell):
     def construct(self, x, batch, mask):
         t = x.shape[0]
         s = t // batch
-        q = self.project_q(x).reshape(batch, s, self.n, self.dn + self.dr).transpose(0, 2, 1, 3)
-        q_nope = q[..., : self.dn]
-        q_rope = self.rope(q[..., self.dn:])
+        heads, nope, rope_dim = self.num_heads, self.qk_nope_head_dim, self.qk_rope_head_dim
+        q = self.project_q(x).reshape(batch, s, heads, nope + rope_dim).transpose(0, 2, 1, 3)
+        q_nope = q[..., : self.qk_nope_head_dim]
+        q_rope = self.rope(q[..., self.qk_nope_head_dim:])
         kv_a = self.kv_a_proj(x)
-        c_kv = self.kv_a_norm(kv_a[:, : self.kvl])
-        k_rope = self.rope(kv_a[:, self.kvl:].reshape(batch, s, self.dr))
-        kv = self.kv_b_proj(c_kv).reshape(batch, s, self.n, self.dn + self.dv).transpose(0, 2, 1, 3)
-        k_nope = kv[..., : self.dn]
-        v = kv[..., self.dn:]
+        c_kv = self.kv_a_norm(kv_a[:, : self.kv_lora_rank])
+        k_rope = self.rope(kv_a[:, self.kv_lora_rank:].reshape(batch, s, self.qk_rope_head_dim))
+        kv = self.kv_b_proj(c_kv).reshape(batch, s, heads, nope + self.v_head_dim).transpose(0, 2, 1, 3)
+        k_nope = kv[..., : self.qk_nope_head_dim]
+        v = kv[..., self.qk_nope_head_dim:]
         o = self.core(q_nope, q_rope, k_nope, k_rope, v, mask)          # [B, N, S, Dv]
-        o = o.transpose(0, 2, 1, 3).reshape(t, self.n * self.dv)
+        o = o.transpose(0, 2, 1, 3).reshape(t, self.num_heads * self.v_head_dim)
         return self.o_proj(o)
 
 
@@ -74,32 +77,32 @@ class GQA(nn.Cell):
     def __init__(self, cfg: ModelConfig, init, backend, dtype=ms.float32, options=None):
         super().__init__()
         h, n = cfg.hidden_size, cfg.num_heads
-        self.n = n
-        self.kvh = n if cfg.attention_type == "mha" else cfg.num_kv_heads
-        self.hd = cfg.attn_head_dim
-        self.q_proj = Linear(h, n * self.hd, init, dtype)
-        self.k_proj = Linear(h, self.kvh * self.hd, init, dtype)
-        self.v_proj = Linear(h, self.kvh * self.hd, init, dtype)
-        self.o_proj = Linear(n * self.hd, h, init, dtype)
-        self.rope = RotaryEmbedding(self.hd, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_interleaved,
+        self.num_heads = n
+        self.num_kv_heads = n if cfg.attention_type == "mha" else cfg.num_kv_heads
+        self.head_dim = cfg.attn_head_dim
+        self.q_proj = Linear(h, n * self.head_dim, init, dtype)
+        self.k_proj = Linear(h, self.num_kv_heads * self.head_dim, init, dtype)
+        self.v_proj = Linear(h, self.num_kv_heads * self.head_dim, init, dtype)
+        self.o_proj = Linear(n * self.head_dim, h, init, dtype)
+        self.rope = RotaryEmbedding(self.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_interleaved,
                                     dtype, **_rope_scaling(options))
-        self.core = backend.attention(1.0 / math.sqrt(self.hd), **_chunk(options))
-        self.rep = n // self.kvh
+        self.core = backend.attention(1.0 / math.sqrt(self.head_dim), heads=n, **_chunk(options))
+        self.kv_repeats = n // self.num_kv_heads
 
     def _heads(self, y, heads, batch, s):
-        return y.reshape(batch, s, heads, self.hd).transpose(0, 2, 1, 3)
+        return y.reshape(batch, s, heads, self.head_dim).transpose(0, 2, 1, 3)
 
     def construct(self, x, batch, mask):
         t = x.shape[0]
         s = t // batch
-        q = self.rope(self._heads(self.q_proj(x), self.n, batch, s))
-        k = self.rope(self._heads(self.k_proj(x), self.kvh, batch, s))
-        v = self._heads(self.v_proj(x), self.kvh, batch, s)
-        if self.rep > 1:
-            k = ops.repeat_elements(k, self.rep, 1)
-            v = ops.repeat_elements(v, self.rep, 1)
+        q = self.rope(self._heads(self.q_proj(x), self.num_heads, batch, s))
+        k = self.rope(self._heads(self.k_proj(x), self.num_kv_heads, batch, s))
+        v = self._heads(self.v_proj(x), self.num_kv_heads, batch, s)
+        if self.kv_repeats > 1:
+            k = ops.repeat_elements(k, self.kv_repeats, 1)
+            v = ops.repeat_elements(v, self.kv_repeats, 1)
         o = self.core(q, None, k, None, v, mask)
-        return self.o_proj(o.transpose(0, 2, 1, 3).reshape(t, self.n * self.hd))
+        return self.o_proj(o.transpose(0, 2, 1, 3).reshape(t, self.num_heads * self.head_dim))
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ def attention_options(cfg: Config) -> AttentionOptions:
                             rope_original_max_position=lc.rope_original_max_position, chunk=lc.attention_chunk)
 
 
-def build_model(cfg: Config, hooks=None, seed: int | None = None, backend: str = "cpu") -> PanguForCausalLM:
+def build_model(cfg: Config, hooks=None, seed: int | None = None, backend: str | None = None) -> PanguForCausalLM:
     """``PanguForCausalLM`` of ``cfg``; ``seed`` defaults to ``train.seed``; ``hooks``: expert-parallel hooks
-    of the runtime (``pangu_ms.parallel.runtime.Runtime.hooks``)."""
+    of the runtime (``pangu_ms.parallel.runtime.Runtime.hooks``); ``backend`` defaults to ``model.backend``."""
     return PanguForCausalLM(cfg.model, cfg.moe, cfg.train.seed if seed is None else seed, backend=backend,
                             hooks=hooks, attention=attention_options(cfg))

@@ -16,8 +16,10 @@ Conventions (stated because published MFU figures differ on them):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from math import prod
 
 from ..config.schema import Config
+from .inventory import count, layer_counts, model_level_entries, mtp_module_entries, swiglu_template, template_count
 
 
 @dataclass
@@ -42,30 +44,19 @@ class ModelStats:
         }
 
 
+def _layer_kinds(cfg: Config, moe_layer: bool, kinds) -> int:
+    """Elements of one decoder layer's parameters of the given kinds (read from the inventory)."""
+    return template_count(cfg, moe_layer, kinds)
+
+
 def attention_params(cfg: Config) -> int:
     """Matrices + internal norms of one attention block."""
-    m = cfg.model
-    if m.attention_type == "mla":
-        qk = m.qk_nope_head_dim + m.qk_rope_head_dim
-        if m.q_lora_rank > 0:
-            q = m.hidden_size * m.q_lora_rank + m.q_lora_rank + m.q_lora_rank * m.num_heads * qk
-        else:
-            q = m.hidden_size * m.num_heads * qk
-        kv = (m.hidden_size * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank
-              + m.kv_lora_rank * m.num_heads * (m.qk_nope_head_dim + m.v_head_dim))
-        o = m.num_heads * m.v_head_dim * m.hidden_size
-        return q + kv + o
-    hd = m.attn_head_dim
-    kvh = m.num_heads if m.attention_type == "mha" else m.num_kv_heads
-    return m.hidden_size * hd * (2 * m.num_heads + 2 * kvh)
+    return _layer_kinds(cfg, False, ("attention", "attention_norm"))
 
 
 def attention_norm_params(cfg: Config) -> int:
     """Norm weights inside the attention block (MLA's latent norms): no matmul FLOPs."""
-    m = cfg.model
-    if m.attention_type != "mla":
-        return 0
-    return m.kv_lora_rank + (m.q_lora_rank if m.q_lora_rank > 0 else 0)
+    return _layer_kinds(cfg, False, ("attention_norm",))
 
 
 def attention_core_flops_per_token(cfg: Config, seq_length: int) -> float:
@@ -79,39 +70,45 @@ def attention_core_flops_per_token(cfg: Config, seq_length: int) -> float:
 
 
 def swiglu_params(hidden: int, ffn: int) -> int:
-    return 3 * hidden * ffn
+    """A fused SwiGLU MLP of this width (gate_up [2F, d] + down [d, F]); the inventory's shapes."""
+    return sum(prod(shape) for _, shape, *_ in swiglu_template("mlp", hidden, ffn, "dense_mlp"))
 
 
 def layer_norm_params(cfg: Config) -> int:
-    return (4 if cfg.model.sandwich_norm else 2) * cfg.model.hidden_size
+    """The decoder layer's own RMSNorm weights (2, or 4 with sandwich norm)."""
+    return _layer_kinds(cfg, False, ("norm",))
+
+
+def dense_mlp_params(cfg: Config) -> int:
+    return _layer_kinds(cfg, False, ("dense_mlp",))
 
 
 def moe_params(cfg: Config) -> dict:
-    e, h = cfg.moe, cfg.model.hidden_size
+    e = cfg.moe
+    if not e.enabled:
+        return {"router": 0, "expert_bias": 0, "routed_experts": 0, "routed_active": 0, "shared_experts": 0}
+    routed = _layer_kinds(cfg, True, ("routed_expert",))
     return {
-        "router": e.num_experts * h,
-        "expert_bias": e.num_experts if e.expert_bias else 0,
-        "routed_experts": e.num_experts * swiglu_params(h, e.expert_ffn_hidden),
-        "routed_active": e.top_k * swiglu_params(h, e.expert_ffn_hidden),
-        "shared_experts": swiglu_params(h, e.num_shared_experts * e.expert_ffn_hidden)
-        if e.num_shared_experts else 0,
+        "router": _layer_kinds(cfg, True, ("router",)),
+        "expert_bias": _layer_kinds(cfg, True, ("expert_bias",)),
+        "routed_experts": routed,
+        "routed_active": routed // e.num_experts * e.top_k,
+        "shared_experts": _layer_kinds(cfg, True, ("shared_expert",)),
     }
 
 
 def _layer(cfg: Config, moe_layer: bool) -> dict:
     """total / active / matmul-active params of one decoder layer."""
-    attn = attention_params(cfg)
-    attn_mm = attn - attention_norm_params(cfg)
-    norms = layer_norm_params(cfg)
+    total = _layer_kinds(cfg, moe_layer, None)
+    attn_mm = _layer_kinds(cfg, moe_layer, ("attention",))
     if moe_layer:
         p = moe_params(cfg)
-        total = attn + norms + p["router"] + p["expert_bias"] + p["routed_experts"] + p["shared_experts"]
-        active = attn + norms + p["router"] + p["routed_active"] + p["shared_experts"]
+        inactive = p["routed_experts"] - p["routed_active"]
+        active = total - p["expert_bias"] - inactive
         mm = attn_mm + p["router"] + p["routed_active"] + p["shared_experts"]
     else:
-        ffn = swiglu_params(cfg.model.hidden_size, cfg.model.dense_ffn_hidden)
-        total = active = attn + norms + ffn
-        mm = attn_mm + ffn
+        active = total
+        mm = attn_mm + dense_mlp_params(cfg)
     return {"total": total, "active": active, "matmul": mm}
 
 
@@ -119,23 +116,23 @@ def compute_stats(cfg: Config, seq_length: int | None = None) -> ModelStats:
     m = cfg.model
     s = seq_length or cfg.train.seq_length
     h, v = m.hidden_size, m.vocab_size
-    n_moe = (m.num_layers - m.num_dense_layers) if cfg.moe.enabled else 0
-    n_dense = m.num_layers - n_moe
+    n_dense, n_moe = layer_counts(cfg)
     dense, moe = _layer(cfg, False), _layer(cfg, cfg.moe.enabled)
 
-    embedding = v * h
-    head = 0 if m.tie_embeddings else v * h
-    final_norm = h
-    layers_total = n_dense * dense["total"] + n_moe * moe["total"]
+    model_level = model_level_entries(cfg)                         # embedding, final norm, LM head
+    embedding = count(model_level, ("embedding",))
+    head = count(model_level, ("lm_head",))
+    final_norm = count(model_level, ("norm",))
     layers_active = n_dense * dense["active"] + n_moe * moe["active"]
     layers_mm = n_dense * dense["matmul"] + n_moe * moe["matmul"]
 
     mtp_layer = moe if cfg.moe.enabled else dense
-    mtp_one_total = 2 * h + 2 * h * h + mtp_layer["total"] + h     # enorm, hnorm, eh_proj, layer, head norm
-    mtp_total = m.mtp_depth * mtp_one_total
-    mtp_mm = m.mtp_depth * (2 * h * h + mtp_layer["matmul"] + v * h)
+    mtp_module = mtp_module_entries(cfg, 0)
+    mtp_total = m.mtp_depth * count(mtp_module)
+    mtp_projections = count([q for q in mtp_module if q.kind == "mtp" and len(q.shape) == 2])   # eh_proj
+    mtp_mm = m.mtp_depth * (mtp_projections + mtp_layer["matmul"] + v * h)
 
-    total_wo_mtp = embedding + layers_total + final_norm + head
+    total_wo_mtp = count(model_level) + n_dense * dense["total"] + n_moe * moe["total"]
     active = layers_active + final_norm + v * h                      # head always computes, tied or not
     attn_core = attention_core_flops_per_token(cfg, s)
     fwd_wo_mtp = 2.0 * (layers_mm + v * h) + m.num_layers * attn_core

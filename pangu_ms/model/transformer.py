@@ -51,7 +51,7 @@ class DecoderLayer(nn.Cell):
             self.mlp = SwiGLUMLP(m.hidden_size, m.dense_ffn_hidden, init, backend, dtype)
         if self.sandwich:
             self.post_mlp_norm = backend.rms_norm(m.hidden_size, m.norm_eps, g_mlp, dtype)
-        self.n_exp = max(moe_cfg.num_experts, 1)
+        self.num_experts = max(moe_cfg.num_experts, 1)
 
     def construct(self, x, batch, mask):
         a = self.attention(self.input_norm(x), batch, mask)
@@ -64,7 +64,7 @@ class DecoderLayer(nn.Cell):
         else:
             f = self.mlp(z)
             aux = ops.zeros((), x.dtype)
-            load = ops.zeros((self.n_exp,), x.dtype)
+            load = ops.zeros((self.num_experts,), x.dtype)
             drop = ops.zeros((), x.dtype)
         if self.sandwich:
             f = self.post_mlp_norm(f)
@@ -79,14 +79,16 @@ def causal_mask(s: int, dtype):
 
 
 class Embedding(nn.Cell):
-    """Token embedding [V, d] looked up with ``ops.gather`` (``mint`` embedding has no CPU kernel)."""
+    """Token embedding [V, d] looked up with the ``Gather`` primitive (``mint`` embedding has no CPU kernel);
+    ``gather`` is the primitive the Ascend plan shards (vocab-parallel weight, tokens over dp x cp)."""
 
     def __init__(self, vocab: int, hidden: int, init: Initializer, dtype):
         super().__init__()
         self.weight = Parameter(Tensor(init.embedding((vocab, hidden)), dtype), name="weight")
+        self.gather = ops.Gather()
 
     def construct(self, ids):
-        return ops.gather(self.weight, ids.reshape(-1), 0)
+        return self.gather(self.weight, ids.reshape(-1), 0)
 
 
 class PanguForCausalLM(nn.Cell):
@@ -100,14 +102,15 @@ class PanguForCausalLM(nn.Cell):
     ``drop_rate`` is the mean over MoE layers (zero when dropless).
     """
 
-    def __init__(self, model_cfg: ModelConfig, moe_cfg: MoEConfig, seed: int, backend: str = "cpu", hooks=None,
+    def __init__(self, model_cfg: ModelConfig, moe_cfg: MoEConfig, seed: int, backend: str | None = None, hooks=None,
                  attention: AttentionOptions | None = None):
         """``hooks``: optional expert-parallel hooks handed to every MoE layer (see ``MoELayer``); the model
-        itself never sees ranks or process groups. ``attention``: RoPE scaling / attention chunking."""
+        itself never sees ranks or process groups. ``attention``: RoPE scaling / attention chunking.
+        ``backend``: ``cpu`` / ``ascend``, default ``model_cfg.backend``."""
         super().__init__()
         self.model_cfg = m = model_cfg
         dtype = model_dtype(m)
-        be = get_backend(backend)
+        be = get_backend(backend or m.backend)
         init = Initializer(m, seed)
         self.embedding = Embedding(m.vocab_size, m.hidden_size, init, dtype)
         moe_flags = [moe_cfg.enabled and i >= m.num_dense_layers for i in range(m.num_layers)]
@@ -123,7 +126,7 @@ class PanguForCausalLM(nn.Cell):
             return DecoderLayer(m, moe_cfg, moe_cfg.enabled, init, be, dtype, hooks, attention)
         self.mtp = nn.CellList([MTPModule(m, init, be, dtype, mtp_layer) for _ in range(m.mtp_depth)])
         self.n_moe = len(self.moe_layer_ids)
-        self.n_exp = max(moe_cfg.num_experts, 1)
+        self.num_experts = max(moe_cfg.num_experts, 1)
         self.dtype = dtype
         self.head_mm = ops.MatMul(transpose_b=True)
 
@@ -164,5 +167,5 @@ class PanguForCausalLM(nn.Cell):
             load = ops.stack(loads, 0)
             drop = drop / self.n_moe
         else:
-            load = ops.zeros((1, self.n_exp), self.dtype)
+            load = ops.zeros((1, self.num_experts), self.dtype)
         return self.logits(hidden), mtp_logits, aux, load, drop

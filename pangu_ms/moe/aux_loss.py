@@ -27,19 +27,19 @@ class IdentityReducer(nn.Cell):
 class LoadBalancingLoss(nn.Cell):
     def __init__(self, num_experts: int, top_k: int, coeff: float, scope: str, reducer: nn.Cell | None = None):
         super().__init__()
-        self.e, self.k, self.coeff, self.scope = num_experts, top_k, coeff, scope
+        self.num_experts, self.top_k, self.coeff, self.scope = num_experts, top_k, coeff, scope
         self.reducer = reducer if reducer is not None else IdentityReducer()
 
     def construct(self, mask, probs, batch):
         if self.scope == "sequence":
             s = mask.shape[0] // batch
-            counts = mask.reshape(batch, s, self.e).sum(1)
-            psum = probs.reshape(batch, s, self.e).sum(1)
-            per_seq = (counts * psum).sum(-1) * (self.e / (self.k * s * s))
+            counts = mask.reshape(batch, s, self.num_experts).sum(1)
+            psum = probs.reshape(batch, s, self.num_experts).sum(1)
+            per_seq = (counts * psum).sum(-1) * (self.num_experts / (self.top_k * s * s))
             return self.coeff * per_seq.mean()
         counts = mask.sum(0)
         psum = probs.sum(0)
         n = ops.ones((), probs.dtype) * mask.shape[0]
         counts, psum, n = self.reducer(ops.stop_gradient(counts), psum, n)
-        f = counts * (self.e / self.k) / n
+        f = counts * (self.num_experts / self.top_k) / n
         return self.coeff * (f * psum / n).sum()

@@ -42,27 +42,27 @@ class _SlotDispatcher(nn.Cell):
 
     def __init__(self, num_experts: int, top_k: int):
         super().__init__()
-        self.e, self.k = num_experts, top_k
+        self.num_experts, self.top_k = num_experts, top_k
 
     def permute(self, x, slot, rows):
-        x_rep = ops.repeat_elements(x, self.k, 0)                       # [T*k, d], token-major
+        x_rep = ops.repeat_elements(x, self.top_k, 0)                       # [T*k, d], token-major
         return ops.unsorted_segment_sum(x_rep, slot, rows + 1)[:rows]
 
     def combine(self, out_rows, slot, w):
         t = w.shape[0]
         pad = ops.zeros((1, out_rows.shape[-1]), out_rows.dtype)
         gathered = ops.gather(ops.concat((out_rows, pad), 0), slot, 0)   # [T*k, d]
-        return (gathered * w.reshape(-1, 1)).reshape(t, self.k, -1).sum(1)
+        return (gathered * w.reshape(-1, 1)).reshape(t, self.top_k, -1).sum(1)
 
 
 class MaskedDenseDispatcher(nn.Cell):
     def __init__(self, num_experts: int, top_k: int):
         super().__init__()
-        self.e = num_experts
+        self.num_experts = num_experts
 
     def construct(self, x, idx, w, experts, shared=None):
         """``shared``: optional shared-expert MLP folded into the expert matmuls (see ``all_experts``)."""
-        gates = (one_hot(idx, self.e, w.dtype)
+        gates = (one_hot(idx, self.num_experts, w.dtype)
                  * w.reshape(w.shape[0], w.shape[1], 1)).sum(1)
         return experts.all_experts(x, gates, shared), ops.zeros((), x.dtype)
 
@@ -73,9 +73,9 @@ class SortedBlockDispatcher(_SlotDispatcher):
         self.block = block
 
     def construct(self, x, idx, w, experts):
-        rows = sorted_block_rows(x.shape[0], self.e, self.k, self.block)
+        rows = sorted_block_rows(x.shape[0], self.num_experts, self.top_k, self.block)
         flat = idx.reshape(-1)
-        onehot, pos = slots_in_expert(flat, self.e, x.dtype)
+        onehot, pos = slots_in_expert(flat, self.num_experts, x.dtype)
         counts = onehot.sum(0)
         padded = ops.ceil(counts / self.block) * self.block
         ends = ops.cumsum(padded, 0)
@@ -85,7 +85,7 @@ class SortedBlockDispatcher(_SlotDispatcher):
         nb = rows // self.block
         block_start = ops.arange(0, rows, self.block).astype(x.dtype).reshape(nb, 1)
         owner = (block_start >= ends.reshape(1, -1)).astype(ms.int32).sum(1)
-        owner = ops.minimum(owner, self.e - 1)
+        owner = ops.minimum(owner, self.num_experts - 1)
         out = experts.per_group(buf.reshape(nb, self.block, -1), owner).reshape(rows, -1)
         return self.combine(out, slot, w), ops.zeros((), x.dtype)
 
@@ -96,14 +96,14 @@ class CapacityDispatcher(_SlotDispatcher):
         self.capacity_factor = capacity_factor
 
     def construct(self, x, idx, w, experts):
-        cap = capacity(x.shape[0], self.e, self.k, self.capacity_factor)
+        cap = capacity(x.shape[0], self.num_experts, self.top_k, self.capacity_factor)
         flat = idx.reshape(-1)
-        onehot, pos = slots_in_expert(flat, self.e, x.dtype)
+        onehot, pos = slots_in_expert(flat, self.num_experts, x.dtype)
         keep = (pos < cap).astype(x.dtype)
-        rows = self.e * cap
+        rows = self.num_experts * cap
         slot_f = flat.astype(x.dtype) * cap + pos
         slot = (keep * slot_f + (1.0 - keep) * rows).astype(ms.int32)
-        buf = self.permute(x, slot, rows).reshape(self.e, cap, -1)
+        buf = self.permute(x, slot, rows).reshape(self.num_experts, cap, -1)
         out = experts.per_group(buf).reshape(rows, -1)
         y = self.combine(out, slot, w * keep.reshape(w.shape))
         return y, 1.0 - keep.mean()

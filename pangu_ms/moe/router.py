@@ -1,7 +1,8 @@
 """Top-k router (stage 1 of the MoE forward).
 
     s      = sigmoid(x W_g^T)            (or softmax), in fp32 (fp64 when the model runs in fp64)
-    chosen = top_k(s + b)                b = aux-loss-free expert bias (selection only; zero when disabled)
+    chosen = top_k(s + b)                b = aux-loss-free expert bias (selection only; zero when disabled;
+                                         updated after each optimizer step by :mod:`pangu_ms.moe.bias_update`)
     w      = s[chosen];  w <- w / sum(w) if norm_topk_prob;  w <- w * routed_scaling_factor
 So with renormalisation the k combine weights of every token sum to ``routed_scaling_factor``.
 
@@ -21,20 +22,21 @@ from .dispatcher import one_hot
 class TopKRouter(nn.Cell):
     def __init__(self, hidden: int, cfg: MoEConfig, init, dtype=ms.float32):
         super().__init__()
-        self.e, self.k = cfg.num_experts, cfg.top_k
+        self.num_experts, self.top_k = cfg.num_experts, cfg.top_k
         self.sigmoid = cfg.router_score == "sigmoid"
-        self.norm = cfg.norm_topk_prob
-        self.scale = cfg.routed_scaling_factor
+        self.normalize_top_k = cfg.norm_topk_prob
+        self.routed_scaling_factor = cfg.routed_scaling_factor
         self.use_bias = cfg.expert_bias
-        self.rdtype = ms.float64 if dtype == ms.float64 else ms.float32
-        self.weight = Parameter(Tensor(init.normal((self.e, hidden)), self.rdtype), name="weight")
+        self.bias_update_rate = cfg.expert_bias_update_rate     # applied by moe.bias_update after each step
+        self.router_dtype = ms.float64 if dtype == ms.float64 else ms.float32
+        self.weight = Parameter(Tensor(init.normal((self.num_experts, hidden)), self.router_dtype), name="weight")
         if self.use_bias:
-            self.expert_bias = Parameter(Tensor(np.zeros(self.e, np.float32), self.rdtype), name="expert_bias",
-                                         requires_grad=False)
+            self.expert_bias = Parameter(Tensor(np.zeros(self.num_experts, np.float32), self.router_dtype),
+                                         name="expert_bias", requires_grad=False)
         self.matmul = ops.MatMul(transpose_b=True)
 
     def construct(self, x):
-        logits = self.matmul(x.astype(self.rdtype), self.weight)
+        logits = self.matmul(x.astype(self.router_dtype), self.weight)
         if self.sigmoid:
             scores = ops.sigmoid(logits)
             probs = scores / ops.sum(scores, -1, keepdim=True)
@@ -42,10 +44,10 @@ class TopKRouter(nn.Cell):
             scores = ops.softmax(logits, -1)
             probs = scores
         select = scores + self.expert_bias if self.use_bias else scores
-        _, idx = ops.topk(select, self.k)
+        _, idx = ops.topk(select, self.top_k)
         w = ops.gather_elements(scores, 1, idx)
-        if self.norm:
+        if self.normalize_top_k:
             w = w / (ops.sum(w, -1, keepdim=True) + 1e-20)
-        w = w * self.scale
-        mask = one_hot(idx, self.e, self.rdtype).sum(1)
+        w = w * self.routed_scaling_factor
+        mask = one_hot(idx, self.num_experts, self.router_dtype).sum(1)
         return idx.astype(ms.int32), w.astype(x.dtype), mask, probs

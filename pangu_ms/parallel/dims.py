@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from ..config import ConfigError
+from .split import split_problems
 
 #: Group kinds, see :meth:`ParallelDims.groups`.
 GROUP_KINDS = ("dp", "tp", "pp", "cp", "dp_cp", "ep", "expert_dp", "expert_tp", "embedding")
@@ -64,12 +65,18 @@ class ParallelDims:
     """
 
     def __init__(self, dp=1, tp=1, pp=1, cp=1, ep=1, vpp=1, tp_extend_ep=False, ranks_per_node=8,
-                 num_experts=0):
+                 num_experts=0, micro_batch_size=1, seq_length=0, global_batch_size=0,
+                 hierarchical_alltoall=False, optimizer_shard=False, pipeline_schedule="1f1b"):
         self.dp, self.tp, self.pp, self.cp, self.ep, self.vpp = int(dp), int(tp), int(pp), int(cp), int(ep), int(vpp)
         self.tp_extend_ep = bool(tp_extend_ep)
         self.ranks_per_node = int(ranks_per_node)
         self.num_experts = int(num_experts)
-        for n in ("dp", "tp", "pp", "cp", "ep", "vpp", "ranks_per_node"):
+        # the run's shape (what the simulator costs; training reads the same fields from the config)
+        self.micro_batch_size, self.seq_length = int(micro_batch_size), int(seq_length)
+        self.global_batch_size = int(global_batch_size)
+        self.hierarchical_alltoall, self.optimizer_shard = bool(hierarchical_alltoall), bool(optimizer_shard)
+        self.pipeline_schedule = str(pipeline_schedule)
+        for n in ("dp", "tp", "pp", "cp", "ep", "vpp", "ranks_per_node", "micro_batch_size"):
             if getattr(self, n) <= 0:
                 raise ConfigError(f"parallel.{n}: must be > 0, got {getattr(self, n)}")
         if (self.dp * self.cp) % self.ep:
@@ -77,9 +84,12 @@ class ParallelDims:
 
     @classmethod
     def from_config(cls, cfg) -> "ParallelDims":
-        p = cfg.parallel
-        return cls(dp=p.dp, tp=p.tp, pp=p.pp, cp=p.cp, ep=p.ep, vpp=p.vpp, tp_extend_ep=p.tp_extend_ep,
-                   ranks_per_node=p.ranks_per_node, num_experts=cfg.moe.num_experts)
+        p, t = cfg.parallel, cfg.train
+        return cls(dp=p.dp, tp=p.tp, pp=p.pp, cp=p.cp, ep=p.ep, vpp=p.vpp,
+                   tp_extend_ep=p.tp_extend_ep and cfg.moe.enabled, ranks_per_node=p.ranks_per_node,
+                   num_experts=cfg.moe.num_experts, micro_batch_size=p.micro_batch_size, seq_length=t.seq_length,
+                   global_batch_size=t.global_batch_size, hierarchical_alltoall=p.hierarchical_alltoall,
+                   optimizer_shard=p.optimizer_shard, pipeline_schedule=pipeline_schedule(cfg))
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -105,6 +115,21 @@ class ParallelDims:
     def edp(self) -> int:
         """Replicas of each expert inside a stage (dp * cp / ep)."""
         return self.dp * self.cp // self.ep
+
+    @property
+    def expert_shards(self) -> int:
+        """Devices one expert's weights are divided among x devices holding different experts (= tp * ep)."""
+        return self.tp * self.ep
+
+    @property
+    def micro_batches(self) -> int:
+        """Micro-batches per step per pipeline (gradient accumulation steps)."""
+        return self.global_batch_size // (self.micro_batch_size * self.dp)
+
+    @property
+    def tokens_per_micro(self) -> int:
+        """Tokens of one micro-batch on one CP rank (each TP rank of the group sees all of them)."""
+        return self.micro_batch_size * self.seq_length // self.cp
 
     @property
     def experts_per_rank(self) -> int:
@@ -285,6 +310,17 @@ def _ep_grid_message(dp, cp, ep, extend) -> str:
             f"fold tp into ep")
 
 
+def pipeline_schedule(cfg) -> str:
+    """The pipeline schedule the layout runs: ``sim.pp_schedule``, with ``auto`` = interleaved when vpp > 1, else
+    1F1B (and interleaved = 1F1B when there is one virtual stage per stage)."""
+    p, schedule = cfg.parallel, cfg.sim.pp_schedule
+    if schedule == "auto":
+        schedule = "interleaved" if p.vpp > 1 else "1f1b"
+    if schedule == "interleaved" and p.vpp == 1 and p.pp > 1:
+        schedule = "1f1b"
+    return schedule
+
+
 # ---------------------------------------------------------------------- validation
 def layout_problems(cfg, world_size: int | None = None) -> list[str]:
     """Every violation of the layout checks that :func:`pangu_ms.config.validate_config` does not make,
@@ -334,17 +370,13 @@ def layout_problems(cfg, world_size: int | None = None) -> list[str]:
     if p.pp > 1 and p.vpp > 1 and n_micro % p.pp:
         out.append(f"train.global_batch_size: {n_micro} micro-batches per step is not a multiple of pp={p.pp} "
                    f"(the interleaved 1F1B schedule with vpp={p.vpp} needs that)")
-    n_items = m.num_layers + m.mtp_depth
-    if p.pp > 1 and m.mtp_depth > 0:
-        from .stages import chunk_sizes  # local import: stages imports nothing from here at module level
-        try:
-            sizes = chunk_sizes(n_items, p.pp * p.vpp)
-            if sizes and sizes[-1] < m.mtp_depth:
-                out.append(f"model.mtp_depth: {m.mtp_depth} MTP modules do not fit the last virtual stage "
-                           f"({sizes[-1]} slots of {n_items} layers over pp*vpp={p.pp * p.vpp}); the MTP block "
-                           f"must sit on the last stage")
-        except ValueError:
-            pass  # pp*vpp > layers: validate.py reports it
+    if cfg.sim.pp_schedule == "dualpipe" and (p.pp % 2 or p.vpp != 1):
+        out.append(f"sim.pp_schedule: dualpipe needs an even pp and vpp=1 (got pp={p.pp}, vpp={p.vpp})")
+    out += split_problems(cfg)
+    # node geometry
+    if p.tp > p.ranks_per_node:
+        out.append(f"parallel.tp: {p.tp} > parallel.ranks_per_node={p.ranks_per_node}; a TP group must lie inside "
+                   f"one node (TP collectives run on every layer; the simulator does not model TP across nodes)")
     # hierarchical all-to-all
     if p.hierarchical_alltoall and e.enabled:
         width = p.ep * (p.tp if p.tp_extend_ep else 1)
@@ -406,5 +438,5 @@ def partitions_world(groups, world: int) -> bool:
     return len(seen) == world and sorted(seen) == list(range(world))
 
 
-__all__ = ["GROUP_KINDS", "Coord", "ParallelDims", "group_name", "layout_problems", "layout_notes",
+__all__ = ["GROUP_KINDS", "Coord", "ParallelDims", "pipeline_schedule", "group_name", "layout_problems", "layout_notes",
            "validate_layout", "partitions_world"]

@@ -48,17 +48,17 @@ class FlatEPDispatcher(_SlotDispatcher):
         if num_experts % ep.size:
             raise ValueError(f"num_experts={num_experts} is not divisible by the EP width {ep.size}")
         self.w = ep.size
-        self.el = num_experts // ep.size
+        self.experts_per_rank = num_experts // ep.size
         self.cf = capacity_factor            # None = dropless
         self.a2a_in = AllToAll(ep, impl)
         self.a2a_out = AllToAll(ep, impl)
 
     def construct(self, x, idx, w, experts):
         t, d = x.shape
-        cap = t if self.cf is None else capacity(t, self.e, self.k, self.cf)
-        rows = self.e * cap
+        cap = t if self.cf is None else capacity(t, self.num_experts, self.top_k, self.cf)
+        rows = self.num_experts * cap
         flat = idx.reshape(-1)
-        _, pos = slots_in_expert(flat, self.e, x.dtype)
+        _, pos = slots_in_expert(flat, self.num_experts, x.dtype)
         slot_f = flat.astype(x.dtype) * cap + pos
         if self.cf is None:
             slot = slot_f.astype(ms.int32)
@@ -71,9 +71,10 @@ class FlatEPDispatcher(_SlotDispatcher):
             drop = 1.0 - keep.mean()
         buf = self.permute(x, slot, rows)                                        # [E*C, d], expert-major
         recv = self.a2a_in(buf)                                                  # [W_src*El*C, d]
-        xe = recv.reshape(self.w, self.el, cap, d).transpose(1, 0, 2, 3).reshape(self.el, self.w * cap, d)
+        local = self.experts_per_rank
+        xe = recv.reshape(self.w, local, cap, d).transpose(1, 0, 2, 3).reshape(local, self.w * cap, d)
         ye = experts.per_group(xe)
-        back = ye.reshape(self.el, self.w, cap, d).transpose(1, 0, 2, 3).reshape(rows, d)
+        back = ye.reshape(local, self.w, cap, d).transpose(1, 0, 2, 3).reshape(rows, d)
         out = self.a2a_out(back)                                                 # [E*C, d], my pairs' outputs
         return self.combine(out, slot, ww), drop
 
@@ -86,8 +87,8 @@ class HierarchicalEPDispatcher(_SlotDispatcher):
             raise ValueError(f"num_experts={num_experts} is not divisible by the EP width {width}")
         self.n_nodes, self.local = outer.size, inner.size
         self.node, self.l = outer.index, inner.index
-        self.el = num_experts // width
-        self.node_experts = self.local * self.el          # experts per node
+        self.experts_per_rank = num_experts // width
+        self.node_experts = self.local * self.experts_per_rank          # experts per node
         self.first = self.node * self.node_experts        # first expert on my node
         self.gather = AllGather(outer, impl)
         self.a2a_in = AllToAll(inner, impl)
@@ -96,7 +97,7 @@ class HierarchicalEPDispatcher(_SlotDispatcher):
 
     def construct(self, x, idx, w, experts):
         t, d = x.shape
-        k = self.k
+        k = self.top_k
         packed = ops.concat((x, w.astype(x.dtype), ops.stop_gradient(idx.astype(x.dtype))), 1)   # [T, d+2k]
         allp = self.gather(packed)                                                  # [N*T, d+2k]
         xa = allp[:, :d]
@@ -105,16 +106,16 @@ class HierarchicalEPDispatcher(_SlotDispatcher):
         cap = self.n_nodes * t                                                      # dropless
         rows = self.node_experts * cap
         flat = ia.reshape(-1)
-        _, pos = slots_in_expert(flat, self.e, x.dtype)
+        _, pos = slots_in_expert(flat, self.num_experts, x.dtype)
         local_e = flat - self.first
         keep = ops.logical_and(local_e >= 0, local_e < self.node_experts).astype(x.dtype)
         slot = (keep * (local_e.astype(x.dtype) * cap + pos) + (1.0 - keep) * rows).astype(ms.int32)
         buf = self.permute(xa, slot, rows)                                          # [L*El*C, d]
         recv = self.a2a_in(buf)                                                     # [L_src*El*C, d]
-        xe = recv.reshape(self.local, self.el, cap, d).transpose(1, 0, 2, 3).reshape(
-            self.el, self.local * cap, d)
+        xe = recv.reshape(self.local, self.experts_per_rank, cap, d).transpose(1, 0, 2, 3).reshape(
+            self.experts_per_rank, self.local * cap, d)
         ye = experts.per_group(xe)
-        back = ye.reshape(self.el, self.local, cap, d).transpose(1, 0, 2, 3).reshape(rows, d)
+        back = ye.reshape(self.experts_per_rank, self.local, cap, d).transpose(1, 0, 2, 3).reshape(rows, d)
         out = self.a2a_out(back)
         partial = self.combine(out, slot, wa * keep.reshape(wa.shape))             # [N*T, d]
         return self.scatter(partial), ops.zeros((), x.dtype)

@@ -13,7 +13,7 @@
 How DP and EP combine (``dims.py``): the EP groups are drawn from the data-parallel ranks, so every rank is a DP
 rank with its own micro-batch *and* an EP member. With dp=2, ep=2 on 2 ranks each rank trains on half of the
 global batch and holds half of every MoE layer's routed experts; dense weights are replicated. Supported here:
-tp = pp = cp = 1 (tensor/pipeline/context parallelism exist only in the Ascend plan, ``plan.py``).
+tp = pp = cp = 1 (tensor/pipeline/context parallelism exist only in the Ascend plan, ``parallel/plan``).
 
 Clipping: with EP the gradient tuple of a rank holds only its experts, so a local norm would miss the other
 members' expert gradients; ``TrainStep`` clips with ``reducer.global_sq_norm`` whenever it has a reducer.

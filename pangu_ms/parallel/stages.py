@@ -6,10 +6,10 @@ chunks*; chunk ``c`` runs on physical stage ``c % pp`` as its virtual chunk ``c 
 interleaving: stage s holds chunks s, s + pp, ...). Chunk 0 (stage 0) also holds the embedding; the last chunk
 (stage pp-1) holds final_norm + lm_head and the MTP block, which re-uses the embedding and LM head.
 
-Uneven counts: with ``q, r = divmod(N, C)``, ``r`` chunks get ``q + 1`` items and ``C - r`` get ``q``. The lighter
-chunks are taken from the ends in the order *last, first, second-to-last, second, ...*: the last chunk also
-computes the LM head (twice with MTP: a 7680 x 153600 projection costs more than one MoE layer's active
-experts), the first holds the embedding and the most in-flight activations of 1F1B. For the 718B recipe
+How many items each chunk gets is :func:`pangu_ms.parallel.split.pipeline_split` (``parallel.pipeline_split``:
+balanced / time_balanced / memory_aware / explicit), the function the simulator uses too. ``balanced`` gives
+the lighter chunks to the ends, last first (the last chunk also computes the LM head, twice with MTP: a
+7680 x 153600 projection costs more than one MoE layer's active experts). For the 718B recipe
 (61 + 1 = 62 items, pp 16 x vpp 2 = 32 chunks) that gives chunk 0 = layer 0, chunks 1..30 = two layers each
 (layers 1..60), chunk 31 = the MTP module; i.e. stage 0 runs 3 decoder layers (+ embedding), stages 1..14 run 4,
 stage 15 runs 2 decoder layers + final norm + LM head + MTP.
@@ -18,25 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
-def chunk_sizes(num_items: int, num_chunks: int) -> list[int]:
-    """Items per virtual chunk, lighter chunks at the ends (last first). Raises ValueError if a chunk is empty."""
-    if num_chunks <= 0:
-        raise ValueError(f"num_chunks must be > 0, got {num_chunks}")
-    if num_items < num_chunks:
-        raise ValueError(f"{num_items} layers cannot fill {num_chunks} virtual stages")
-    q, r = divmod(num_items, num_chunks)
-    sizes = [q + 1] * num_chunks
-    ends = []
-    lo, hi = 0, num_chunks - 1
-    while lo <= hi:
-        ends.append(hi)
-        if lo != hi:
-            ends.append(lo)
-        lo, hi = lo + 1, hi - 1
-    for c in ends[: num_chunks - r]:
-        sizes[c] = q
-    return sizes
+from .split import ItemCosts, chunk_sizes, pipeline_split, split_items
 
 
 @dataclass
@@ -45,6 +27,7 @@ class StageAssignment:
 
     Attributes:
         pp / vpp: physical stages and virtual chunks per stage.
+        split: how the chunk sizes were chosen (split.PipelineSplit.method).
         chunks: for each virtual chunk c (model order), the item names it runs (``layers.i`` / ``mtp.j``).
         stage_of: item name -> physical stage (also ``embedding``, ``final_norm``, ``lm_head``).
         chunk_of: item name -> virtual chunk index c (stage = c % pp, virtual index = c // pp).
@@ -52,6 +35,7 @@ class StageAssignment:
 
     pp: int
     vpp: int
+    split: str = "balanced"
     chunks: list = field(default_factory=list)
     stage_of: dict = field(default_factory=dict)
     chunk_of: dict = field(default_factory=dict)
@@ -62,7 +46,8 @@ class StageAssignment:
 
     def as_dict(self) -> dict:
         return {
-            "pp": self.pp, "vpp": self.vpp,
+            "pp": self.pp, "vpp": self.vpp, "split": self.split,
+            "layers_per_virtual_stage": [len(c) for c in self.chunks],
             "chunks": [{"chunk": c, "stage": c % self.pp, "virtual": c // self.pp, "items": items}
                        for c, items in enumerate(self.chunks)],
             "stage_of": dict(self.stage_of),
@@ -94,7 +79,7 @@ def _compact(items: list[str]) -> str:
 
 
 def assign_stages(num_layers: int, mtp_depth: int, pp: int, vpp: int = 1,
-                  sizes: list[int] | None = None) -> StageAssignment:
+                  sizes: list[int] | None = None, split: str = "balanced") -> StageAssignment:
     """Assign decoder layers and MTP modules to virtual chunks / physical stages (see module docstring).
 
     ``sizes`` overrides the items per chunk (must sum to num_layers + mtp_depth, every entry >= 1, the last
@@ -103,7 +88,7 @@ def assign_stages(num_layers: int, mtp_depth: int, pp: int, vpp: int = 1,
     if pp <= 0 or vpp <= 0:
         raise ValueError(f"pp and vpp must be > 0, got pp={pp}, vpp={vpp}")
     n_chunks = pp * vpp
-    items = [f"layers.{i}" for i in range(num_layers)] + [f"mtp.{j}" for j in range(mtp_depth)]
+    items = split_items(num_layers, mtp_depth)
     if sizes is None:
         sizes = chunk_sizes(len(items), n_chunks)
     sizes = list(sizes)
@@ -111,7 +96,7 @@ def assign_stages(num_layers: int, mtp_depth: int, pp: int, vpp: int = 1,
         raise ValueError(f"chunk sizes {sizes} must be {n_chunks} entries >= 1 summing to {len(items)}")
     if mtp_depth and sizes[-1] < mtp_depth:
         raise ValueError(f"the last virtual stage has {sizes[-1]} slots, fewer than mtp_depth={mtp_depth}")
-    out = StageAssignment(pp=pp, vpp=vpp)
+    out = StageAssignment(pp=pp, vpp=vpp, split=split)
     k = 0
     for c, n in enumerate(sizes):
         chunk = items[k:k + n]
@@ -128,6 +113,9 @@ def assign_stages(num_layers: int, mtp_depth: int, pp: int, vpp: int = 1,
     return out
 
 
-def assign_from_config(cfg) -> StageAssignment:
+def assign_from_config(cfg, costs: ItemCosts | None = None) -> StageAssignment:
+    """The stages of ``cfg``: the split of ``parallel.pipeline_split`` (``costs``: per-item costs for the
+    cost-driven methods, computed by the simulator at the tools layer)."""
     p, m = cfg.parallel, cfg.model
-    return assign_stages(m.num_layers, m.mtp_depth, p.pp, p.vpp)
+    split = pipeline_split(cfg, costs)
+    return assign_stages(m.num_layers, m.mtp_depth, p.pp, p.vpp, sizes=list(split.counts), split=split.method)

@@ -3,4 +3,4 @@ co-design search over model shapes x layouts. Entry points: :func:`estimate`, :m
 ``tools/simulate.py``. Model FLOPs and parameters come from ``pangu_ms.model.stats`` (the one counter)."""
 from .estimate import Estimate, Simulator, estimate  # noqa: F401
 from .hardware import HardwareProfile, load_hardware  # noqa: F401
-from .layout import Layout, LayoutError, resolve_layout  # noqa: F401
+from .layout import LayoutError, resolve_layout  # noqa: F401

@@ -62,7 +62,7 @@ from dataclasses import dataclass
 
 from ..config.schema import Config
 from .hardware import HardwareProfile, Link
-from .layout import Layout
+from ..parallel.dims import ParallelDims
 
 
 def _group_link(hw: HardwareProfile, n: int, spans_nodes: bool) -> tuple[Link, float]:
@@ -95,7 +95,7 @@ def p2p_time(nbytes: float, hw: HardwareProfile, spans_nodes: bool) -> float:
     return nbytes / link.effective_bandwidth(nbytes) + link.latency
 
 
-def ep_group_geometry(layout: Layout, devices_per_node: int) -> tuple[int, int]:
+def ep_group_geometry(layout: ParallelDims, devices_per_node: int) -> tuple[int, int]:
     """(n_loc, n_nodes): EP-group members sharing a node with a given member, and nodes the group spans.
 
     Rank order tp (innermost) < cp < dp: EP members are ``i + tp*cp*j`` (i < tp with tp_extend_ep, j < ep).
@@ -163,7 +163,7 @@ class LayerComm:
     a2a_bytes: float = 0.0    # bytes sent per device (dispatch + combine, mean device)
 
 
-def cp_kv_bytes(cfg: Config, layout: Layout, bytes_per_elem: float) -> float:
+def cp_kv_bytes(cfg: Config, layout: ParallelDims, bytes_per_elem: float) -> float:
     """B_kv: bytes of the K/V chunk one CP rank (one TP rank of it) owns for one layer and micro-batch."""
     m, tp, tok = cfg.model, layout.tp, layout.tokens_per_micro
     if m.attention_type == "mla":
@@ -207,7 +207,7 @@ class CPComm:
                 self.steps * max(0.0, self.step_bwd - 2.5 * attn_fwd / c))
 
 
-def cp_comm(cfg: Config, layout: Layout, hw: HardwareProfile, bytes_per_elem: float) -> CPComm:
+def cp_comm(cfg: Config, layout: ParallelDims, hw: HardwareProfile, bytes_per_elem: float) -> CPComm:
     """K/V exchange of one layer for one micro-batch over the CP group (formulas in the module docstring)."""
     c = layout.cp
     algo = cfg.sim.cp_algorithm
@@ -224,7 +224,7 @@ def cp_comm(cfg: Config, layout: Layout, hw: HardwareProfile, bytes_per_elem: fl
 
 
 class CommModel:
-    def __init__(self, cfg: Config, layout: Layout, hw: HardwareProfile):
+    def __init__(self, cfg: Config, layout: ParallelDims, hw: HardwareProfile):
         self.cfg, self.L, self.hw = cfg, layout, hw
         self.act_bytes = 4.0 if cfg.sim.precision == "fp32" else 2.0
         self.dispatch_bytes = 1.0 if cfg.sim.precision == "fp8" else self.act_bytes
@@ -306,7 +306,7 @@ class CommModel:
         pb = self.act_bytes
         total = 0.0
         # DP ranks stride tp (dense; cp folded into the group), expert-DP ranks stride tp*cp*ep
-        for params, n, stride in ((dense_params, L.dp * L.cp, L.tp), (expert_params, L.expert_dp,
+        for params, n, stride in ((dense_params, L.dp * L.cp, L.tp), (expert_params, L.edp,
                                                                        L.tp * L.cp * L.ep)):
             if n <= 1 or params <= 0:
                 continue

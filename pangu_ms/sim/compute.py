@@ -37,7 +37,7 @@ from ..model.stats import (attention_core_flops_per_token, attention_norm_params
                            swiglu_params)
 from .hardware import HardwareProfile
 from .kernels import BWD_KERNELS_PER_FWD, reference_elementwise, reference_forward_kernels
-from .layout import Layout
+from ..parallel.dims import ParallelDims
 
 GEMM, ATTN, ELEM = "gemm", "attn", "elementwise"
 # recompute tags: which granularity re-runs an op in the backward pass
@@ -96,7 +96,7 @@ class BlockCost:
 class ComputeModel:
     """Roofline timing of operators for one (config, layout, hardware)."""
 
-    def __init__(self, cfg: Config, layout: Layout, hw: HardwareProfile):
+    def __init__(self, cfg: Config, layout: ParallelDims, hw: HardwareProfile):
         self.cfg, self.L, self.hw = cfg, layout, hw
         s = cfg.sim
         self.act_bytes = 4.0 if s.precision == "fp32" else 2.0
@@ -108,8 +108,8 @@ class ComputeModel:
         self._peak = {d: hw.peak(d) for d in {self.linear_dtype, self.attn_dtype}}
         # reference CPU implementation: per-operator forward kernel counts from the model structure (kernels.py)
         self.ref_calls = reference_forward_kernels(cfg) if s.moe_impl == "training_cpu" else None
-        self.ref_elem = (reference_elementwise(cfg, layout.tokens_per_micro, layout.tokens_per_micro / layout.seq,
-                                               layout.seq) if s.moe_impl == "training_cpu" else None)
+        self.ref_elem = (reference_elementwise(cfg, layout.tokens_per_micro, layout.tokens_per_micro / layout.seq_length,
+                                               layout.seq_length) if s.moe_impl == "training_cpu" else None)
         if self.linear_dtype == "fp8":
             self._peak["bf16"] = hw.peak("bf16")
 
@@ -188,7 +188,7 @@ class ComputeModel:
             lat = 0
             rope = 2 * 2 * (m.num_heads + kvh) / t * hd / 2
             qkv_out = (m.num_heads + 2 * max(kvh / t, 1.0)) * hd
-        core = tok * attention_core_flops_per_token(cfg, self.L.seq) / t
+        core = tok * attention_core_flops_per_token(cfg, self.L.seq_length) / t
         qkv_bytes = self.act_bytes * tok * (qkv_out + heads_qk)        # read q, k, v; write o
         op = Op("attn.core", ATTN, core, core * self.causal, qkv_bytes, recompute=R_NONE)
         blk.add(op, self.time(op), "attn")
@@ -302,7 +302,7 @@ class ComputeModel:
         return blk
 
 
-def model_flops_per_token(cfg: Config, layout: Layout, hw: HardwareProfile, with_mtp: bool = True) -> float:
+def model_flops_per_token(cfg: Config, layout: ParallelDims, hw: HardwareProfile, with_mtp: bool = True) -> float:
     """Training model FLOPs per token (3 x forward) summed over the simulator's operators.
 
     Equals ``compute_stats(cfg, seq).train_flops_per_token`` (or the ``_without_mtp`` variant).

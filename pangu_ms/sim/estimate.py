@@ -18,9 +18,11 @@ Assembly (every term's formula is in the module named):
    * recompute: ``selective`` re-runs element-wise ops, ``moe_fine`` also the routed-expert fc1, ``full``
      re-runs the whole forward incl. its communication (for ``recompute_fraction`` of the layers).
    * activation swap: 2 x swapped bytes / host bandwidth per micro-batch, exposed beyond the block's compute.
-3. Blocks are split into pp * vpp virtual stages balanced by time (schedule.partition); when that split runs
-   out of memory on some device, into the fastest split that fits (schedule.memory_aware_partition), as a team
-   sets ``num_layer_list``; ``sim.blocks_per_virtual_stage`` overrides both (``Simulator._partition``).
+3. Blocks are split into pp * vpp virtual stages by ``parallel.pipeline_split``, the function training's plan
+   uses (parallel/split.py): balanced layer counts, explicit ``parallel.layers_per_virtual_stage``, or from this
+   simulator's per-item costs (``Simulator.item_costs``: a decoder layer or MTP module, the embedding folded
+   into layer 0 and the head into the last item before MTP) time-balanced / memory-aware (the fastest split
+   whose every device fits, as a team sets ``num_layer_list``).
    Physical stage s holds chunks s, s+p, ... and adds 2 PP p2p transfers per chunk and micro-batch.
 4. step = m * T_max + bubble_units * T_mean + exposed DP reduction + optimizer step + optimizer swap, where T is
    the per-micro-batch time of a physical stage. DP reduction (comm.dp_reduce) overlaps, with ``dp_overlap``,
@@ -38,15 +40,16 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ..config.schema import Config
-from ..model.stats import attention_params, compute_stats, layer_norm_params, moe_params, swiglu_params
+from ..model.stats import attention_params, compute_stats, dense_mlp_params, layer_norm_params, moe_params
 from .comm import CommModel
 from .compute import ComputeModel
 from .hardware import HardwareProfile, load_hardware
 from .kernels import optimizer_step_kernels
-from .layout import Layout, resolve_layout
+from ..parallel.dims import ParallelDims
+from ..parallel.split import ItemCosts, pipeline_split
+from .layout import resolve_layout
 from .memory import a2a_buffer_bytes, head_transient_bytes, layer_activation_bytes, model_state_bytes
-from .schedule import (bounds_from_counts, bubble_units, device_chunks, memory_aware_partition, partition,
-                       stage_sums, warmup_fraction)
+from .schedule import bubble_units, device_chunks, stage_sums, warmup_fraction
 
 GB = 1024 ** 3
 
@@ -97,6 +100,7 @@ class Estimate:
     memory_gb: dict
     stage_times_s: list
     details: dict
+    config: Config | None = None    # the resolved recipe estimated (sim/recipe.py writes it for training)
 
     def as_dict(self) -> dict:
         return {
@@ -131,12 +135,12 @@ def _tp_exposed(c: float, gemm: float, cfg: Config) -> float:
 class Simulator:
     """Costs blocks once per (config, layout, hardware) and assembles the step."""
 
-    def __init__(self, cfg: Config, layout: Layout, hw: HardwareProfile):
+    def __init__(self, cfg: Config, layout: ParallelDims, hw: HardwareProfile):
         self.cfg, self.L, self.hw = cfg, layout, hw
         self.cm = ComputeModel(cfg, layout, hw)
         self.comm = CommModel(cfg, layout, hw)
-        self.warm = 0.0 if layout.schedule == "dualpipe" else warmup_fraction(layout.schedule, layout.pp,
-                                                                                layout.n_micro, layout.vpp)
+        self.warm = 0.0 if layout.pipeline_schedule == "dualpipe" else warmup_fraction(layout.pipeline_schedule, layout.pp,
+                                                                                layout.micro_batches, layout.vpp)
 
     # --------------------------------------------------------------- blocks
     def _layer_block(self, moe_layer: bool, name: str) -> Block:
@@ -158,7 +162,7 @@ class Simulator:
         a2a = 2.0 * lc.ep_a2a
         b.ep_total = a2a
         if a2a > 0:
-            if s.ep_overlap or self.L.schedule == "dualpipe":
+            if s.ep_overlap or self.L.pipeline_schedule == "dualpipe":
                 steady = max(0.0, a2a - (c.fwd + c.bwd))
                 edge = max(0.5 * a2a, steady)
                 b.ep_exposed = (1.0 - self.warm) * steady + self.warm * edge
@@ -187,7 +191,7 @@ class Simulator:
             b.dense_params = attn + p["router"] + p["expert_bias"] + p["shared_experts"]
             b.expert_params = p["routed_experts"]
         else:
-            b.dense_params = attn + swiglu_params(cfg.model.hidden_size, cfg.model.dense_ffn_hidden)
+            b.dense_params = attn + dense_mlp_params(cfg)
         return b
 
     def _simple_block(self, cost, name: str, dense_params: float, act_per_token: float = 0.0,
@@ -217,7 +221,7 @@ class Simulator:
             # head shares the LM head weights
             # ... except under DualPipe, which puts the embedding and the deepest layers on the same device and
             # shares them physically (DeepSeek-V3 sec. 3.2.1)
-            emb_copy = 0 if self.L.schedule == "dualpipe" else v * h
+            emb_copy = 0 if self.L.pipeline_schedule == "dualpipe" else v * h
             proj = self._simple_block(self.cm.mtp_extra(), "mtp_proj", 2 * h + 2 * h * h + h + emb_copy,
                                       act_per_token=4 * h / t)
             mtp_layer = moe if cfg.moe.enabled else (dense or self._layer_block(False, "dense_layer"))
@@ -239,53 +243,56 @@ class Simulator:
         dense, expert, act = per_chunk("dense_params"), per_chunk("expert_params"), per_chunk("act_bytes")
         trans = [max((blocks[i].transient for i in range(a, e)), default=0.0) for a, e in bounds]
         rows = []
-        for held in device_chunks(L.schedule, L.pp, L.n_micro, L.vpp):
+        for held in device_chunks(L.pipeline_schedule, L.pp, L.micro_batches, L.vpp):
             states = model_state_bytes(cfg, L, sum(dense[c] for c, _ in held), sum(expert[c] for c, _ in held))
             a = sum(n * act[c] for c, n in held) * (1.0 - s.swap_activations)
             tr = max(trans[c] for c, _ in held)
             rows.append((states.total + a + tr + self.hw.reserved_bytes, states, a, tr, sum(n for _, n in held)))
         return rows
 
-    def _partition(self, blocks: list) -> tuple:
-        """(chunk bounds, how they were chosen) for the pp * vpp virtual stages.
+    def item_of_block(self, blocks: list) -> list:
+        """The split item (parallel/split.py ``split_items``: decoder layer i, then MTP module j) of every block:
+        the embedding goes with layer 0, final norm + LM head with the last layer (no MTP) or with mtp.0."""
+        n_layers, depth = self.cfg.model.num_layers, self.cfg.model.mtp_depth
+        out = [0] + list(range(n_layers)) + [n_layers if depth else n_layers - 1]
+        out += [n_layers + j for j in range(depth) for _ in range(3)]
+        assert len(out) == len(blocks), (len(out), len(blocks))
+        return out
 
-        ``override``: ``sim.blocks_per_virtual_stage``. ``time_balanced``: schedule.partition (minimal largest
-        chunk time), kept when every device fits. ``memory_aware``: otherwise schedule.memory_aware_partition,
-        the fastest split whose every device fits (a team sets ``num_layer_list`` this way rather than run out of
-        memory). ``time_balanced_oom``: no split fits; the time-balanced one is reported as OOM.
-        """
+    def item_costs(self, blocks: list) -> ItemCosts:
+        """Per-item costs for the split: time per micro-batch, model-state, activation and transient bytes."""
         cfg, L, hw = self.cfg, self.L, self.hw
-        k, counts = L.pp * L.vpp, cfg.sim.blocks_per_virtual_stage
-        if counts:
-            if len(counts) != k or sum(counts) != len(blocks) or min(counts) < 1:
-                from .layout import LayoutError
-                raise LayoutError(f"sim.blocks_per_virtual_stage: {counts} must have pp*vpp={k} entries >= 1 "
-                                  f"summing to the {len(blocks)} blocks")
-            return bounds_from_counts(counts), "override"
-        times = [b.time for b in blocks]
-        bounds = partition(times, k)
-        if max(r[0] for r in self._memory_rows(blocks, bounds)) <= hw.usable_hbm_bytes:
-            return bounds, "time_balanced"
+        owner = self.item_of_block(blocks)
+        n = owner[-1] + 1
+        time, state, act, trans = [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n
         keep = 1.0 - cfg.sim.swap_activations
-        fitted = memory_aware_partition(
-            times, [model_state_bytes(cfg, L, b.dense_params, b.expert_params).total for b in blocks],
-            [b.act_bytes * keep for b in blocks], [b.transient for b in blocks],
-            device_chunks(L.schedule, L.pp, L.n_micro, L.vpp), hw.usable_hbm_bytes - hw.reserved_bytes)
-        if fitted is None:
-            return bounds, "time_balanced_oom"
-        return fitted, "memory_aware"
+        for b, u in zip(blocks, owner):
+            time[u] += b.time
+            state[u] += model_state_bytes(cfg, L, b.dense_params, b.expert_params).total
+            act[u] += b.act_bytes * keep
+            trans[u] = max(trans[u], b.transient)
+        return ItemCosts(time=time, state_bytes=state, act_bytes=act, transient_bytes=trans,
+                         devices=device_chunks(L.pipeline_schedule, L.pp, L.micro_batches, L.vpp),
+                         budget=hw.usable_hbm_bytes - hw.reserved_bytes)
+
+    def split(self, blocks: list) -> tuple:
+        """(PipelineSplit, block bounds of each virtual stage): ``parallel.pipeline_split`` evaluated by
+        parallel/split.py with this simulator's per-item costs, mapped back to blocks."""
+        split = pipeline_split(self.cfg, self.item_costs(blocks))
+        owner = self.item_of_block(blocks)
+        first = {}
+        for i, u in enumerate(owner):
+            first.setdefault(u, i)
+        first[owner[-1] + 1] = len(blocks)
+        return split, [(first[a], first[e]) for a, e in split.bounds]
 
     # --------------------------------------------------------------- step
     def run(self) -> Estimate:
         cfg, L, hw, s = self.cfg, self.L, self.hw, self.cfg.sim
         blocks = self.blocks()
-        p, v, m = L.pp, L.vpp, L.n_micro
+        p, v, m = L.pp, L.vpp, L.micro_batches
         k = p * v
-        if len(blocks) < k:
-            from .layout import LayoutError
-            raise LayoutError(f"parallel.pp: {len(blocks)} blocks (embedding, layers, head, MTP) cannot fill "
-                              f"pp*vpp={k} virtual stages")
-        bounds, split = self._partition(blocks)
+        split, bounds = self.split(blocks)
         p2p = self.comm.pp_p2p()
 
         def chunk_sum(attr):
@@ -298,7 +305,7 @@ class Simulator:
                      "act_bytes", "dense_params", "expert_params", "ep_total")}
         slow = max(range(p), key=lambda i: st_time[i])
         t_max, t_mean = st_time[slow], sum(st_time) / p
-        bubble = bubble_units(L.schedule, p, v) * t_mean
+        bubble = bubble_units(L.pipeline_schedule, p, v) * t_mean
 
         # data-parallel reduction, optimizer step, optimizer swap (worst stage by parameters)
         dp_times, opt_times, swap_times = [], [], []
@@ -310,7 +317,7 @@ class Simulator:
                 window += st_parts["fwd"][i] / m
             dp_times.append(max(0.0, t_dp - window))
             shard_params = (d / L.tp / ((L.dp * L.cp) if L.optimizer_shard else 1)
-                            + x / L.expert_shards / (L.expert_dp if L.optimizer_shard else 1))
+                            + x / L.expert_shards / (L.edp if L.optimizer_shard else 1))
             t_opt = 30.0 * shard_params / (hw.hbm_bandwidth * hw.elementwise_efficiency)
             if s.moe_impl == "training_cpu":     # per-tensor AdamW / clip kernels + step glue (kernels.py)
                 t_opt += optimizer_step_kernels(cfg) * hw.op_overhead
@@ -320,11 +327,11 @@ class Simulator:
         step = m * t_max + bubble + tail
 
         # MFU
-        stats = compute_stats(cfg, L.seq)
+        stats = compute_stats(cfg, L.seq_length)
         fpt = stats.train_flops_per_token
-        tokens = L.global_batch * L.seq
+        tokens = L.global_batch_size * L.seq_length
         peak = hw.mfu_peak
-        mfu = fpt * tokens / (step * L.devices * peak)
+        mfu = fpt * tokens / (step * L.world * peak)
 
         # memory per device (pipeline stage; DualPipe devices hold stage i and its mirror p-1-i)
         mem_rows = self._memory_rows(blocks, bounds)
@@ -354,15 +361,15 @@ class Simulator:
             for bi in range(*bounds[c]):
                 for name, val in blocks[bi].act_modules.items():
                     act_modules[name] = act_modules.get(name, 0.0) + val / GB
-        layers_per_chunk = [e - a for a, e in bounds]
+        blocks_per_chunk = [e - a for a, e in bounds]
         return Estimate(
             mfu=mfu, peak_flops_per_device=peak, peak_dtype=hw.mfu_peak_dtype, step_time_s=step,
-            tokens_per_s=tokens / step, tokens_per_s_per_device=tokens / step / L.devices,
+            tokens_per_s=tokens / step, tokens_per_s_per_device=tokens / step / L.world,
             memory_per_device_gb=total / GB, hbm_usable_gb=hw.usable_hbm_bytes / GB, fits=fits,
-            model_flops_per_token=fpt, devices=L.devices,
+            model_flops_per_token=fpt, devices=L.world,
             layout={"dp": L.dp, "tp": L.tp, "pp": L.pp, "vpp": L.vpp, "ep": L.ep, "cp": L.cp,
-                    "micro_batch_size": L.mbs, "micro_batches": m, "seq_length": L.seq,
-                    "global_batch_size": L.global_batch, "schedule": L.schedule,
+                    "micro_batch_size": L.micro_batch_size, "micro_batches": m, "seq_length": L.seq_length,
+                    "global_batch_size": L.global_batch_size, "schedule": L.pipeline_schedule,
                     "ep_width": L.ep_width if cfg.moe.enabled else 1, "tp_extend_ep": L.tp_extend_ep,
                     "hierarchical_alltoall": L.hierarchical_alltoall, "optimizer_shard": L.optimizer_shard,
                     "precision": s.precision, "recompute": s.recompute, "hardware": hw.name},
@@ -372,9 +379,10 @@ class Simulator:
                        "transient": transient / GB, "reserved": hw.reserved_bytes / GB,
                        "worst_stage": worst, "inflight_chunks": inflight,
                        "activations_per_micro_batch_by_module": act_modules},
-            stage_times_s=st_time,
+            stage_times_s=st_time, config=cfg,
             details={"bubble_fraction": bubble / step, "slowest_stage": slow,
-                     "blocks_per_virtual_stage": layers_per_chunk, "stage_split": split,
+                     "layers_per_virtual_stage": list(split.counts), "stage_split": split.method,
+                     "blocks_per_virtual_stage": blocks_per_chunk,
                      "decoder_layers_per_virtual_stage": [len(range(max(a, 1), min(e, cfg.model.num_layers + 1)))
                                                           for a, e in bounds],
                      "ep_alltoall_total_s": m * sp["ep_total"],
@@ -396,7 +404,7 @@ def estimate(cfg: Config, hardware: HardwareProfile | str | None = None, devices
 RECOMPUTE_ORDER = ("none", "selective", "moe_fine", "full")
 
 
-def run_with_recompute(cfg: Config, layout: Layout, hw: HardwareProfile) -> Estimate:
+def run_with_recompute(cfg: Config, layout: ParallelDims, hw: HardwareProfile) -> Estimate:
     """Run the simulator; ``sim.recompute: auto`` takes the fastest granularity (of RECOMPUTE_ORDER) that fits.
 
     Granularities are tried cheapest first. The first whose split is not ``memory_aware`` (time-balanced or

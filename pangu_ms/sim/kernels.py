@@ -37,6 +37,7 @@ Whole step: compiled vs counted within 2 % on all seven (the table in docs/simul
 from __future__ import annotations
 
 from ..config.schema import Config
+from ..model.inventory import layer_counts, layer_template, model_level_entries, mtp_module_entries
 
 BWD_KERNELS_PER_FWD = 1.40    # measured on the compiled graph (see the module docstring)
 PER_TENSOR_KERNELS = 2        # fused AdamW + clip scale per parameter tensor
@@ -74,20 +75,13 @@ def reference_forward_kernels(cfg: Config) -> dict:
 
 
 def param_tensors(cfg: Config) -> int:
-    """Trainable parameter tensors of PanguForCausalLM (one fused AdamW kernel each)."""
-    m, e = cfg.model, cfg.moe
-    if m.attention_type == "mla":
-        attn = (3 if m.q_lora_rank > 0 else 1) + 3 + 1          # q_a, q_a_norm, q_b | q; kv_a, kv_a_norm, kv_b; o
-    else:
-        attn = 4
-    norms = 2 + (2 if m.sandwich_norm else 0)
-    dense = attn + norms + 2
-    moe = attn + norms + 1 + 2 + (2 if e.num_shared_experts else 0)
-    n_moe = (m.num_layers - m.num_dense_layers) if e.enabled else 0
-    layers = (m.num_layers - n_moe) * dense + n_moe * moe
-    mtp_layer = moe if e.enabled else dense
-    head = 1 + 1 + (0 if m.tie_embeddings else 1)               # embedding, final norm, LM head
-    return layers + head + m.mtp_depth * (4 + mtp_layer)
+    """Trainable parameter tensors of PanguForCausalLM (one fused AdamW kernel each), from the inventory."""
+    def per_layer(moe_layer):
+        return sum(1 for *_, trainable in layer_template(cfg, moe_layer) if trainable)
+    n_dense, n_moe = layer_counts(cfg)
+    mtp = sum(1 for p in mtp_module_entries(cfg, 0) if p.trainable) if cfg.model.mtp_depth else 0
+    return (len(model_level_entries(cfg)) + n_dense * per_layer(False) + (n_moe * per_layer(True) if n_moe else 0)
+            + cfg.model.mtp_depth * mtp)
 
 
 def optimizer_step_kernels(cfg: Config) -> float:

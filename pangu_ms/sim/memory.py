@@ -46,7 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config.schema import Config
-from .layout import Layout
+from ..parallel.dims import ParallelDims
 
 
 @dataclass
@@ -60,7 +60,7 @@ class StateBytes:
         return self.weights + self.grads + self.optimizer
 
 
-def model_state_bytes(cfg: Config, layout: Layout, dense_params: float, expert_params: float) -> StateBytes:
+def model_state_bytes(cfg: Config, layout: ParallelDims, dense_params: float, expert_params: float) -> StateBytes:
     """Weights, gradients and optimizer bytes of one device holding the given (unsharded) stage parameters."""
     s = cfg.sim
     fp32 = s.precision == "fp32"
@@ -69,7 +69,7 @@ def model_state_bytes(cfg: Config, layout: Layout, dense_params: float, expert_p
     x_dev = expert_params / layout.expert_shards
     weights, grads = wb * (d_dev + x_dev), gb * (d_dev + x_dev)
     if layout.optimizer_shard:
-        opt = ob * (d_dev / (layout.dp * layout.cp) + x_dev / layout.expert_dp)
+        opt = ob * (d_dev / (layout.dp * layout.cp) + x_dev / layout.edp)
     else:
         opt = ob * (d_dev + x_dev)
     if s.swap_optimizer:
@@ -103,7 +103,7 @@ def _elems_dense_ffn(cfg: Config, t: int, ffn: int, drop_sel: bool) -> float:
     return h / t + (0.0 if drop_sel else h / t) + 2 * ffn / t + (0.0 if drop_sel else ffn / t) + sandwich
 
 
-def _elems_moe(cfg: Config, layout: Layout, drop_sel: bool, drop_fine: bool) -> dict:
+def _elems_moe(cfg: Config, layout: ParallelDims, drop_sel: bool, drop_fine: bool) -> dict:
     m, e, t = cfg.model, cfg.moe, layout.tp
     h, f = m.hidden_size, e.expert_ffn_hidden
     if layout.tp_extend_ep:
@@ -124,7 +124,7 @@ def _elems_moe(cfg: Config, layout: Layout, drop_sel: bool, drop_fine: bool) -> 
     }
 
 
-def layer_activation_bytes(cfg: Config, layout: Layout, moe_layer: bool, recompute: str | None = None,
+def layer_activation_bytes(cfg: Config, layout: ParallelDims, moe_layer: bool, recompute: str | None = None,
                            full_fraction: float | None = None) -> dict:
     """Stored activation bytes of one layer for one micro-batch on one device, by module."""
     rc = recompute if recompute is not None else cfg.sim.recompute
@@ -148,12 +148,12 @@ def layer_activation_bytes(cfg: Config, layout: Layout, moe_layer: bool, recompu
     return out
 
 
-def head_transient_bytes(cfg: Config, layout: Layout) -> float:
+def head_transient_bytes(cfg: Config, layout: ParallelDims) -> float:
     """fp32 logits and their gradient for one micro-batch (vocab-parallel)."""
     return 2 * 4.0 * layout.tokens_per_micro * cfg.model.vocab_size / layout.tp
 
 
-def a2a_buffer_bytes(cfg: Config, layout: Layout) -> float:
+def a2a_buffer_bytes(cfg: Config, layout: ParallelDims) -> float:
     """Dispatch + combine send and receive buffers of one MoE layer."""
     if not cfg.moe.enabled or layout.ep_width <= 1:
         return 0.0

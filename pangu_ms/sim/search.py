@@ -19,7 +19,8 @@ than ``active_tolerance`` (default: the total's ``tolerance``) are dropped, so t
 efficiency at matched compute per token.
 
 Layouts: every combination of ``tp x pp x vpp x ep x micro_batch x tp_extend_ep x recompute``; dp is derived
-from the cluster size. Invalid layouts (validate_config + layout checks) are counted and skipped; layouts over
+from the cluster size; the pipeline split is the base recipe's ``parallel.pipeline_split``. Invalid layouts
+(validate_config + layout_problems, the checks training runs) are counted and skipped; layouts over
 the HBM budget are kept in the results with ``fits = False`` but excluded from the ranking.
 
 Ranking: feasible candidates by ``rank_by`` = ``mfu`` (default; hardware efficiency) or ``tokens_per_s``
@@ -129,22 +130,30 @@ def layouts(space: SearchSpace) -> list:
                                                                space.recompute)]
 
 
+def candidate_config(cfg: Config, lay: dict) -> Config:
+    """The recipe of one candidate: ``cfg`` (a shape) with the layout ``lay`` (a :func:`layouts` entry)."""
+    return _replace(cfg, parallel={k: v for k, v in lay.items() if k != "recompute"},
+                    sim={"recompute": lay["recompute"]})
+
+
+def estimate_candidate(cfg: Config, lay: dict, hw: HardwareProfile, devices: int):
+    """The Estimate of one candidate; raises ConfigError (LayoutError) when the layout is impossible (the
+    checks training runs, sim/layout.py)."""
+    c, layout = resolve_layout(candidate_config(cfg, lay), devices, hw.devices_per_node)
+    return run_with_recompute(c, layout, hw)
+
+
 def evaluate(cfg: Config, lay: dict, hw: HardwareProfile, devices: int) -> dict | None:
     """Estimate one candidate; None when the layout is impossible."""
-    sim = {"recompute": lay["recompute"]}
-    par = {k: v for k, v in lay.items() if k != "recompute"}
-    if par["vpp"] > 1 and par["pp"] == 1:
-        return None
-    if not cfg.moe.enabled and (par["ep"] > 1 or par["tp_extend_ep"]):
-        return None
     try:
-        c, layout = resolve_layout(_replace(cfg, parallel=par, sim=sim), devices, hw.devices_per_node)
-        est = run_with_recompute(c, layout, hw)
+        est = estimate_candidate(cfg, lay, hw, devices)
     except (ConfigError, ValueError):
         return None
     b = est.breakdown_s
     return {"recompute": est.layout["recompute"], "mfu": est.mfu, "tokens_per_s": est.tokens_per_s, "step_time_s": est.step_time_s,
-            "memory_gb": est.memory_per_device_gb, "fits": est.fits, "dp": layout.dp,
+            "memory_gb": est.memory_per_device_gb, "fits": est.fits, "dp": est.layout["dp"],
+            "stage_split": est.details["stage_split"],
+            "layers_per_virtual_stage": " ".join(map(str, est.details["layers_per_virtual_stage"])),
             "bubble_s": b["pipeline_bubble"], "compute_s": b["compute_fwd_bwd"], "recompute_s": b["recompute"],
             "ep_exposed_s": b["ep_alltoall_exposed"], "tp_exposed_s": b["tp_comm_exposed"],
             "dp_exposed_s": b["dp_reduce_exposed"], "pp_p2p_s": b["pp_p2p"],
@@ -174,6 +183,9 @@ def _work(item):
 def run_search(base: Config, space: SearchSpace, hw: HardwareProfile, devices: int, workers: int = 2,
                progress: bool = True, limit: int = 0) -> dict:
     """Evaluate shapes x layouts; returns {"rows", "evaluated", "invalid", "seconds", "per_minute", "shapes"}."""
+    if base.parallel.pipeline_split == "explicit":
+        raise ConfigError("parallel.pipeline_split: 'explicit' fixes the layers per virtual stage, but a search "
+                          "varies layers and pp; use balanced, time_balanced or memory_aware")
     shape_cfgs = shapes(base, space)
     if not shape_cfgs:
         raise ConfigError("search: no shape satisfies the parameter budget(s); widen --tolerance / "
@@ -223,6 +235,15 @@ def run_search(base: Config, space: SearchSpace, hw: HardwareProfile, devices: i
 
 
 SHAPE_KEYS = ("layers", "hidden", "experts", "top_k", "expert_ffn")
+
+
+def estimate_row(base: Config, space: SearchSpace, hw: HardwareProfile, devices: int, row: dict):
+    """Re-run the candidate of a result ``row`` (its shape and layout) and return its Estimate, e.g. to write
+    the best candidate's training recipe (sim/recipe.py)."""
+    key = tuple(row[k] for k in SHAPE_KEYS)
+    cfg = next(c for s, c in shapes(base, space) if tuple(s[k] for k in SHAPE_KEYS) == key)
+    lay = {k: row[k] for k in layouts(space)[0]}
+    return estimate_candidate(cfg, lay, hw, devices)
 
 
 RANK_KEYS = ("mfu", "tokens_per_s")

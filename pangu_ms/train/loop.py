@@ -21,6 +21,7 @@ from mindspore import Tensor
 from ..config import Config, dump_config
 from ..model import CausalLMLoss, build_model
 from ..model.stats import compute_stats
+from .determinism import apply_determinism
 from .checkpoint import CheckpointManager, load_checkpoint, local_parameter_names, resolve_checkpoint
 from .divergence import DivergenceError, NonFiniteGuard
 from .logging import RunLogger, expert_load_stats, truncate_metrics
@@ -44,6 +45,7 @@ class Trainer:
         os.makedirs(self.run_dir, exist_ok=True)
         ensure_mindformers(os.path.join(self.run_dir, "mindformers_log"), 0 if t.mode == "graph" else 1)
         ms.set_context(mode=ms.GRAPH_MODE if t.mode == "graph" else ms.PYNATIVE_MODE)
+        apply_determinism(t.deterministic)
         self.rt = runtime or setup_runtime(cfg)
         self.sampler, self.valid, self.tokenizer = self._build_data()
         self.accum = self.sampler.accumulation_steps

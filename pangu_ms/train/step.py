@@ -11,6 +11,18 @@ from __future__ import annotations
 import mindspore as ms
 from mindspore import nn, ops
 
+from ..moe.bias_update import build_expert_bias_update
+
+
+def expert_bias_update(loss_cell, grad_reducer):
+    """Aux-loss-free bias update (None when off): for a ``CausalLMLoss`` (its outputs carry the expert load at
+    index 4; RL's ``GRPOLoss`` does not, so its routers' bias is not updated). The load is summed over the
+    data-parallel ranks with the reducer's dense-gradient group sum (every rank counts its own tokens)."""
+    from ..model.loss import CausalLMLoss
+    if not isinstance(loss_cell, CausalLMLoss):
+        return None
+    return build_expert_bias_update(loss_cell.model, getattr(grad_reducer, "dense_sum", None))
+
 
 def clip_global_norm(grads, clip: float, reducer=None):
     """(grads scaled so their global norm is at most ``clip`` (0 = no clipping), the unclipped norm).
@@ -75,24 +87,30 @@ class TrainStep(nn.Cell):
         if accumulate:
             self.acc = ms.ParameterTuple(ms.Parameter(ops.zeros(w.shape, w.dtype), name="grad_acc." + w.name,
                                                       requires_grad=False) for w in self.weights)
+        self.bias_update = expert_bias_update(loss_cell, grad_reducer)
+        if accumulate and self.bias_update is not None:     # expert load summed over one step's micro-batches
+            self.load_acc = ms.Parameter(ops.zeros((len(self.bias_update.biases), loss_cell.model.num_experts),
+                                                   ms.float32), name="expert_load_acc", requires_grad=False)
 
-    def update(self, grads, loss=None):
-        """The shared core: reduce -> clip by the global norm -> optimizer. Returns (reduced grads, norm).
-        A non-finite grad norm (or ``loss``) skips the optimizer: weights, moments, step count unchanged."""
+    def update(self, grads, finite=None):
+        """The shared core: reduce -> clip by the global norm -> optimizer, skipped when the gradient norm (or the
+        ``finite`` flag of the loss) is not finite. Returns (reduced grads, norm)."""
         if self.reducer is not None:
             grads = self.reducer(grads)
         clipped, norm = clip_global_norm(grads, self.clip, self.reducer)
-        finite = ops.isfinite(norm)
-        if loss is not None:
-            finite = ops.logical_and(finite, ops.isfinite(loss))
-        if finite:                                  # train.on_nonfinite (pangu_ms/train/divergence.py)
+        ok = ops.isfinite(norm)
+        if finite is not None:
+            ok = ops.logical_and(finite, ok)
+        if ok:                      # non-finite loss or gradients: no update (train.on_nonfinite)
             self.optimizer(clipped)
         # after the optimizer step
         return grads, norm
 
     def construct(self, *inputs):
         outs, grads = self.grad_fn(*inputs)
-        grads, norm = self.update(grads, outs[0])
+        grads, norm = self.update(grads, ops.isfinite(outs[0]))
+        if self.bias_update is not None:
+            self.bias_update(outs[4])
         if self.return_grads:
             return outs + (norm,) + tuple(grads)
         return outs + (norm,)
@@ -101,6 +119,8 @@ class TrainStep(nn.Cell):
         outs, grads = self.grad_fn(*inputs)
         for a, g in zip(self.acc, grads):
             ops.assign_add(a, g)
+        if self.bias_update is not None:
+            ops.assign_add(self.load_acc, outs[4].astype(ms.float32))
         return outs
 
     def apply(self, n):
@@ -108,6 +128,9 @@ class TrainStep(nn.Cell):
         _, norm = self.update(grads)
         for a in self.acc:
             ops.assign(a, ops.zeros_like(a))
+        if self.bias_update is not None:
+            self.bias_update(self.load_acc)
+            ops.assign(self.load_acc, ops.zeros_like(self.load_acc))
         return norm
 
 

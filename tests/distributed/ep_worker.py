@@ -235,6 +235,9 @@ def main():
         pv = max(float(np.max(np.abs(p.asnumpy() - q.asnumpy())))
                  for p, q in zip(opts["dist"].parameters, opts["flat"].parameters))
         res["hier_vs_flat_max_abs"] = {"outputs_and_grads": hv, "params": pv}
+    # aux-loss-free expert bias (when moe.expert_bias is on): the main-stack routers' bias after the steps
+    res["expert_bias"] = {key: [n.layers[j].moe.router.expert_bias.asnumpy().tolist() for j in n.moe_layer_ids]
+                          for key, n in {"ref": ref, **nets}.items() if cfg.moe.expert_bias}
     res["aux_np"] = {"group": aux_np_group, "micro": aux_np_micro, "global": aux_np_global,
                      "group_ranks": list(ep_ranks)}
     res["times"] = {"init_s": t_init, "first_step_s": {k2: v[0] for k2, v in t_steps.items()},

@@ -64,7 +64,9 @@ def launch(n, script, args, tmp_path, timeout=420):
 
 
 def test_ep2_dp2_flat_and_hierarchical_match_single_process(tmp_path):
-    res, wall, rc = launch(2, "ep_worker.py", ["--scenario", "hier"], tmp_path)
+    # with the aux-loss-free expert bias on: its update uses the load of the global batch
+    res, wall, rc = launch(2, "ep_worker.py", ["--scenario", "hier", "--set", "moe.expert_bias=true",
+                                               "--set", "moe.expert_bias_update_rate=0.01"], tmp_path)
     # results were printed before teardown; a teardown crash would still be a failure
     assert rc == 0
     for r, out in res.items():
@@ -98,6 +100,10 @@ def test_ep2_dp2_flat_and_hierarchical_match_single_process(tmp_path):
         assert vol["flat_exact"]["inter_node"] > 0 and vol["hier_exact"]["inter_node"] > 0
     # both ranks agree on the global numbers
     assert res[0]["steps"][-1]["dist"]["loss"] == res[1]["steps"][-1]["dist"]["loss"]
+    # expert bias: identical on both ranks, equal to the single-process run's, and actually moved
+    bias = {r: out["expert_bias"] for r, out in res.items()}
+    assert bias[0]["dist"] == bias[1]["dist"] == bias[0]["ref"] == bias[0]["flat"], bias
+    assert max(abs(v) for row in bias[0]["dist"] for v in row) > 0, bias
 
 
 def test_dispatchers_reducers_on_subgroups_4_ranks(tmp_path):

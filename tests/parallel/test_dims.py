@@ -184,6 +184,11 @@ BAD = [
      "3 micro-batches per step is not a multiple of pp=2"),
     (TINY, ["parallel.pp=5", "model.mtp_depth=2", "model.num_layers=6", "train.global_batch_size=5"],
      "MTP modules do not fit the last virtual stage"),
+    (TINY, ["parallel.dp=2", "parallel.tp=2", "parallel.ranks_per_node=1"],
+     "parallel.tp: 2 > parallel.ranks_per_node=1; a TP group must lie inside one node"),
+    (TINY, ["parallel.pp=2", "parallel.vpp=2", "sim.pp_schedule=dualpipe"], "dualpipe needs an even pp and vpp=1"),
+    (TINY, ["parallel.pp=2", "parallel.layers_per_virtual_stage=[1,4]"],
+     "parallel.layers_per_virtual_stage: [1, 4] is set, but parallel.pipeline_split is 'balanced'"),
 ]
 
 
@@ -193,8 +198,18 @@ def test_bad_layouts_one_line_error(path, sets, msg):
     problems = layout_problems(cfg)  # ... the layout checks do not
     assert problems and msg in problems[0], problems
     assert all("\n" not in p for p in problems)
-    with pytest.raises(ConfigError, match="^parallel|^model|^train"):
+    with pytest.raises(ConfigError, match="^parallel|^model|^train|^sim"):
         validate_layout(cfg)
+
+
+def test_from_config_carries_the_run_shape():
+    """The one layout type holds what the simulator costs: micro-batches, tokens per micro-batch, schedule."""
+    d = ParallelDims.from_config(_load(BIG))
+    assert (d.micro_batch_size, d.seq_length, d.global_batch_size) == (2, 4096, 6144)
+    assert d.micro_batches == 64 and d.tokens_per_micro == 2 * 4096
+    assert d.pipeline_schedule == "interleaved" and d.expert_shards == 32 and d.optimizer_shard
+    tiny = ParallelDims.from_config(_load(TINY, ["parallel.pp=2", "parallel.cp=2", "train.seq_length=64"]))
+    assert tiny.pipeline_schedule == "1f1b" and tiny.tokens_per_micro == 32
 
 
 def test_world_size_mismatch():

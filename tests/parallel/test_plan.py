@@ -109,7 +109,7 @@ def test_718b_plan(big_plan):
     assert p.strategy(p.op("attention.q_b_proj")) == ((48, 1), (8, 1))
     assert p.strategy(p.op("attention.o_proj")) == ((48, 8), (1, 8))
     assert p.strategy(p.op("moe.experts.gate_up")) == ((32, 12, 1), (32, 1, 1))
-    assert p.strategy(p.op("embedding")) == ((8, 1), (48, 1))
+    assert p.strategy(p.op("embedding")) == ((8, 1), (48,))  # token ids flattened to [B*S]
     assert p.layout(p.op("moe.experts.gate_up"))["inputs"][1] == (("ep", "tp"), "None", "None")
     semi, auto = p.context["semi_auto"], p.context["auto"]
     assert semi["parallel_mode"] == "semi_auto_parallel" and semi["pipeline_stages"] == 16
@@ -216,21 +216,29 @@ def test_build_plan_rejects_bad_layout():
         build_plan(_load(TINY, ["parallel.tp=2", "parallel.ep=2"]))
 
 
-def test_apply_plan_refuses_cpu():
+def test_apply_plan_refuses_cpu_and_resolves_real_cells():
     pytest.importorskip("mindspore")
+    from pangu_ms.model.build import build_model
     from pangu_ms.parallel.apply_ascend import AscendOnlyError, apply_plan, resolve_targets
-    plan = _plan(TINY, ["parallel.dp=2", "parallel.ep=2"])
-    cfg = _load(TINY, ["parallel.dp=2", "parallel.ep=2"])
+    sets = ["parallel.dp=2", "parallel.ep=2", "model.hidden_size=32", "model.vocab_size=64"]
+    cfg = _load(TINY, sets)
+    plan = build_plan(cfg)
+    net = build_model(cfg)
     with pytest.raises(AscendOnlyError, match="Ascend-only"):
-        apply_plan(object(), plan, cfg)
-    targets, missing = resolve_targets(plan, {}, cfg)
-    assert not targets and "layers.0.attention.q_b_proj" in missing and "mtp.0.layer.moe.experts" in missing
-    assert "layers.0.moe.experts" not in missing  # layer 0 is dense in the tiny model
+        apply_plan(net, plan, cfg)
+    cells = dict(net.cells_and_names())
+    targets, missing = resolve_targets(plan, cells, cfg)
+    assert missing == []
+    paths = {(path, attr) for path, _, attr, _ in targets}
+    assert {("layers.0.attention.q_b_proj", "matmul"), ("mtp.0.layer.moe.experts", "bmm_gate_up"),
+            ("layers.1.attention.core", "attention"), ("embedding", "gather"), ("final_norm", "norm")} <= paths
+    assert ("layers.0.moe.experts", "bmm_gate_up") not in paths   # layer 0 is dense in the tiny model
+    assert not any(op.root == "loss" for _, _, _, op in targets)  # no loss Cell given: loss op not resolved
 
 
-def _cli(*args):
+def _cli(*args, timeout=60):
     return subprocess.run([sys.executable, "tools/show_plan.py", *args], capture_output=True, text=True,
-                          timeout=60)
+                          timeout=timeout)
 
 
 def test_show_plan_cli():
@@ -247,3 +255,14 @@ def test_show_plan_cli():
     r = _cli("--config", TINY, "--set", "parallel.ep=3")
     assert r.returncode == 2 and "moe.num_experts=8 is not divisible by ep=3" in r.stderr
     assert _cli("--help").returncode == 0
+
+
+def test_show_plan_dry_run_cli():
+    small = ["--set", "parallel.micro_batch_size=1", "--set", "model.hidden_size=32", "--set", "model.vocab_size=64", "--set", "train.seq_length=16",
+             "--set", "model.num_layers=2"]
+    r = _cli("--config", TINY, "--set", "parallel.dp=2", "--set", "parallel.ep=2", *small, "--dry-run", timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "dry run: " in r.stderr and "training step ran" in r.stderr
+    r = _cli("--config", TINY, "--set", "parallel.dp=2", "--set", "parallel.cp=2", "--set", "parallel.ep=2",
+             "--set", "train.global_batch_size=4", *small, "--dry-run", timeout=600)
+    assert r.returncode == 2 and "mtp.0.layer.attention.core.score_matmul" in r.stderr

@@ -1,15 +1,17 @@
-"""Stage split of the pipeline: time-balanced vs memory-aware partition, the ``sim.blocks_per_virtual_stage``
-override, and the DeepSeek-V3 recipe end to end. Small cases are computed by hand in the comments."""
+"""Stage split of the pipeline: time-balanced vs memory-aware partition (parallel/partition.py), the recipe's
+``parallel.pipeline_split`` / ``parallel.layers_per_virtual_stage`` in the simulator, and the DeepSeek-V3 recipe. Small cases are computed by hand in the comments."""
 from __future__ import annotations
 
 import dataclasses
 import itertools
 import os
 import random
+import re
 
 import pytest
 
 from pangu_ms.config import ConfigError, from_dict, load_config
+from pangu_ms.parallel import partition as part
 from pangu_ms.sim import schedule
 from pangu_ms.sim.estimate import Simulator, estimate
 from pangu_ms.sim.hardware import load_hardware
@@ -52,10 +54,10 @@ def test_1f1b_three_stages_time_balanced_split_does_not_fit():
     so 1 + 2 + 3 = 6 is the only fitting split at time 3 (time 2 allows only [2, 2, 2])."""
     times, states, acts, trans = [1.0] * 6, [1.0] * 6, [1.0] * 6, [0.0] * 6
     devices = schedule.device_chunks("1f1b", 3, 8)
-    balanced = schedule.partition(times, 3)
+    balanced = part.partition(times, 3)
     assert balanced == [(0, 2), (2, 4), (4, 6)]
     assert device_bytes(balanced, states, acts, trans, devices) == [8.0, 6.0, 4.0]
-    split = schedule.memory_aware_partition(times, states, acts, trans, devices, 7.0)
+    split = part.memory_aware_partition(times, states, acts, trans, devices, 7.0)
     assert split == [(0, 1), (1, 3), (3, 6)]
     assert device_bytes(split, states, acts, trans, devices) == [4.0, 6.0, 6.0]
     assert chunk_max(split, times) == 3.0
@@ -67,8 +69,8 @@ def test_1f1b_transient_counts_once_per_device():
     At 8 the time-balanced [2, 2, 2] fits (devices 8, 6, 2 + 2 + 2 = 6)."""
     times, states, acts, trans = [1.0] * 6, [1.0] * 6, [1.0] * 6, [0.0] * 5 + [2.0]
     devices = schedule.device_chunks("1f1b", 3, 8)
-    assert schedule.memory_aware_partition(times, states, acts, trans, devices, 7.0) is None
-    split = schedule.memory_aware_partition(times, states, acts, trans, devices, 8.0)
+    assert part.memory_aware_partition(times, states, acts, trans, devices, 7.0) is None
+    split = part.memory_aware_partition(times, states, acts, trans, devices, 8.0)
     assert split == [(0, 2), (2, 4), (4, 6)]
     assert device_bytes(split, states, acts, trans, devices) == [8.0, 6.0, 6.0]
 
@@ -76,7 +78,7 @@ def test_1f1b_transient_counts_once_per_device():
 def test_nothing_fits_returns_none():
     # one block on stage 0 already needs 1 + 3 x 1 = 4 bytes
     devices = schedule.device_chunks("1f1b", 3, 8)
-    assert schedule.memory_aware_partition([1.0] * 6, [1.0] * 6, [1.0] * 6, [0.0] * 6, devices, 3.9) is None
+    assert part.memory_aware_partition([1.0] * 6, [1.0] * 6, [1.0] * 6, [0.0] * 6, devices, 3.9) is None
 
 
 def test_1f1b_unequal_times_next_fastest_fitting_split():
@@ -85,8 +87,8 @@ def test_1f1b_unequal_times_next_fastest_fitting_split():
     [1,1,1,3] = 6 time, 4 bytes. Stage 0 with 1 block: stage 1 time 7. So the answer is [(0, 2), (2, 6)], time 6."""
     times = [3.0, 1.0, 1.0, 1.0, 1.0, 3.0]
     devices = schedule.device_chunks("1f1b", 2, 4)
-    assert schedule.partition(times, 2) == [(0, 3), (3, 6)]
-    split = schedule.memory_aware_partition(times, [0.0] * 6, [1.0] * 6, [0.0] * 6, devices, 5.0)
+    assert part.partition(times, 2) == [(0, 3), (3, 6)]
+    split = part.memory_aware_partition(times, [0.0] * 6, [1.0] * 6, [0.0] * 6, devices, 5.0)
     assert split == [(0, 2), (2, 6)] and chunk_max(split, times) == 6.0
 
 
@@ -95,9 +97,9 @@ def test_dualpipe_two_stages_pair_constraint():
     activation 1: [3, 3] -> 2 x 3 + 3 = 9 > 8; [2, 4] -> 4 + 4 = 8 fits at time 4 (the best with 8 bytes)."""
     devices = schedule.device_chunks("dualpipe", 2, 4)
     assert devices == [[(0, 2.0), (1, 1.0)], [(1, 1.0), (0, 2.0)]]
-    split = schedule.memory_aware_partition([1.0] * 6, [0.0] * 6, [1.0] * 6, [0.0] * 6, devices, 8.0)
+    split = part.memory_aware_partition([1.0] * 6, [0.0] * 6, [1.0] * 6, [0.0] * 6, devices, 8.0)
     assert split == [(0, 2), (2, 6)]
-    assert schedule.memory_aware_partition([1.0] * 6, [0.0] * 6, [1.0] * 6, [0.0] * 6, devices, 6.0) is None
+    assert part.memory_aware_partition([1.0] * 6, [0.0] * 6, [1.0] * 6, [0.0] * 6, devices, 6.0) is None
 
 
 def test_dualpipe_four_stages_mirror_pairs():
@@ -106,7 +108,7 @@ def test_dualpipe_four_stages_mirror_pairs():
     <= 3): device 0 needs 4 c0 + c3 <= 9 and device 1 3 c1 + 2 c2 <= 9, so c1 + c2 <= 4 ((1, 3)) and, with c0 = 1,
     c3 <= 3; c0 = 2 leaves c3 = 1 and 2 + 1 + 4 < 8. The only split is [1, 1, 3, 3] (devices: 7 and 9)."""
     devices = schedule.device_chunks("dualpipe", 4, 8)
-    split = schedule.memory_aware_partition([1.0] * 8, [0.0] * 8, [1.0] * 8, [0.0] * 8, devices, 9.0)
+    split = part.memory_aware_partition([1.0] * 8, [0.0] * 8, [1.0] * 8, [0.0] * 8, devices, 9.0)
     assert split == [(0, 1), (1, 2), (2, 5), (5, 8)]
     assert device_bytes(split, [0.0] * 8, [1.0] * 8, [0.0] * 8, devices) == [7.0, 9.0, 9.0, 7.0]
 
@@ -116,8 +118,8 @@ def test_interleaved_split_fits_its_devices():
     The equal share of the device budget per chunk is conservative: whatever it returns must fit."""
     devices = schedule.device_chunks("interleaved", 2, 8, 2)
     times, states, acts = [1.0] * 8, [1.0] * 8, [1.0] * 8
-    assert max(device_bytes(schedule.partition(times, 4), states, acts, [0.0] * 8, devices)) == 14.0
-    split = schedule.memory_aware_partition(times, states, acts, [0.0] * 8, devices, 13.0)
+    assert max(device_bytes(part.partition(times, 4), states, acts, [0.0] * 8, devices)) == 14.0
+    split = part.memory_aware_partition(times, states, acts, [0.0] * 8, devices, 13.0)
     assert split is not None and max(device_bytes(split, states, acts, [0.0] * 8, devices)) <= 13.0
     # device 0 = 3.5 x (c0 + c2) and device 1 = 2.5 x (c1 + c3) with c0+c2 = 3, c1+c3 = 5 -> 10.5 and 12.5
     assert chunk_max(split, times) == 3.0
@@ -141,7 +143,7 @@ def test_memory_aware_matches_brute_force(sched, p):
             if max(device_bytes(b, states, acts, trans, devices)) <= budget:
                 t = chunk_max(b, times)
                 best = t if best is None else min(best, t)
-        split = schedule.memory_aware_partition(times, states, acts, trans, devices, budget)
+        split = part.memory_aware_partition(times, states, acts, trans, devices, budget)
         if best is None:
             assert split is None
         else:
@@ -149,54 +151,56 @@ def test_memory_aware_matches_brute_force(sched, p):
             assert max(device_bytes(split, states, acts, trans, devices)) <= budget
 
 
-# ------------------------------------------------------------------ estimate: override and choice of split
-def tiny(pp=2, **sim):
+# ------------------------------------------------------------------ estimate: the recipe's split
+def tiny(pp=2, parallel=None, **sim):
     d = {"model": {"vocab_size": 1024, "hidden_size": 256, "num_layers": 4, "num_dense_layers": 1,
                    "dense_ffn_hidden": 512, "num_heads": 8, "q_lora_rank": 64, "kv_lora_rank": 32,
                    "qk_nope_head_dim": 16, "qk_rope_head_dim": 8, "v_head_dim": 16, "mtp_depth": 1},
          "moe": {"num_experts": 16, "top_k": 4, "expert_ffn_hidden": 128},
          "train": {"seq_length": 512, "global_batch_size": 64},
-         "parallel": {"pp": pp, "tp": 1, "ep": 1, "micro_batch_size": 1}, "sim": sim}
+         "parallel": {"pp": pp, "tp": 1, "ep": 1, "micro_batch_size": 1, **(parallel or {})}, "sim": sim}
     return from_dict(d)
 
 
-def test_override_sets_the_split():
-    # 4 layers + embedding + head + 3 MTP blocks = 9 blocks
-    e = estimate(tiny(blocks_per_virtual_stage=[3, 6]), "h100", 2)
-    assert e.details["blocks_per_virtual_stage"] == [3, 6] and e.details["stage_split"] == "override"
+def test_explicit_split_sets_the_blocks():
+    # items: 4 layers + 1 MTP; [2, 3] = (embedding, layers 0-1) | (layers 2-3, head, MTP proj/layer/head)
+    e = estimate(tiny(parallel={"pipeline_split": "explicit", "layers_per_virtual_stage": [2, 3]}), "h100", 2)
+    assert e.details["layers_per_virtual_stage"] == [2, 3] and e.details["stage_split"] == "explicit"
+    assert e.details["blocks_per_virtual_stage"] == [3, 6]
     assert e.details["decoder_layers_per_virtual_stage"] == [2, 2]
 
 
-@pytest.mark.parametrize("counts,msg", [([4, 4], "sums to 8, but the model has 9 blocks"),
-                                        ([9], "1 entries, but parallel.pp*vpp"),
-                                        ([0, 9], "needs >= 1 block")])
-def test_override_validation_names_the_key(counts, msg):
-    with pytest.raises(ConfigError, match=r"sim\.blocks_per_virtual_stage: .*" + msg.replace("*", r"\*")):
-        estimate(tiny(blocks_per_virtual_stage=counts), "h100", 2)
+@pytest.mark.parametrize("counts,msg", [([2, 2], "sums to 4, but the model has 4 layers + 1 MTP = 5"),
+                                        ([5], "1 entries, but parallel.pp*vpp"),
+                                        ([0, 5], "needs >= 1 layer")])
+def test_explicit_split_validation_names_the_key(counts, msg):
+    with pytest.raises(ConfigError, match=r"parallel\.layers_per_virtual_stage: .*" + re.escape(msg)):
+        estimate(tiny(parallel={"pipeline_split": "explicit", "layers_per_virtual_stage": counts}), "h100", 2)
 
 
-def test_time_balanced_split_kept_when_it_fits():
-    e = estimate(tiny(), "h100", 2)
+def test_memory_aware_keeps_the_time_balanced_split_when_it_fits():
+    e = estimate(tiny(parallel={"pipeline_split": "memory_aware"}), "h100", 2)
     assert e.fits and e.details["stage_split"] == "time_balanced"
+    assert e.details["layers_per_virtual_stage"] == list(
+        estimate(tiny(parallel={"pipeline_split": "time_balanced"}), "h100", 2).details["layers_per_virtual_stage"])
 
 
 def test_deepseek_v3_recipe_fits_with_memory_aware_split():
     """The recipe's time-balanced split (stage 0 = embedding + 3 dense + 2 MoE layers) runs out of memory on
     device 0; the memory-aware split fits without a slower largest stage."""
     cfg = load_config(RDSV3, validate=False)
+    assert cfg.parallel.pipeline_split == "memory_aware"
     e = estimate(cfg)
     assert e.fits and e.details["stage_split"] == "memory_aware"
     assert e.memory_per_device_gb <= e.hbm_usable_gb
+    forced = estimate(dataclasses.replace(cfg, parallel=dataclasses.replace(cfg.parallel,
+                                                                            pipeline_split="time_balanced")))
+    assert not forced.fits and forced.details["layers_per_virtual_stage"] != e.details["layers_per_virtual_stage"]
     hw = load_hardware(cfg.sim.hardware)
     cfg_r, lay = resolve_layout(cfg, None, hw.devices_per_node)
-    sim = Simulator(cfg_r, lay, hw)
-    blocks = sim.blocks()
-    times = [b.time for b in blocks]
-    balanced = schedule.partition(times, lay.pp)
-    counts = [b - a for a, b in balanced]
-    forced = estimate(dataclasses.replace(cfg, sim=dataclasses.replace(cfg.sim, blocks_per_virtual_stage=counts)))
-    assert not forced.fits
-    chosen = schedule.bounds_from_counts(e.details["blocks_per_virtual_stage"])
+    times = Simulator(cfg_r, lay, hw).item_costs(Simulator(cfg_r, lay, hw).blocks()).time
+    chosen = part.bounds_from_counts(e.details["layers_per_virtual_stage"])
+    balanced = part.bounds_from_counts(forced.details["layers_per_virtual_stage"])
     assert chunk_max(chosen, times) <= chunk_max(balanced, times) * (1 + 1e-9)
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from pangu_ms.config import ConfigError, from_dict, load_config
 from pangu_ms.model.stats import compute_stats
+from pangu_ms.parallel import partition
 from pangu_ms.sim import comm, memory, schedule
 from pangu_ms.sim.compute import model_flops_per_token
 from pangu_ms.sim.estimate import estimate
@@ -58,10 +59,10 @@ def test_inflight_microbatches():
 
 
 def test_partition_minimises_largest_stage():
-    b = schedule.partition([1.0] * 10, 3)
+    b = partition.partition([1.0] * 10, 3)
     sums = [10 * 0 + (e - a) for a, e in b]
     assert max(sums) == 4 and len(b) == 3 and b[0][0] == 0 and b[-1][1] == 10
-    b = schedule.partition([5, 1, 1, 1, 1, 1], 3)
+    b = partition.partition([5, 1, 1, 1, 1, 1], 3)
     assert b[0] == (0, 1)
 
 
@@ -141,7 +142,7 @@ def test_flops_match_stats(overrides):
     cfg = load_config(Y718, overrides, validate=False)
     hw = load_hardware("ascend_910b")
     cfg, L = resolve_layout(cfg, 6144 if "parallel.tp=8" in overrides else None, 8, validate=False)
-    st = compute_stats(cfg, L.seq)
+    st = compute_stats(cfg, L.seq_length)
     assert model_flops_per_token(cfg, L, hw) == pytest.approx(st.train_flops_per_token, rel=1e-12)
     assert model_flops_per_token(cfg, L, hw, with_mtp=False) == pytest.approx(
         st.train_flops_per_token_without_mtp, rel=1e-12)
@@ -291,10 +292,10 @@ def test_dualpipe_memory_hand_computed():
     cfg_r, lay = resolve_layout(cfg, 4, hw.devices_per_node)
     sim = Simulator(cfg_r, lay, hw)
     blocks = sim.blocks()
-    bounds = schedule.partition([b.time for b in blocks], 4)
+    _, bounds = sim.split(blocks)
     act = [sum(blocks[j].act_bytes for j in range(a, b)) for a, b in bounds]
     dense = [sum(blocks[j].dense_params for j in range(a, b)) for a, b in bounds]
-    m = lay.n_micro
+    m = lay.micro_batches
     w = e.memory_gb["worst_stage"]
     j = 3 - w
     n_i, n_j = min(m / 2, 4 - w), min(m / 2, w + 1)

@@ -57,6 +57,20 @@ def read_yaml(path: str, _seen: tuple = ()) -> dict:
     return data
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML would keep the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}'", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def parse_yaml_file(path: str) -> dict | None:
     """The top-level mapping of a YAML file (``None`` when the file is empty); ConfigError naming the file when it
     is unreadable, not UTF-8, not YAML or not a mapping. Also used by ``run/train.py``'s recipe-kind detection."""
@@ -69,7 +83,7 @@ def parse_yaml_file(path: str) -> dict | None:
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

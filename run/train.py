@@ -17,13 +17,24 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def is_mindformers_yaml(path: str) -> bool:
-    """A MindFormers-style recipe (runner_config / model.model_config) goes through mindformers.Trainer."""
-    import yaml
+    """A MindFormers-style recipe (runner_config / model.model_config) goes through mindformers.Trainer. A file that
+    cannot be parsed raises the loader's ConfigError here already (it names the file)."""
+    from pangu_ms.config.loader import parse_yaml_file
     if not os.path.isfile(path):
-        return False
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
+        return False                     # load_config reports the missing file
+    data = parse_yaml_file(path) or {}
     return "runner_config" in data or isinstance(data.get("model"), dict) and "model_config" in data["model"]
+
+
+def check_output_dir(path: str) -> None:
+    """Create ``train.output_dir`` now, so that an impossible one is named before anything is built."""
+    from pangu_ms.config import ConfigError
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"train.output_dir: cannot create {os.path.abspath(path)}: {e.strerror}") from None
+    if not os.access(path, os.W_OK):
+        raise ConfigError(f"train.output_dir: {os.path.abspath(path)} is not writable")
 
 
 def main(argv=None) -> int:
@@ -36,31 +47,25 @@ def main(argv=None) -> int:
                     help="stop after N steps of this invocation, keeping a checkpoint (emulates an interruption; "
                          "the next invocation resumes)")
     args = ap.parse_args(argv)
+    from pangu_ms.config import ConfigError, load_config
+    if args.stop_after is not None and args.stop_after < 1:
+        raise ConfigError(f"--stop-after: must be >= 1, got {args.stop_after}")
 
     if is_mindformers_yaml(args.config):
         if args.overrides:
-            print("error: --set applies to pangu_ms recipes; edit the MindFormers YAML instead", file=sys.stderr)
-            return 2
+            raise ConfigError(f"--set: applies to pangu_ms recipes; {args.config} is a MindFormers YAML, edit it "
+                              f"instead")
         from pangu_ms.integrations.mindformers import train_with_mindformers
         train_with_mindformers(args.config)
         return 0
-    from pangu_ms.config import ConfigError, load_config
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, args.overrides)
+    check_output_dir(cfg.train.output_dir)
     import mindspore as ms
     ms.set_device("CPU" if os.environ.get("PANGU_MS_DEVICE", "CPU") == "CPU" else os.environ["PANGU_MS_DEVICE"])
-    from pangu_ms.data.errors import DataError
-    from pangu_ms.train.checkpoint import CheckpointError
     from pangu_ms.train.divergence import DivergenceError
     from pangu_ms.train.stages import run_stage
     try:
         summary = run_stage(cfg, progress=not args.no_progress, stop_after=args.stop_after)
-    except (DataError, CheckpointError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except DivergenceError as e:                    # train.on_nonfinite: one line, exit code 3
         print(f"error: {e}", file=sys.stderr)
         return 3
@@ -71,4 +76,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pangu_ms.cli import run_cli
+    sys.exit(run_cli(main))

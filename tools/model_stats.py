@@ -34,11 +34,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from pangu_ms.config import ConfigError, load_config
     from pangu_ms.model.stats import compute_stats
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.seq_length is not None and args.seq_length < 1:
+        raise ConfigError(f"--seq-length: must be >= 1, got {args.seq_length}")
+    cfg = load_config(args.config, args.overrides)
     s = compute_stats(cfg, args.seq_length)
     if args.json:
         print(json.dumps(s.as_dict()))
@@ -63,4 +61,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pangu_ms.cli import run_cli
+    sys.exit(run_cli(main))

@@ -15,8 +15,16 @@ def load_metrics(run_dir: str) -> list[dict]:
     path = os.path.join(run_dir, "metrics.jsonl")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no metrics.jsonl in {run_dir} (is it a pangu_ms run directory?)")
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    rows = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+    return rows
 
 
 def series(rows, key):
@@ -29,11 +37,14 @@ def main(argv=None) -> int:
     ap.add_argument("run_dir")
     ap.add_argument("--out", default=None, help="PNG path (default <run_dir>/curves.png)")
     args = ap.parse_args(argv)
+    from pangu_ms.data.errors import DataError
     try:
         rows = load_metrics(args.run_dir)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (FileNotFoundError, ValueError) as e:
+        raise DataError(str(e)) from None
+    out = args.out or os.path.join(args.run_dir, "curves.png")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+        raise DataError(f"--out: directory of {out} does not exist")
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -67,11 +78,11 @@ def main(argv=None) -> int:
     axes[2].grid(alpha=0.3)
     fig.suptitle(os.path.basename(os.path.abspath(args.run_dir)))
     fig.tight_layout()
-    out = args.out or os.path.join(args.run_dir, "curves.png")
     fig.savefig(out, dpi=110)
     print(out)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pangu_ms.cli import run_cli
+    sys.exit(run_cli(main))

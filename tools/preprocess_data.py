@@ -18,4 +18,5 @@ os.environ.setdefault("GLOG_v", "3")  # MindSpore (used for MindRecord writing):
 from pangu_ms.data.preprocess import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pangu_ms.cli import run_cli
+    sys.exit(run_cli(main))

@@ -75,6 +75,8 @@ def main(argv=None) -> int:
     except (ConfigError, ValueError) as e:
         print(f"error: {args.config}: {e}", file=sys.stderr)
         return 2
+    if args.rank is not None and not 0 <= args.rank < plan.dims.world:
+        raise ConfigError(f"--rank: {args.rank} is out of range [0, {plan.dims.world}) for {args.config}")
     problems = plan_problems(plan)
     if args.json:
         out = plan.as_dict()
@@ -137,4 +139,5 @@ def dry_run(cfg, plan) -> list:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pangu_ms.cli import run_cli
+    sys.exit(run_cli(main))

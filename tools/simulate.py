@@ -26,7 +26,9 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from pangu_ms.cli import run_cli  # noqa: E402
 from pangu_ms.config import ConfigError, load_config  # noqa: E402
+from pangu_ms.config.validate import validate_sim  # noqa: E402
 
 
 def _load(args):
@@ -35,7 +37,12 @@ def _load(args):
         overrides.extend(s if isinstance(s, list) else [s])
     if args.hardware:
         overrides.append(f"sim.hardware={args.hardware}")
+    for name in ("devices", "workers"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:            # 0 used to fall back silently to sim.devices
+            raise ConfigError(f"--{name}: must be >= 1, got {value}")
     cfg = load_config(args.config, overrides, validate=False)
+    validate_sim(cfg)
     return cfg
 
 
@@ -244,12 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.fn(args)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return args.fn(args)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

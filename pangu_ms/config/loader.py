@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 import typing
 from typing import Any
 
 import yaml
 
+from .errors import ConfigError
 from .schema import Config
+from .validate import validate_config
 
-
-class ConfigError(ValueError):
-    """A recipe problem; the message starts with the offending key path or file."""
+__all__ = ["ConfigError", "dump_config", "from_dict", "load_config", "parse_overrides", "read_yaml", "to_dict"]
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -36,21 +37,60 @@ def read_yaml(path: str, _seen: tuple = ()) -> dict:
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     if path in _seen:
-        raise ConfigError(f"{path}: circular 'base:' chain {' -> '.join(_seen)}")
-    with open(path, encoding="utf-8") as f:
-        try:
-            data = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(f"{path}: circular 'base:' chain {' -> '.join(_seen + (path,))}")
+    data = parse_yaml_file(path)
+    if data is None:
+        raise ConfigError(f"{path}: empty recipe (no sections); an empty file would silently train the "
+                          f"defaults -- write at least 'base: <recipe>.yaml' or one section")
     base = data.pop("base", None)
     if base:
+        if not (isinstance(base, str) or isinstance(base, list) and all(isinstance(b, str) for b in base)):
+            raise ConfigError(f"{path}: base: must be a file name or a list of file names, got {base!r}")
         bases = [base] if isinstance(base, str) else list(base)
         merged: dict = {}
         for b in bases:
-            merged = _merge(merged, read_yaml(os.path.join(os.path.dirname(path), b), _seen + (path,)))
+            target = os.path.join(os.path.dirname(path), b)
+            if not os.path.isfile(target):
+                raise ConfigError(f"{path}: base: file not found: {os.path.abspath(target)}")
+            merged = _merge(merged, read_yaml(target, _seen + (path,)))
         data = _merge(merged, data)
+    return data
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML would keep the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}'", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml_file(path: str) -> dict | None:
+    """The top-level mapping of a YAML file (``None`` when the file is empty); ConfigError naming the file when it
+    is unreadable, not UTF-8, not YAML or not a mapping. Also used by ``run/train.py``'s recipe-kind detection."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.start}: {e.object[e.start:e.start + 1]!r})") \
+            from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got a {type(data).__name__}")
     return data
 
 
@@ -67,7 +107,8 @@ def parse_overrides(items: list[str] | None) -> dict:
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as e:
-            raise ConfigError(f"{key}: cannot parse value '{raw}': {e}") from e
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"{key.strip()}: cannot parse value '{raw}' of --set: {problem}") from None
         node = out
         for p in parts[:-1]:
             node = node.setdefault(p, {})
@@ -109,14 +150,17 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):                   # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            if isinstance(value, str):
-                try:
-                    return float(value)
-                except ValueError:
-                    pass
             raise ConfigError(f"{path}: expected a number, got {value!r}")
-        return float(value)
+        value = float(value)
+        if not math.isfinite(value):                # lr=nan / .inf would train garbage or crash mid-run
+            raise ConfigError(f"{path}: must be a finite number, got {value}")
+        return value
     if tp is str:
         if value is None:                      # `key:` / `--set key=` in YAML means the empty string
             return ""
@@ -164,7 +208,6 @@ def load_config(path: str | None = None, overrides: list[str] | None = None, val
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}" if path else str(e)) from None
     if validate:
-        from .validate import validate_config
         try:
             validate_config(cfg)
         except ConfigError as e:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from .loader import ConfigError
+from .errors import ConfigError
 from .schema import Config
 
 
@@ -52,11 +52,14 @@ def validate_model(cfg: Config) -> None:
                               f"num_kv_heads={kv}")
     if m.init_method == "normal" and m.init_std <= 0:
         raise ConfigError(f"model.init_std: must be > 0, got {m.init_std}")
+    _positive("model", m, ["embedding_init_std"])
+    if m.sandwich_norm:
+        _positive("model", m, ["dssn_c_attn", "dssn_c_mlp"])
 
 
 def validate_moe(cfg: Config) -> None:
     e = cfg.moe
-    _non_negative("moe", e, ["num_experts", "num_shared_experts", "aux_loss_coeff"])
+    _non_negative("moe", e, ["num_experts", "num_shared_experts", "aux_loss_coeff", "expert_bias_update_rate"])
     if not e.enabled:
         if cfg.model.num_dense_layers < cfg.model.num_layers and cfg.model.dense_ffn_hidden <= 0:
             raise ConfigError("model.dense_ffn_hidden: must be > 0 for a dense model (moe.num_experts=0)")
@@ -110,7 +113,11 @@ def validate_train(cfg: Config) -> None:
     t = cfg.train
     _positive("train", t, ["steps", "seq_length", "global_batch_size", "lr", "log_interval",
                            "eval_interval", "save_interval", "keep_last", "max_skipped_steps"])
-    _non_negative("train", t, ["min_lr", "warmup_steps", "weight_decay", "grad_clip"])
+    _positive("train", t, ["adam_eps"])                 # eps = 0 divides 0 by 0 for a parameter without gradient
+    _non_negative("train", t, ["min_lr", "warmup_steps", "weight_decay", "grad_clip", "eval_batches",
+                               "sample_tokens", "peak_flops"])
+    if not 0 <= t.seed < 2 ** 32:
+        raise ConfigError(f"train.seed: must be in [0, 2**32) (a numpy seed), got {t.seed}")
     if t.min_lr > t.lr:
         raise ConfigError(f"train.min_lr: {t.min_lr} > train.lr={t.lr}")
     if not 0.0 <= t.decay_fraction <= 1.0:
@@ -143,17 +150,23 @@ def validate_data(cfg: Config) -> None:
         raise ConfigError("data.path: required when data.source is 'mindrecord'")
     if not 0.0 <= d.valid_fraction < 1.0:
         raise ConfigError(f"data.valid_fraction: must be in [0, 1), got {d.valid_fraction}")
+    _non_negative("data", d, ["max_docs"])
+    for name, w in d.weights.items():
+        if w < 0:
+            raise ConfigError(f"data.weights.{name}: must be >= 0, got {w}")
 
 
 def validate_sim(cfg: Config) -> None:
-    """Ranges of the simulator's switches (``sim:``); the layout-dependent ones are in parallel/dims.py."""
+    """Simulator inputs (``tools/simulate.py`` runs only these and the stage split, not the training checks)."""
     s = cfg.sim
-    if not 0.0 <= s.swap_activations <= 1.0:
-        raise ConfigError(f"sim.swap_activations: must be in [0, 1], got {s.swap_activations}")
-    if not 0.0 <= s.recompute_fraction <= 1.0:
-        raise ConfigError(f"sim.recompute_fraction: must be in [0, 1], got {s.recompute_fraction}")
+    _non_negative("sim", s, ["devices"])
+    _positive("sim", s, ["tp_overlap_chunks", "unfused_traffic_factor"])
+    for n in ("recompute_fraction", "swap_activations"):
+        if not 0.0 <= getattr(s, n) <= 1.0:
+            raise ConfigError(f"sim.{n}: must be in [0, 1], got {getattr(s, n)}")
     if s.expert_imbalance < 1.0:
-        raise ConfigError(f"sim.expert_imbalance: max/mean load is >= 1, got {s.expert_imbalance}")
+        raise ConfigError(f"sim.expert_imbalance: the busiest device gets >= the mean load, so must be >= 1, "
+                          f"got {s.expert_imbalance}")
 
 
 def validate_config(cfg: Config) -> Config:

@@ -143,7 +143,7 @@ def _read_shakespeare(plays_dir: Path) -> List[str]:
         raise DataError(f"no plays (*.md) found under {plays_dir}")
     docs: List[str] = []
     for path in files:
-        docs.extend(split_play_markdown(path.read_text(encoding="utf-8")))
+        docs.extend(split_play_markdown(read_utf8(path)))
     return docs
 
 
@@ -151,7 +151,7 @@ def _read_shakespeare(plays_dir: Path) -> List[str]:
 # Cantonese (pycantonese CTCPC sentences) and Wikipedia (HotpotQA paragraphs)
 # --------------------------------------------------------------------------------------------------
 def _read_cantonese(path: Path) -> List[str]:
-    sentences = json.loads(path.read_text(encoding="utf-8"))
+    sentences = json.loads(read_utf8(path))
     if not isinstance(sentences, list):
         raise DataError(f"{path}: expected a JSON array of sentences")
     docs = []
@@ -162,7 +162,7 @@ def _read_cantonese(path: Path) -> List[str]:
 
 
 def _read_wikipedia(path: Path) -> List[str]:
-    records = json.loads(path.read_text(encoding="utf-8"))
+    records = json.loads(read_utf8(path))
     seen = set()
     docs = []
     for record in records:
@@ -211,9 +211,21 @@ def builtin_corpus_path(name: str) -> Path:
 TEXT_SUFFIXES = (".txt", ".jsonl")
 
 
+def read_utf8(path: Path) -> str:
+    """The text of ``path``; DataError naming the file (and the first bad byte) when it is not UTF-8."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise DataError(f"{path}: not UTF-8 text (line {line}, byte offset {exc.start}: "
+                        f"{exc.object[exc.start:exc.start + 1]!r}); convert it, e.g. iconv -t utf-8") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror}") from None
+
+
 def read_txt(path: Path, txt_split: str = "blank") -> List[str]:
     """A .txt file -> documents: blank-line separated blocks (``"blank"``) or the whole file (``"file"``)."""
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8(path)
     if txt_split == "file":
         return [text] if text.strip() else []
     if txt_split != "blank":
@@ -225,18 +237,17 @@ def read_txt(path: Path, txt_split: str = "blank") -> List[str]:
 def read_jsonl(path: Path, field: str = "text") -> List[str]:
     """A .jsonl file -> one document per line, taken from ``field``."""
     docs = []
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict) or not isinstance(record.get(field), str):
-                raise DataError(f"{path}:{lineno}: no string field '{field}' (set --jsonl-field)")
-            if record[field].strip():
-                docs.append(record[field])
+    for lineno, line in enumerate(read_utf8(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get(field), str):
+            raise DataError(f"{path}:{lineno}: no string field '{field}' (set --jsonl-field)")
+        if record[field].strip():
+            docs.append(record[field])
     return docs
 
 

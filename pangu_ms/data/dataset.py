@@ -112,9 +112,13 @@ def read_meta(data_dir: os.PathLike) -> dict:
     if not path.is_file():
         raise DataError(f"no meta.json in {data_dir}: not a prepared dataset (run tools/preprocess_data.py)")
     try:
-        meta = json.loads(path.read_text())
+        meta = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DataError(f"corrupt {path}: {exc.msg}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"corrupt {path}: not UTF-8 text") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"corrupt {path}: expected a JSON object, got {type(meta).__name__}")
     if meta.get("format") != FORMAT:
         raise DataError(f"{path}: unknown format {meta.get('format')!r} (expected {FORMAT})")
     return meta
@@ -147,7 +151,22 @@ def open_prepared(data_dir: os.PathLike, split: str = "train", corpora: Optional
                                                 meta["tokenizer"].get("eod_id"))
         if out[name].n_rows != info["rows"]:
             raise DataError(f"{Path(data_dir) / info['files'][0]}: {out[name].n_rows} rows, meta.json says {info['rows']}")
+        if vocab_size is not None:
+            check_token_ids(out[name], int(vocab_size), Path(data_dir) / info["files"][0])
     return out
+
+
+def check_token_ids(split: PackedSplit, vocab_size: int, where: os.PathLike) -> None:
+    """Every token id of ``split`` must be in [0, vocab_size): the ids themselves are checked, not meta.json's claim
+    (an id out of range would otherwise fail inside the embedding Gather, after the graph compile)."""
+    ids = split.input_ids
+    if ids.size == 0:
+        return
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high >= vocab_size:
+        bad = int(np.count_nonzero((ids < 0) | (ids >= vocab_size)))
+        raise DataError(f"{where}: token ids span [{low}, {high}], outside [0, model.vocab_size={vocab_size}) "
+                        f"({bad} of {ids.size} tokens); re-prepare the data or raise model.vocab_size")
 
 
 # --------------------------------------------------------------------------------------------------

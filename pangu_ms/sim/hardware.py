@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from ..config.loader import ConfigError
+from ..config.loader import ConfigError, parse_yaml_file
 
 HARDWARE_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "yaml", "hardware")
 
@@ -203,8 +203,7 @@ def load_hardware(name_or_path: str) -> HardwareProfile:
     if not os.path.isfile(path):
         raise ConfigError(f"sim.hardware: unknown profile '{name_or_path}' (known: "
                           f"{', '.join(available_profiles())}, or a path to a profile YAML)")
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
+    data = parse_yaml_file(path) or {}          # ConfigError naming the file if not UTF-8 / YAML / a mapping
     return profile_from_dict(data, os.path.splitext(os.path.basename(path))[0])
 
 

@@ -1,0 +1,47 @@
+"""One top-level handler for every command-line entry point (``run/train.py``, ``tools/*.py``).
+
+``sys.exit(run_cli(main))`` runs ``main()``; a user-input problem -- :class:`ConfigError`, :class:`DataError`, or
+an input error type of a module the command has already imported (:data:`LAZY_INPUT_ERRORS`, e.g. the checkpoint
+manager's, whose module imports MindSpore) -- is printed as the single line ``error: <message>`` on stderr and
+the process exits with status 2, without a traceback. Anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from .config.errors import ConfigError
+from .data.errors import DataError
+
+INPUT_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError)
+# "module:ClassName" of input errors whose modules are too heavy to import here; they count once imported.
+LAZY_INPUT_ERRORS = ("pangu_ms.train.checkpoint:CheckpointError",)
+EXIT_BAD_INPUT = 2
+
+
+def input_error_types() -> tuple[type[BaseException], ...]:
+    found = []
+    for spec in LAZY_INPUT_ERRORS:
+        module, name = spec.split(":")
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type):
+            found.append(cls)
+    return INPUT_ERRORS + tuple(found)
+
+
+def error_line(exc: BaseException) -> str:
+    """``error: <message>`` on one line (a multi-line message is joined with ' | ')."""
+    text = " | ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    return f"error: {text or type(exc).__name__}"
+
+
+def run_cli(main: Callable[..., int | None], *args, **kwargs) -> int:
+    """Exit status of ``main(*args, **kwargs)`` (None counts as 0); bad input -> one error line, status 2."""
+    try:
+        status = main(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 -- filtered just below, everything else re-raised
+        if not isinstance(exc, input_error_types()):
+            raise
+        print(error_line(exc), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0 if status is None else int(status)

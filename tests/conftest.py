@@ -1,11 +1,8 @@
 """Shared test setup: CPU device, MindFormers logs out of the working tree, small config factory."""
 import os
-import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 os.environ.setdefault("LOCAL_DEFAULT_PATH", os.path.join(tempfile.gettempdir(), "pangu_ms_test_mflogs"))
 os.environ.setdefault("GLOG_v", "3")
 

@@ -37,7 +37,6 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 os.environ.setdefault("LOCAL_DEFAULT_PATH", "/tmp/mflog")
 os.environ.setdefault("GLOG_v", "3")
 

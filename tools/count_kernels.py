@@ -20,7 +20,6 @@ import sys
 import tempfile
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path.insert(0, ROOT)
 
 TINY = os.path.join(ROOT, "yaml", "tiny_cpu.yaml")
 FP32 = ["model.compute_dtype=float32", "model.param_dtype=float32"]

@@ -21,7 +21,6 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("LOCAL_DEFAULT_PATH", "/tmp/pangu_ms_mflogs")
 os.environ.setdefault("GLOG_v", "3")
 

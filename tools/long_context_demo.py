@@ -26,7 +26,6 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 os.environ.setdefault("LOCAL_DEFAULT_PATH", "/tmp/pangu_ms_mflogs")
 os.environ.setdefault("GLOG_v", "3")
 

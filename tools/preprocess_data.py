@@ -12,7 +12,6 @@ long work starts.
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("GLOG_v", "3")  # MindSpore (used for MindRecord writing): errors only
 
 from pangu_ms.data.preprocess import main  # noqa: E402

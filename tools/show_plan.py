@@ -22,7 +22,6 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
 from pangu_ms.config import ConfigError, load_config  # noqa: E402
 from pangu_ms.parallel.dims import layout_problems  # noqa: E402

@@ -24,7 +24,6 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from pangu_ms.cli import run_cli  # noqa: E402
 from pangu_ms.config import ConfigError, load_config  # noqa: E402

@@ -23,7 +23,6 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from pangu_ms.config import load_config  # noqa: E402
 from pangu_ms.sim.estimate import estimate  # noqa: E402

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from pangu_ms.config import load_config  # noqa: E402
 from pangu_ms.sim.estimate import estimate  # noqa: E402

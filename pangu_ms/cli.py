@@ -45,3 +45,23 @@ def run_cli(main: Callable[..., int | None], *args, **kwargs) -> int:
         print(error_line(exc), file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0 if status is None else int(status)
+
+
+def _console(module: str) -> Callable[[], int]:
+    """A console-script entry (pyproject.toml ``[project.scripts]``): ``module.main()`` under :func:`run_cli`.
+    The module is named as a string and imported when the command runs (the tools sit above this module)."""
+    def entry() -> int:
+        import importlib
+        return run_cli(importlib.import_module(module).main)
+    entry.__name__ = module.rsplit(".", 1)[-1]
+    return entry
+
+
+train = _console("pangu_ms.run.train")
+simulate = _console("pangu_ms.tools.simulate")
+model_stats = _console("pangu_ms.tools.model_stats")
+show_plan = _console("pangu_ms.tools.show_plan")
+preprocess_data = _console("pangu_ms.tools.preprocess_data")
+plot_run = _console("pangu_ms.tools.plot_run")
+bench = _console("pangu_ms.tools.bench")
+eval_passkey = _console("pangu_ms.tools.eval_passkey")

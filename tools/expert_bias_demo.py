@@ -12,7 +12,6 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def skewed_router_cv(overrides, rate: float, steps: int, skew: float = 20.0):

@@ -22,10 +22,10 @@ TWIN = tiny_overrides(**{"model.sandwich_norm": "false", "model.mtp_depth": 0, "
 def _setup():
     from pangu_ms.bench.hf import build_hf_model, check_comparable
     from pangu_ms.config import load_config
-    from pangu_ms.model import PanguForCausalLM
+    from pangu_ms.model import build_model
     cfg = load_config(None, TWIN)
     assert check_comparable(cfg) == []
-    net = PanguForCausalLM(cfg)
+    net = build_model(cfg)
     weights = {p.name: p.asnumpy().copy() for p in net.trainable_params()}
     hf = build_hf_model(cfg, weights)
     rng = np.random.default_rng(0)
@@ -36,7 +36,8 @@ def _setup():
 def test_step0_loss_and_logits_equal_hf():
     cfg, net, hf, ids = _setup()
     x, y = ids[:, :-1], ids[:, 1:]
-    lm = float(net(ms.Tensor(x), ms.Tensor(y))[1].asnumpy())
+    from pangu_ms.model import CausalLMLoss
+    lm = float(CausalLMLoss(net, 0.0)(ms.Tensor(x), ms.Tensor(y))[1].asnumpy())
     with torch.no_grad():
         logits = hf(input_ids=torch.from_numpy(x.astype(np.int64))).logits
         ref = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
@@ -51,7 +52,8 @@ def test_training_steps_track_hf():
     from pangu_ms.train.step import TrainStep
     cfg, net, hf, ids = _setup()
     x, y = ids[:, :-1], ids[:, 1:]
-    step = TrainStep(net, build_optimizer(net.trainable_params(), cfg.train), cfg.train.grad_clip)
+    from pangu_ms.model import CausalLMLoss
+    step = TrainStep(CausalLMLoss(net, 0.0), build_optimizer(net.trainable_params(), cfg.train), cfg.train.grad_clip)
     ours = [float(step(ms.Tensor(x), ms.Tensor(y))[1].asnumpy()) for _ in range(cfg.train.steps)]
     ts = TorchStep(hf, torch_adamw(hf, cfg.train), cfg.train.grad_clip, [float(v) for v in lr_values(cfg.train)])
     theirs = [ts(torch.from_numpy(x.astype(np.int64)), torch.from_numpy(y.astype(np.int64)))

@@ -103,10 +103,11 @@ def preprocess(corpora: Sequence[Tuple[str, float]], out_dir: os.PathLike, seq_l
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise DataError(f"output path exists and is not a directory: {out}")
-    try:                                      # now, so that an impossible --out is named before the long work
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"cannot create output directory {out}: {exc.strerror}") from None
+    parent = out.absolute()                   # an impossible --out is named now, before the long work
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise DataError(f"cannot create output directory {out}: {parent} is not a writable directory")
 
     # ---- read and split ------------------------------------------------------------------------
     started = time.perf_counter()

@@ -35,7 +35,7 @@ TRAIN, SIM, PLAN, STATS, PREP, PLOT = (os.path.join(ROOT, p) for p in (
 # (command line with {tmp}/{tiny} placeholders, text the one error line must contain)
 CASES = {
     # recipe files
-    "yaml_syntax": ([TRAIN, "--config", "{tmp}/syntax.yaml"], "syntax.yaml: not valid YAML (line 2"),
+    "yaml_syntax": ([TRAIN, "--config", "{tmp}/syntax.yaml"], "syntax.yaml: not valid YAML (line 3"),
     "top_level_list": ([TRAIN, "--config", "{tmp}/list.yaml"], "list.yaml: top level must be a mapping"),
     "config_not_utf8": ([TRAIN, "--config", "{tmp}/latin1.yaml"], "latin1.yaml: not a UTF-8 text file"),
     "empty_yaml": ([TRAIN, "--config", "{tmp}/empty.yaml"], "empty.yaml: empty recipe"),
@@ -60,7 +60,7 @@ CASES = {
     "grad_clip_inf": ([TRAIN, "--config", "{tiny}", "--set", "train.grad_clip=inf"], "train.grad_clip: must be a fin"),
     "sim_float_nan": ([TRAIN, "--config", "{tiny}", "--set", "sim.expert_imbalance=nan"],
                       "sim.expert_imbalance: must be a finite"),
-    "phase_lr_nan": ([TRAIN, "--config", "{tiny}", "--set", "train.phases=[{steps: 1200, lr: .nan}]"],
+    "phase_lr_nan": ([TRAIN, "--config", "{tiny}", "--set", "train.phases=[{{steps: 1200, lr: .nan}}]"],
                      "train.phases[0].lr: must be a finite"),
     "zero_steps": ([TRAIN, "--config", "{tiny}", "--set", "train.steps=0"], "train.steps: must be > 0, got 0"),
     "negative_seq_length": ([TRAIN, "--config", "{tiny}", "--set", "train.seq_length=-1"], "train.seq_length: must"),
@@ -81,7 +81,7 @@ CASES = {
     # data
     "corpus_not_utf8": ([TRAIN, "--config", "{tiny}", "--set", "train.output_dir={tmp}/out", "--set",
                          "data.path={tmp}/prepared", "--set", "data.corpus={tmp}/latin1.txt"],
-                        "latin1.txt: not UTF-8 text (line 1, byte offset 20"),
+                        "latin1.txt: not UTF-8 text (line 1, byte offset 18"),
     "preprocess_not_utf8": ([PREP, "--input", "{tmp}/latin1.txt", "--out", "{tmp}/p", "--seq-len", "8"],
                             "latin1.txt: not UTF-8 text"),
     "preprocess_out_under_file": ([PREP, "--input", "{tmp}/three_docs.txt", "--out", "{tmp}/a_file/p", "--seq-len",

@@ -37,7 +37,7 @@ def test_two_runs_and_a_resumed_run_are_bit_identical(tmp_path):
     train(c, "--stop-after", "12")
     assert sorted(losses(c)) == list(range(1, 13))
     log = train(c)
-    assert "resumed from" in log and "(next step 12)" in log, log[-2000:]
+    assert "resumed from" in log and "(next step 13)" in log, log[-2000:]
     la, lb, lc = losses(a), losses(b), losses(c)
     assert sorted(la) == list(range(1, 31))
     assert la == lb, [(s, la[s], lb.get(s)) for s in la if la[s] != lb.get(s)][:5]

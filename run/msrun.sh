@@ -79,7 +79,7 @@ for e in $(echo "$HELPER_OUT" | sed -n 2p); do SETS+=(--set "$e"); done
 case "$OUT_DIR" in /*) ;; *) OUT_DIR="$ROOT/$OUT_DIR";; esac
 LOG_DIR="$OUT_DIR/msrun_logs"
 mkdir -p "$LOG_DIR"
-rm -f "$LOG_DIR"/worker_*.log "$LOG_DIR"/scheduler.log
+rm -f "$LOG_DIR"/worker_*.log "$LOG_DIR"/scheduler.log "$LOG_DIR"/msrun.out
 
 PORT="${MASTER_PORT:-$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
 export LOCAL_DEFAULT_PATH="${LOCAL_DEFAULT_PATH:-$OUT_DIR/mindformers_log}"
@@ -87,15 +87,23 @@ export LOCAL_DEFAULT_PATH="${LOCAL_DEFAULT_PATH:-$OUT_DIR/mindformers_log}"
 echo "[msrun.sh] $N ranks, recipe $RECIPE, port $PORT, logs $LOG_DIR"
 # shellcheck disable=SC2086
 msrun --worker_num="$N" --local_worker_num="$N" --master_port="$PORT" --join=True --log_dir="$LOG_DIR" \
-  ${MSRUN_EXTRA:-} "$PY" "$ROOT/run/train.py" --config "$RECIPE" "${SETS[@]}" "${FLAGS[@]}"
+  ${MSRUN_EXTRA:-} "$PY" "$ROOT/run/train.py" --config "$RECIPE" "${SETS[@]}" "${FLAGS[@]}" 2>&1 \
+  | tee "$LOG_DIR/msrun.out"
 RC=$?
 
 if [ "$RC" -ne 0 ]; then
   echo "[msrun.sh] FAILED (msrun exit $RC). Logs: $LOG_DIR" >&2
-  # a worker that died without a word (kill -9, the OOM killer) is only seen by msrun's scheduler:
-  # "The node: <rank> is timed out"; the others then fail in (or hang on) their next collective
-  dead="$(grep -ohE "The node: ?[0-9]+ is timed out" "$LOG_DIR"/scheduler.log 2>/dev/null | grep -oE "[0-9]+" \
-          | sort -un | tr '\n' ' ')"
+  # a worker that died without a word (kill -9, the OOM killer): msrun reports its pid with a negative exit code
+  # (the signal); each worker wrote "[msrun worker] rank R pid P" first thing into its log (run/train.py)
+  dead=""
+  for pid in $(grep -ohE "Worker process [0-9]+ exit with exception. Error code: -[0-9]+" "$LOG_DIR/msrun.out" \
+               2>/dev/null | awk '{print $3}'); do
+    r="$(grep -lE "^\[msrun worker\] rank [0-9]+ pid $pid\$" "$LOG_DIR"/worker_*.log 2>/dev/null | head -n 1)"
+    [ -n "$r" ] && { r="$(basename "$r" .log)"; dead="$dead${dead:+ }${r#worker_}"; }
+  done
+  # else msrun's scheduler: "The node: <rank> is timed out" (the others then fail in, or hang on, a collective)
+  [ -n "$dead" ] || dead="$(grep -ohE "The node: ?[0-9]+ is timed out" "$LOG_DIR"/scheduler.log 2>/dev/null \
+                             | grep -oE "[0-9]+" | sort -un | tr '\n' ' ')"
   errored=""
   for f in $(ls "$LOG_DIR"/worker_*.log 2>/dev/null | sort -V); do
     if grep -qE "Traceback \(most recent call last\)|^[A-Za-z]*Error:|^error: |RuntimeError|Segmentation fault" "$f"; then

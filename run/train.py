@@ -46,6 +46,8 @@ def main(argv=None) -> int:
                     help="stop after N steps of this invocation, keeping a checkpoint (emulates an interruption; "
                          "the next invocation resumes)")
     args = ap.parse_args(argv)
+    if os.environ.get("MS_ROLE") == "MS_WORKER":   # run/msrun.sh names a rank that dies without a word by its pid
+        print(f"[msrun worker] rank {os.environ.get('RANK_ID', '?')} pid {os.getpid()}", flush=True)
     from pangu_ms.config import ConfigError, load_config
     if args.stop_after is not None and args.stop_after < 1:
         raise ConfigError(f"--stop-after: must be >= 1, got {args.stop_after}")

@@ -20,6 +20,7 @@ Choices made where the paper is silent are written next to the field ("choice:")
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from .long_context import LongContextConfig
 from .post_training import RLConfig, SFTConfig
@@ -274,6 +275,11 @@ class TrainConfig:
         max_skipped_steps: with ``skip_step``, this many non-finite steps in a row end the run.
         deterministic: single-thread deterministic CPU kernels (``pangu_ms.train.determinism``), so the same
             command gives bit-identical losses run to run; false uses MindSpore's default thread pool.
+        recompute: activation recompute (``pangu_ms/config/recompute.py``): ``none``, ``full`` (whole decoder
+            layers), a preset (``selective``, ``moe_fine``), a list of modules (norm, mla_up_proj, core_attn,
+            moe_act, experts, shared_expert, mlp, mtp), or ``auto`` (the cheapest granularity whose peak memory
+            the simulator's model predicts within ``memory_budget_gb``). Applied with ``Cell.recompute()``.
+        memory_budget_gb: device memory budget (GB = 1e9 bytes) for ``recompute: auto``; 0 = not set.
     """
 
     seed: int = 1234
@@ -305,6 +311,8 @@ class TrainConfig:
     on_nonfinite: str = _choice("stop", ("stop", "skip_step"))
     max_skipped_steps: int = 5
     deterministic: bool = False
+    recompute: Any = "none"
+    memory_budget_gb: float = 0.0
 
 
 @dataclass

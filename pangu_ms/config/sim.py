@@ -16,6 +16,7 @@ in the ``parallel:`` section, shared with training.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 def _choice(default, choices):
@@ -45,7 +46,8 @@ class SimConfig:
             re-run the whole layer forward, communication included); ``auto`` (the fastest of none, selective,
             moe_fine, full whose memory fits, each with its own stage split: the cheapest granularity whose
             time-balanced split fits, unless a cheaper one that fits only with a memory-aware split is faster;
-            estimate.run_with_recompute).
+            estimate.run_with_recompute); or a list of modules as ``train.recompute`` takes (one list of
+            names for both: ``pangu_ms/config/recompute.py``; the presets are module sets of that list).
         recompute_fraction: fraction of each stage's layers the granularity applies to (1.0 = all).
         swap_activations: fraction of the stored activations offloaded to host memory during the forward
             pass and fetched back for the backward pass (0 = off). Transfer time beyond the compute it can hide
@@ -90,7 +92,7 @@ class SimConfig:
     # schedule
     pp_schedule: str = _choice("auto", ("auto", "1f1b", "interleaved", "dualpipe"))
     # memory
-    recompute: str = _choice("none", ("none", "selective", "moe_fine", "full", "auto"))
+    recompute: Any = "none"
     recompute_fraction: float = 1.0
     swap_activations: float = 0.0
     swap_optimizer: bool = False

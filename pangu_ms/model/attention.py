@@ -24,7 +24,36 @@ from ..layers.linear import Linear
 from .rope import RotaryEmbedding
 
 
+class SplitHeads(nn.Cell):
+    """[B*S, N*(first+second)] -> per head [B, N, S, first], [B, N, S, second] (no parameters: a Cell of its own
+    so that recompute can cover it)."""
+
+    def __init__(self, heads: int, first: int, second: int):
+        super().__init__()
+        self.heads, self.first, self.second = heads, first, second
+
+    def construct(self, y, batch):
+        s = y.shape[0] // batch
+        y = y.reshape(batch, s, self.heads, self.first + self.second).transpose(0, 2, 1, 3)
+        return y[..., : self.first], y[..., self.first:]
+
+
+class SplitLatent(nn.Cell):
+    """[c_kv | k_rope] [B*S, kv_lora + Dr] -> c_kv [B*S, kv_lora], k_rope [B, S, Dr] (no parameters)."""
+
+    def __init__(self, kv_lora_rank: int, rope_dim: int):
+        super().__init__()
+        self.kv_lora_rank, self.rope_dim = kv_lora_rank, rope_dim
+
+    def construct(self, kv_a, batch):
+        s = kv_a.shape[0] // batch
+        return kv_a[:, : self.kv_lora_rank], kv_a[:, self.kv_lora_rank:].reshape(batch, s, self.rope_dim)
+
+
 class MLA(nn.Cell):
+    """The up-projection path (q_a_norm, q_b_proj, q_heads, kv_latent, kv_a_norm, kv_b_proj, kv_heads, rope)
+    holds everything between the stored latents and the attention core (``mla_up_proj`` recompute)."""
+
     def __init__(self, cfg: ModelConfig, init, backend, dtype=ms.float32, options=None):
         super().__init__()
         h, n = cfg.hidden_size, cfg.num_heads
@@ -46,6 +75,9 @@ class MLA(nn.Cell):
         self.o_proj = Linear(n * self.v_head_dim, h, init, dtype)
         self.rope = RotaryEmbedding(self.qk_rope_head_dim, cfg.max_position_embeddings, cfg.rope_theta,
                                     cfg.rope_interleaved, dtype, **_rope_scaling(options))
+        self.q_heads = SplitHeads(n, self.qk_nope_head_dim, self.qk_rope_head_dim)
+        self.kv_latent = SplitLatent(self.kv_lora_rank, self.qk_rope_head_dim)
+        self.kv_heads = SplitHeads(n, self.qk_nope_head_dim, self.v_head_dim)
         self.core = backend.attention(1.0 / math.sqrt(dq), heads=n, **_chunk(options))
 
     def project_q(self, x):
@@ -53,19 +85,18 @@ class MLA(nn.Cell):
             return self.q_b_proj(self.q_a_norm(self.q_a_proj(x)))
         return self.q_proj(x)
 
+    def up_proj_cells(self) -> list:
+        """The Cells of the up-projection path (after the latents ``q_a_proj`` / ``kv_a_proj``)."""
+        q = [self.q_a_norm, self.q_b_proj] if self.q_lora else []
+        return q + [self.q_heads, self.kv_latent, self.kv_a_norm, self.kv_b_proj, self.kv_heads, self.rope]
+
     def construct(self, x, batch, mask):
         t = x.shape[0]
-        s = t // batch
-        heads, nope, rope_dim = self.num_heads, self.qk_nope_head_dim, self.qk_rope_head_dim
-        q = self.project_q(x).reshape(batch, s, heads, nope + rope_dim).transpose(0, 2, 1, 3)
-        q_nope = q[..., : self.qk_nope_head_dim]
-        q_rope = self.rope(q[..., self.qk_nope_head_dim:])
-        kv_a = self.kv_a_proj(x)
-        c_kv = self.kv_a_norm(kv_a[:, : self.kv_lora_rank])
-        k_rope = self.rope(kv_a[:, self.kv_lora_rank:].reshape(batch, s, self.qk_rope_head_dim))
-        kv = self.kv_b_proj(c_kv).reshape(batch, s, heads, nope + self.v_head_dim).transpose(0, 2, 1, 3)
-        k_nope = kv[..., : self.qk_nope_head_dim]
-        v = kv[..., self.qk_nope_head_dim:]
+        q_nope, q_rope = self.q_heads(self.project_q(x), batch)
+        q_rope = self.rope(q_rope)
+        c_kv, k_rope = self.kv_latent(self.kv_a_proj(x), batch)
+        k_rope = self.rope(k_rope)
+        k_nope, v = self.kv_heads(self.kv_b_proj(self.kv_a_norm(c_kv)), batch)
         o = self.core(q_nope, q_rope, k_nope, k_rope, v, mask)          # [B, N, S, Dv]
         o = o.transpose(0, 2, 1, 3).reshape(t, self.num_heads * self.v_head_dim)
         return self.o_proj(o)

@@ -2,8 +2,11 @@
 (the ``model`` and ``moe`` sections, ``train.seed``, and the attention options of ``long_context``)."""
 from __future__ import annotations
 
+from ..config import ConfigError
 from ..config.schema import Config
+from ..config.recompute import AUTO, parse_recompute
 from .attention import AttentionOptions
+from .recompute import apply_recompute
 from .transformer import PanguForCausalLM
 
 
@@ -14,8 +17,18 @@ def attention_options(cfg: Config) -> AttentionOptions:
                             rope_original_max_position=lc.rope_original_max_position, chunk=lc.attention_chunk)
 
 
-def build_model(cfg: Config, hooks=None, seed: int | None = None, backend: str | None = None) -> PanguForCausalLM:
+def build_model(cfg: Config, hooks=None, seed: int | None = None, backend: str | None = None,
+                recompute=None) -> PanguForCausalLM:
     """``PanguForCausalLM`` of ``cfg``; ``seed`` defaults to ``train.seed``; ``hooks``: expert-parallel hooks
-    of the runtime (``pangu_ms.parallel.runtime.Runtime.hooks``); ``backend`` defaults to ``model.backend``."""
-    return PanguForCausalLM(cfg.model, cfg.moe, cfg.train.seed if seed is None else seed, backend=backend,
-                            hooks=hooks, attention=attention_options(cfg))
+    of the runtime (``pangu_ms.parallel.runtime.Runtime.hooks``); ``backend`` defaults to ``model.backend``;
+    ``recompute`` (default ``train.recompute``) is applied with ``apply_recompute``. ``auto`` is resolved by
+    the trainer (it needs the simulator's memory model); here it raises one error."""
+    net = PanguForCausalLM(cfg.model, cfg.moe, cfg.train.seed if seed is None else seed, backend=backend,
+                           hooks=hooks, attention=attention_options(cfg))
+    spec = parse_recompute(cfg.train.recompute if recompute is None else recompute, "train.recompute")
+    if spec == AUTO:
+        raise ConfigError("train.recompute: 'auto' must be resolved against train.memory_budget_gb before the "
+                          "model is built (pangu_ms.train.recompute_auto)")
+    if spec:
+        apply_recompute(net, spec)
+    return net

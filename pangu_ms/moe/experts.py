@@ -14,6 +14,14 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
 
+class GateScale(nn.Cell):
+    """Activations [T, E, F] times the routing gates [T, E] (no parameters: a Cell of its own so that the
+    ``moe_act`` recompute covers the gate multiply with the SwiGLU)."""
+
+    def construct(self, a, gates):
+        return a * gates.reshape(gates.shape[0], gates.shape[1], 1)
+
+
 class RoutedExperts(nn.Cell):
     """The Ascend plan shards the logical ops ``bmm_gate_up`` / ``bmm_down`` (the per-group batched matmuls,
     [E, C, d] x [E, d, 2F] and [E, C, F] x [E, F, d]); :meth:`shard` applies each strategy to that primitive and
@@ -35,6 +43,7 @@ class RoutedExperts(nn.Cell):
         self.w_gate_up = Parameter(Tensor(w1, dtype), name="w_gate_up")
         self.w_down = Parameter(Tensor(w2, dtype), name="w_down")
         self.act = backend.swiglu(ffn)
+        self.gate_scale = GateScale()
         self.dense_gate_up = ops.MatMul(transpose_b=True)     # masked-dense path: [T, d] x [E 2F, d]^T
         self.dense_down = ops.MatMul()                        # masked-dense path: [T, E F] x [E F, d]
         self.bmm_gate_up = ops.BatchMatMul()                  # per-group path: [G, C, d] x [G, d, 2F]
@@ -72,7 +81,7 @@ class RoutedExperts(nn.Cell):
             gates = ops.concat((gates, ops.ones((t, n), gates.dtype)), 1)
             e = e + n
         h = self.dense_gate_up(x, w1t).reshape(t, e, 2 * f)
-        a = self.act(h) * gates.reshape(t, e, 1)
+        a = self.gate_scale(self.act(h), gates)
         return self.dense_down(a.reshape(t, e * f), w2)
 
     def per_group(self, xe, expert_ids=None):

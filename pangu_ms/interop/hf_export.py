@@ -56,11 +56,30 @@ def check_source(source: CheckpointSource, cfg) -> None:
                                   f" in the checkpoint, the recipe's model has {list(p.shape)}")
 
 
-class _Cutter:
-    """HF tensor -> its array, reading each pangu chunk once (one chunk cached: gate and up of an expert)."""
+ROW_BLOCK_BYTES = 1 << 26      # whole-tensor reads go in row blocks of at most 64 MB
+
+
+def row_blocks(shape: tuple, itemsize: int = 4):
+    """``(start, stop)`` row ranges covering dim 0 of ``shape`` in pieces of at most ROW_BLOCK_BYTES."""
+    rows = shape[0] if shape else 1
+    step = max(1, ROW_BLOCK_BYTES // max(1, int(np.prod(shape[1:])) * itemsize))
+    return [(a, min(rows, a + step)) for a in range(0, rows, step)] or [(0, 0)]
+
+
+class TensorCutter:
+    """HF tensor -> its array, reading each pangu chunk once (one chunk cached: gate and up of an expert);
+    :meth:`pieces` gives the same array as consecutive row blocks (plain tensors are never read whole)."""
 
     def __init__(self, source: CheckpointSource, dtype):
         self.source, self.dtype, self.key, self.block = source, dtype, None, None
+
+    def pieces(self, t):
+        if t.layout in ("plain", "copy", "stack_rows") and len(t.shape) > 1:
+            offset = t.index * t.shape[0] if t.layout == "stack_rows" else 0
+            for a, b in row_blocks(t.shape):
+                yield self.source.read(t.source, offset + a, offset + b)
+        else:
+            yield self(t)
 
     def __call__(self, t) -> np.ndarray:
         if t.layout == "zeros":
@@ -105,7 +124,7 @@ def export_hf(checkpoint: str, out_dir: str, fmt: str = "openpangu", mtp: bool =
     st_dtype = DTYPES[dtype]
     os.makedirs(out_dir, exist_ok=True)
     shards = plan_shards(tensors, st_dtype, shard_size)
-    cut = _Cutter(source, dtype)
+    cut = TensorCutter(source, dtype)
     weight_map, total = {}, 0
     bar = tqdm(total=len(tensors), desc="export", unit="tensor", disable=None)
     for k, shard in enumerate(shards):
@@ -113,7 +132,8 @@ def export_hf(checkpoint: str, out_dir: str, fmt: str = "openpangu", mtp: bool =
         writer = SafetensorsWriter(os.path.join(out_dir, file), [(t.name, st_dtype, t.shape) for t in shard],
                                    {"format": "pt"})
         for t in shard:
-            writer.write(t.name, cut(t))
+            for piece in cut.pieces(t):
+                writer.write(t.name, piece)
             weight_map[t.name] = file
             bar.update(1)
         writer.close()
@@ -129,4 +149,4 @@ def export_hf(checkpoint: str, out_dir: str, fmt: str = "openpangu", mtp: bool =
     return index
 
 
-__all__ = ["export_hf", "parse_size", "checkpoint_recipe", "check_source", "plan_shards"]
+__all__ = ["export_hf", "parse_size", "checkpoint_recipe", "check_source", "plan_shards", "row_blocks", "TensorCutter"]

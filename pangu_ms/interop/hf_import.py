@@ -21,6 +21,7 @@ from ..model.hf_config import detect_format, recipe_sections
 from ..model.hf_names import chunks, hf_tensors, pangu_block
 from ..model.inventory import parameter_inventory
 from .errors import ConversionError
+from .hf_export import row_blocks
 from .safetensors_io import DTYPES, SafetensorsWriter
 from .sources import HFDirectory
 
@@ -138,7 +139,12 @@ def import_hf(hf_dir: str, out_dir: str, fmt: str = "auto", overrides=(), log=pr
     writer = SafetensorsWriter(paths.shared, [(p.name, dtype, p.shape) for p in entries], {"format": "ms"})
     for entry in tqdm(entries, desc="import", unit="tensor", disable=None):
         for chunk in chunks(entry, tensors):
-            writer.write(entry.name, pangu_block(chunk.layout, [hf.read(t.name) for t in chunk.tensors]))
+            if chunk.layout in ("plain", "stack_rows") and len(entry.shape) > 1:   # matrices in row blocks
+                for t in chunk.tensors:                                 # stack_rows: gate rows, then up rows
+                    for a, b in row_blocks(t.shape):
+                        writer.write(entry.name, hf.read(t.name, a, b))
+            else:
+                writer.write(entry.name, pangu_block(chunk.layout, [hf.read(t.name) for t in chunk.tensors]))
     writer.close()
     dump_config(cfg, os.path.join(out_dir, "config.yaml"))
     write_manifest(paths, 0, "safetensors", 1, {os.path.basename(paths.shared): file_digest(paths.shared)},

@@ -16,7 +16,7 @@ import numpy as np
 from ..model.hf_config import detect_format, recipe_sections
 from ..model.hf_names import hf_tensors
 from .errors import ConversionError
-from .hf_export import _Cutter, check_source, checkpoint_recipe
+from .hf_export import TensorCutter, check_source, checkpoint_recipe
 from .hf_import import check_tensors
 from .sources import CheckpointSource, HFDirectory
 
@@ -27,10 +27,6 @@ class TensorCheck:
     max_abs_diff: float
     hf_checksum: str
     pangu_checksum: str
-
-
-def checksum(a: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(a, np.float32).tobytes()).hexdigest()[:12]
 
 
 def _check_config(hf: HFDirectory, fmt: str, cfg) -> None:
@@ -57,15 +53,22 @@ def verify(hf_dir: str, checkpoint: str, fmt: str = "auto", config: str | None =
     has_mtp = any(n.startswith(f"model.layers.{cfg.model.num_layers}.") for n in hf.names())
     tensors = hf_tensors(cfg, fmt, mtp=has_mtp)
     check_tensors(hf, tensors, fmt)
-    cut = _Cutter(source, cfg.model.param_dtype)
+    cut = TensorCutter(source, cfg.model.param_dtype)
     out = []
     for t in tensors:
         if t.name not in hf.weight_map:            # optional copies / zero buffers the directory leaves out
             continue
-        theirs, ours = hf.read(t.name), cut(t)
-        diff = float(np.max(np.abs(theirs.astype(np.float64) - ours.astype(np.float64)))) if theirs.size else 0.0
-        out.append(TensorCheck(t.name, diff, checksum(theirs), checksum(ours)))
+        diff, mine, theirs, at = 0.0, hashlib.sha256(), hashlib.sha256(), 0
+        for ours in cut.pieces(t):                 # row blocks of the pangu side, the same rows of the HF side
+            rows = ours.shape[0] if ours.ndim else 1
+            hf_rows = hf.read(t.name, at, at + rows) if ours.ndim else hf.read(t.name)
+            at += rows
+            if ours.size:
+                diff = max(diff, float(np.max(np.abs(hf_rows.astype(np.float64) - ours.astype(np.float64)))))
+            mine.update(np.ascontiguousarray(ours, np.float32).tobytes())
+            theirs.update(np.ascontiguousarray(hf_rows, np.float32).tobytes())
+        out.append(TensorCheck(t.name, diff, theirs.hexdigest()[:12], mine.hexdigest()[:12]))
     return out
 
 
-__all__ = ["TensorCheck", "verify", "checksum"]
+__all__ = ["TensorCheck", "verify"]

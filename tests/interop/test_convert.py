@@ -43,8 +43,17 @@ def _run(tmp, fmt):
     return cfg, net, directory
 
 
+@pytest.fixture(scope="module", autouse=True)
+def small_row_blocks():
+    """Row blocks of 512 bytes: the tiny model's matrices go through the multi-block streaming paths."""
+    from pangu_ms.interop import hf_export
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(hf_export, "ROW_BLOCK_BYTES", 512)
+        yield
+
+
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, small_row_blocks):
     tmp = str(tmp_path_factory.mktemp("interop"))
     out = {}
     for fmt in FORMATS:

@@ -57,6 +57,8 @@ class ModelConfig:
         rope_theta: RoPE base.
         rope_interleaved: rotate adjacent pairs (DeepSeek / Pangu convention) instead of the two halves.
         norm_eps: RMSNorm epsilon.
+        latent_norm_eps: RMSNorm epsilon of MLA's latent norms (``q_a_norm``, ``kv_a_norm``); 0 means ``norm_eps``.
+            HF DeepSeek-V3 and openPangu use 1e-6 there whatever their ``rms_norm_eps`` (the converter sets it).
         sandwich_norm: Depth-Scaled Sandwich-Norm (pre- and post-norm around attention and FFN). ``False`` gives
             plain pre-norm as in DeepSeek-V3.
         dssn_c_attn / dssn_c_mlp: DSSN constants; post-norm gamma is initialised to c/sqrt(L). choice: the
@@ -94,6 +96,7 @@ class ModelConfig:
     rope_theta: float = 10000.0
     rope_interleaved: bool = True
     norm_eps: float = 1e-5
+    latent_norm_eps: float = 0.0
     sandwich_norm: bool = True
     dssn_c_attn: float = 0.283
     dssn_c_mlp: float = 0.432
@@ -111,6 +114,11 @@ class ModelConfig:
     @property
     def attn_head_dim(self) -> int:
         return self.head_dim or self.hidden_size // self.num_heads
+
+    @property
+    def latent_eps(self) -> float:
+        """Epsilon of the MLA latent norms."""
+        return self.latent_norm_eps or self.norm_eps
 
     @property
     def init_depth(self) -> int:

@@ -30,7 +30,7 @@ def validate_model(cfg: Config) -> None:
     _positive("model", m, ["vocab_size", "hidden_size", "num_layers", "num_heads", "max_position_embeddings",
                            "rope_theta", "norm_eps"])
     _non_negative("model", m, ["num_dense_layers", "mtp_depth", "mtp_loss_weight", "q_lora_rank",
-                               "dense_ffn_hidden", "head_dim"])
+                               "dense_ffn_hidden", "head_dim", "latent_norm_eps"])
     if m.num_dense_layers > m.num_layers:
         raise ConfigError(f"model.num_dense_layers: {m.num_dense_layers} > model.num_layers={m.num_layers}")
     if m.num_dense_layers > 0 or not cfg.moe.enabled:

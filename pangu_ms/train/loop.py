@@ -70,12 +70,14 @@ class Trainer:
 
     def _checkpoint_manager(self) -> CheckpointManager:
         t, rt = self.cfg.train, self.rt
-        local = set()
+        local, experts = set(), None
         if rt.hooks is not None and rt.hooks.local_experts is not None:     # expert parallelism: own shards
             from ..parallel.grads import expert_param_names
             local = local_parameter_names(self.step_cell, expert_param_names(self.net))
+            experts = (*rt.hooks.local_experts, self.cfg.moe.num_experts)
         return CheckpointManager(self.run_dir, rt.rank, rt.world, local, t.checkpoint_format, t.keep_last,
-                                 all_sum=self._all_sum, barrier=rt.barrier, log=lambda line: self.log.info(line))
+                                 all_sum=self._all_sum, barrier=rt.barrier, log=lambda line: self.log.info(line),
+                                 experts=experts)
 
     def _build_loss(self):
         """The stage's loss Cell over ``self.net`` (pretraining: CE + ``model.mtp_loss_weight`` MTP + aux)."""
@@ -184,7 +186,9 @@ class Trainer:
             self.skipped_before = state.get("skipped_steps", 0)
         elif init_from:
             path = resolve_checkpoint(init_from)
-            load_checkpoint(self.net, path, self.rt.rank)
+            experts = self.checkpoints.experts
+            load_checkpoint(self.net, path, self.rt.rank, experts=experts[:2] if experts else None,
+                            expert_names=self.checkpoints.local_names)
             self.log.info(f"initialised weights from {path}")
         if self.rt.rank == 0:
             truncate_metrics(self.run_dir, self.start_step)

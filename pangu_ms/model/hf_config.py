@@ -56,17 +56,13 @@ _DEEPSEEK = {"vocab_size": "model.vocab_size", "hidden_size": "model.hidden_size
              "moe_intermediate_size": "moe.expert_ffn_hidden", "num_experts_per_tok": "moe.top_k",
              "norm_topk_prob": "moe.norm_topk_prob", "routed_scaling_factor": "moe.routed_scaling_factor"}
 
-_OPENPANGU = {"vocab_size": "model.vocab_size", "hidden_size": "model.hidden_size",
-              "num_hidden_layers": "model.num_layers", "num_dense_layers": "model.num_dense_layers",
-              "intermediate_size": "model.dense_ffn_hidden", "num_attention_heads": "model.num_heads",
-              "attention_q_lora_dim": "model.q_lora_rank", "attention_kv_lora_dim": "model.kv_lora_rank",
-              "attention_qk_dim": "model.qk_nope_head_dim", "attention_qk_rope_dim": "model.qk_rope_head_dim",
-              "attention_v_dim": "model.v_head_dim", "max_position_embeddings": "model.max_position_embeddings",
-              "rope_theta": "model.rope_theta", "rms_norm_eps": "model.norm_eps",
-              "tie_word_embeddings": "model.tie_embeddings", "num_mtp_layers": "model.mtp_depth",
-              "num_routed_experts": "moe.num_experts", "num_shared_experts": "moe.num_shared_experts",
-              "moe_intermediate_size": "moe.expert_ffn_hidden", "num_experts_per_tok": "moe.top_k",
-              "norm_topk_prob": "moe.norm_topk_prob", "routed_scaling_factor": "moe.routed_scaling_factor"}
+# openPangu's config.json: DeepSeek-V3's keys, some renamed
+_OPENPANGU_NAMES = {"first_k_dense_replace": "num_dense_layers", "q_lora_rank": "attention_q_lora_dim",
+                    "kv_lora_rank": "attention_kv_lora_dim", "qk_nope_head_dim": "attention_qk_dim",
+                    "qk_rope_head_dim": "attention_qk_rope_dim", "v_head_dim": "attention_v_dim",
+                    "num_nextn_predict_layers": "num_mtp_layers", "n_routed_experts": "num_routed_experts",
+                    "n_shared_experts": "num_shared_experts"}
+_OPENPANGU = {_OPENPANGU_NAMES.get(key, key): path for key, path in _DEEPSEEK.items()}
 
 KEYS = {"deepseek_v3": _DEEPSEEK, "openpangu": _OPENPANGU}
 MODEL_TYPES = {"deepseek_v3": "deepseek_v3", "openpangu": "pangu_ultra_moe"}

@@ -280,6 +280,8 @@ class TrainConfig:
         on_nonfinite: a step whose loss or gradient norm is inf/NaN never updates the weights; ``stop`` then ends
             the run with an error naming the step, ``skip_step`` goes on (the step is counted and logged).
         max_skipped_steps: with ``skip_step``, this many non-finite steps in a row end the run.
+        loss_spike_factor: > 0 logs (and counts as ``train/loss_spikes``) a loss above this factor times the
+            median of the last ``loss_spike_window`` losses; 0 turns the check off.
         deterministic: single-thread deterministic CPU kernels (``pangu_ms.train.determinism``), so the same
             command gives bit-identical losses run to run; false uses MindSpore's default thread pool.
     """
@@ -312,6 +314,8 @@ class TrainConfig:
     peak_flops: float = 0.0
     on_nonfinite: str = _choice("stop", ("stop", "skip_step"))
     max_skipped_steps: int = 5
+    loss_spike_factor: float = 0.0
+    loss_spike_window: int = 50
     deterministic: bool = False
 
 

@@ -23,7 +23,7 @@ from ..model import CausalLMLoss, build_model
 from ..model.stats import compute_stats
 from .determinism import apply_determinism
 from .checkpoint import CheckpointManager, load_checkpoint, local_parameter_names, resolve_checkpoint
-from .divergence import DivergenceError, NonFiniteGuard
+from .divergence import DivergenceError, LossSpikeDetector, NonFiniteGuard
 from .logging import RunLogger, expert_load_stats, truncate_metrics
 from .mf import ensure_mindformers
 from .optim import current_lr
@@ -220,6 +220,7 @@ class Trainer:
         t_window, n_window, train_time = time.perf_counter(), 0, 0.0
         phase_at = {s: p.name for s, p in phase_starts(t)} if t.phases else {}
         guard = NonFiniteGuard(t.on_nonfinite, t.max_skipped_steps, self.log.info, self.skipped_before)
+        spikes = LossSpikeDetector(t.loss_spike_factor, t.loss_spike_window, self.log.info)
         for step in range(self.start_step, end):
             if step in phase_at:
                 self.log.info(f"phase '{phase_at[step]}' starts at step {step}")
@@ -233,6 +234,7 @@ class Trainer:
             except DivergenceError:
                 self.log.close()                    # run/train.py prints the one error line
                 raise
+            spikes.check(step + 1, loss)
             self.log.advance(1, {"loss": f"{loss:.3f}"})
             last = step == end - 1
             if (step + 1) % t.log_interval == 0 or last:
@@ -241,7 +243,8 @@ class Trainer:
                 mfu = tps * self.stats.train_flops_per_token / peak
                 lr_now = current_lr(self.optimizer, step)
                 vals = {"loss/total": loss, "loss/lm": lm, "loss/mtp": mtp, "loss/aux": aux, "lr": lr_now,
-                        "grad_norm": norm, "train/skipped_steps": guard.skipped, "perf/tokens_per_s": tps, "perf/mfu": mfu, "moe/drop_rate": drop,
+                        "grad_norm": norm, "train/skipped_steps": guard.skipped,
+                        **({"train/loss_spikes": spikes.spikes} if t.loss_spike_factor > 0 else {}), "perf/tokens_per_s": tps, "perf/mfu": mfu, "moe/drop_rate": drop,
                         **expert_load_stats(load)}
                 self.log.scalars(step + 1, vals)
                 self.log.info(f"step {step + 1}/{t.steps} loss {loss:.4f} lm {lm:.4f} mtp {mtp:.4f} aux {aux:.4f} "

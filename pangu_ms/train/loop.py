@@ -23,7 +23,7 @@ from ..model import CausalLMLoss, build_model
 from ..model.stats import compute_stats
 from .determinism import apply_determinism
 from .checkpoint import CheckpointManager, load_checkpoint, local_parameter_names, resolve_checkpoint
-from .divergence import DivergenceError, NonFiniteGuard
+from .divergence import DivergenceError, LossSpikeDetector, NonFiniteGuard
 from .logging import RunLogger, expert_load_stats, truncate_metrics
 from .mf import ensure_mindformers
 from .optim import current_lr
@@ -70,12 +70,14 @@ class Trainer:
 
     def _checkpoint_manager(self) -> CheckpointManager:
         t, rt = self.cfg.train, self.rt
-        local = set()
+        local, experts = set(), None
         if rt.hooks is not None and rt.hooks.local_experts is not None:     # expert parallelism: own shards
             from ..parallel.grads import expert_param_names
             local = local_parameter_names(self.step_cell, expert_param_names(self.net))
+            experts = (*rt.hooks.local_experts, self.cfg.moe.num_experts)
         return CheckpointManager(self.run_dir, rt.rank, rt.world, local, t.checkpoint_format, t.keep_last,
-                                 all_sum=self._all_sum, barrier=rt.barrier, log=lambda line: self.log.info(line))
+                                 all_sum=self._all_sum, barrier=rt.barrier, log=lambda line: self.log.info(line),
+                                 experts=experts)
 
     def _build_loss(self):
         """The stage's loss Cell over ``self.net`` (pretraining: CE + ``model.mtp_loss_weight`` MTP + aux)."""
@@ -184,7 +186,9 @@ class Trainer:
             self.skipped_before = state.get("skipped_steps", 0)
         elif init_from:
             path = resolve_checkpoint(init_from)
-            load_checkpoint(self.net, path, self.rt.rank)
+            experts = self.checkpoints.experts
+            load_checkpoint(self.net, path, self.rt.rank, experts=experts[:2] if experts else None,
+                            expert_names=self.checkpoints.local_names)
             self.log.info(f"initialised weights from {path}")
         if self.rt.rank == 0:
             truncate_metrics(self.run_dir, self.start_step)
@@ -216,6 +220,7 @@ class Trainer:
         t_window, n_window, train_time = time.perf_counter(), 0, 0.0
         phase_at = {s: p.name for s, p in phase_starts(t)} if t.phases else {}
         guard = NonFiniteGuard(t.on_nonfinite, t.max_skipped_steps, self.log.info, self.skipped_before)
+        spikes = LossSpikeDetector(t.loss_spike_factor, t.loss_spike_window, self.log.info)
         for step in range(self.start_step, end):
             if step in phase_at:
                 self.log.info(f"phase '{phase_at[step]}' starts at step {step}")
@@ -229,6 +234,7 @@ class Trainer:
             except DivergenceError:
                 self.log.close()                    # run/train.py prints the one error line
                 raise
+            spikes.check(step + 1, loss)
             self.log.advance(1, {"loss": f"{loss:.3f}"})
             last = step == end - 1
             if (step + 1) % t.log_interval == 0 or last:
@@ -237,7 +243,8 @@ class Trainer:
                 mfu = tps * self.stats.train_flops_per_token / peak
                 lr_now = current_lr(self.optimizer, step)
                 vals = {"loss/total": loss, "loss/lm": lm, "loss/mtp": mtp, "loss/aux": aux, "lr": lr_now,
-                        "grad_norm": norm, "train/skipped_steps": guard.skipped, "perf/tokens_per_s": tps, "perf/mfu": mfu, "moe/drop_rate": drop,
+                        "grad_norm": norm, "train/skipped_steps": guard.skipped,
+                        **({"train/loss_spikes": spikes.spikes} if t.loss_spike_factor > 0 else {}), "perf/tokens_per_s": tps, "perf/mfu": mfu, "moe/drop_rate": drop,
                         **expert_load_stats(load)}
                 self.log.scalars(step + 1, vals)
                 self.log.info(f"step {step + 1}/{t.steps} loss {loss:.4f} lm {lm:.4f} mtp {mtp:.4f} aux {aux:.4f} "

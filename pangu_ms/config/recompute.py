@@ -80,3 +80,49 @@ def recompute_label(spec) -> str:
         if spec == frozenset(mods):
             return name
     return "+".join(m for m in RECOMPUTE_MODULES if m in spec)
+
+
+def check_recompute_applies(cfg, spec, key: str = "train.recompute") -> None:
+    """One ConfigError when a module of ``spec`` (parsed) has nothing to act on in ``cfg``'s model, or cannot be
+    separated from another one (the model-side twin of this check is ``pangu_ms/model/recompute.py``)."""
+    if isinstance(spec, str):                       # full / auto
+        return
+    m, e = cfg.model, cfg.moe
+    moe_layers = e.enabled and m.num_layers > m.num_dense_layers
+    dense_layers = m.num_dense_layers > 0 or not e.enabled
+    why = {"mla_up_proj": None if m.attention_type == "mla" else f"model.attention_type is {m.attention_type}, "
+                                                                    "not mla",
+           "moe_act": None if moe_layers else "the model has no MoE layers",
+           "experts": None if moe_layers else "the model has no MoE layers",
+           "shared_expert": None if moe_layers and e.num_shared_experts > 0 else "moe.num_shared_experts is 0 "
+                                                                                 "(or no MoE layers)",
+           "mlp": None if dense_layers else "the model has no dense FFN layers (model.num_dense_layers is 0)",
+           "mtp": None if m.mtp_depth > 0 else "model.mtp_depth is 0"}
+    for mod in sorted(spec):
+        if why.get(mod):
+            raise ConfigError(f"{key}: module {mod!r} has nothing to recompute ({why[mod]})")
+    folded = e.dispatcher == "dropless" and e.resolved_dropless_impl() == "masked_dense"
+    if "shared_expert" in spec and folded and "experts" not in spec:
+        raise ConfigError(f"{key}: 'shared_expert' cannot be recomputed on its own with the masked-dense "
+                          "dispatcher (moe.dropless_impl resolves to masked_dense), which folds the shared expert "
+                          "into the routed-expert matmuls; use 'experts' (covers both) or "
+                          "moe.dropless_impl=sorted_block")
+
+
+def resolve_recompute(cfg, value, key: str = "train.recompute"):
+    """``value`` parsed for ``cfg``'s model: a preset keeps only the modules that have something to act on
+    (``selective`` on a GQA model has no ``mla_up_proj``); an explicit list must apply as written."""
+    spec = parse_recompute(value, key)
+    if isinstance(spec, str):
+        return spec
+    if isinstance(value, str) and value.strip() in RECOMPUTE_PRESETS:
+        keep = []
+        for mod in spec:
+            try:
+                check_recompute_applies(cfg, frozenset([mod]), key)
+                keep.append(mod)
+            except ConfigError:
+                pass
+        return frozenset(keep)
+    check_recompute_applies(cfg, spec, key)
+    return spec

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 from .errors import ConfigError
-from .recompute import AUTO, parse_recompute
+from .recompute import AUTO, resolve_recompute
 from .schema import Config
 
 
@@ -145,7 +145,7 @@ def validate_train(cfg: Config) -> None:
                 if w < 0:
                     raise ConfigError(f"train.phases[{i}].weights.{name}: must be >= 0, got {w}")
     _non_negative("train", t, ["memory_budget_gb"])
-    rc = parse_recompute(t.recompute, "train.recompute")
+    rc = resolve_recompute(cfg, t.recompute, "train.recompute")
     if rc == AUTO and t.memory_budget_gb <= 0:
         raise ConfigError("train.memory_budget_gb: train.recompute=auto needs a memory budget > 0 (GB)")
     if t.seq_length > cfg.model.max_position_embeddings:
@@ -173,7 +173,7 @@ def validate_sim(cfg: Config) -> None:
     for n in ("recompute_fraction", "swap_activations"):
         if not 0.0 <= getattr(s, n) <= 1.0:
             raise ConfigError(f"sim.{n}: must be in [0, 1], got {getattr(s, n)}")
-    parse_recompute(s.recompute, "sim.recompute")
+    resolve_recompute(cfg, s.recompute, "sim.recompute")
     if s.expert_imbalance < 1.0:
         raise ConfigError(f"sim.expert_imbalance: the busiest device gets >= the mean load, so must be >= 1, "
                           f"got {s.expert_imbalance}")

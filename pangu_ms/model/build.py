@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..config import ConfigError
 from ..config.schema import Config
-from ..config.recompute import AUTO, parse_recompute
+from ..config.recompute import AUTO, resolve_recompute
 from .attention import AttentionOptions
 from .recompute import apply_recompute
 from .transformer import PanguForCausalLM
@@ -25,7 +25,7 @@ def build_model(cfg: Config, hooks=None, seed: int | None = None, backend: str |
     the trainer (it needs the simulator's memory model); here it raises one error."""
     net = PanguForCausalLM(cfg.model, cfg.moe, cfg.train.seed if seed is None else seed, backend=backend,
                            hooks=hooks, attention=attention_options(cfg))
-    spec = parse_recompute(cfg.train.recompute if recompute is None else recompute, "train.recompute")
+    spec = resolve_recompute(cfg, cfg.train.recompute if recompute is None else recompute, "train.recompute")
     if spec == AUTO:
         raise ConfigError("train.recompute: 'auto' must be resolved against train.memory_budget_gb before the "
                           "model is built (pangu_ms.train.recompute_auto)")

@@ -60,10 +60,49 @@ def load_summary(load, tables=None, ep_width: int = 1) -> dict:
     return out
 
 
+def read_expert_load(run_dir: str) -> list[dict]:
+    """The ``expert_load.jsonl`` records of a run directory, one per logged step (the last one per step)."""
+    import json
+    import os
+    path = os.path.join(run_dir, "expert_load.jsonl")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no expert_load.jsonl in {run_dir} (a pangu_ms MoE run directory)")
+    rows = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+                rows[r["step"]] = r
+    if not rows:
+        raise ValueError(f"{path} is empty")
+    return [rows[s] for s in sorted(rows)]
+
+
+def measured_imbalance(records, ep_width: int | None = None) -> float:
+    """Mean over logged steps and MoE layers of the per-EP-rank max/mean load (the simulator's
+    ``sim.expert_imbalance``). ``ep_width`` None: the run's own EP width and placement tables; otherwise the
+    static contiguous placement onto ``ep_width`` ranks (E must be divisible by it)."""
+    vals = []
+    for r in records:
+        load = np.asarray(r["load"], np.float64)
+        w = int(r.get("ep_width", 1)) if ep_width is None else ep_width
+        if w <= 1:
+            raise ValueError("the run has no expert parallelism: give an EP width to spread its experts over")
+        for i, row in enumerate(load):
+            table = r["tables"][i] if ep_width is None and "tables" in r else np.arange(row.size)
+            dev = device_load(row, table, w)
+            if dev.mean() > 0:
+                vals.append(dev.max() / dev.mean())
+    return float(np.mean(vals))
+
+
 def per_expert_scalars(load) -> dict:
     """``moe_experts/layer<i>/e<j>``: tokens routed to expert j of layer i (tensorboard only)."""
     return {f"moe_experts/layer{i}/e{j}": float(v) for i, row in enumerate(np.asarray(load, np.float64))
             for j, v in enumerate(row)}
 
 
-__all__ = ["cv", "device_load", "load_summary", "per_expert_scalars"]
+__all__ = ["cv", "device_load", "load_summary", "per_expert_scalars", "read_expert_load", "measured_imbalance"]

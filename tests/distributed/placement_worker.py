@@ -1,15 +1,17 @@
 """msrun worker (2 ranks, dp=2 ep=2): dynamic expert placement is invisible to the math, moves weights and both
-AdamW moments intact, survives checkpoint / resume, and balances a skewed router. One launch, four parts:
+AdamW moments intact, survives checkpoint / resume, and balances a skewed router. One launch, one trainer, one
+compiled training step (it also returns the reduced gradients), four parts:
 
-A. Two identical EP models (same seed, same skewed router, same batches). Model B's experts of both MoE layers
-   are re-placed after step 2 by fixed permutations (moves across ranks and within a rank); right after the move
-   every logical expert's weights and both Adam moments must equal model A's bit for bit; then losses and every
-   gradient (expert gradients compared per logical expert) and, after the last step, every parameter and moment
-   must match model A within the EP-test tolerance.
-B. B's state (non-identity placement) is saved with the checkpoint manager and loaded into A (identity placement):
-   A's tables become B's, and one more step gives bit-identical losses.
-C. The trainer with moe.expert_placement on (interval 2, threshold 0.08) on a skewed router, 6 steps, checkpoints
-   at 4 and 6 (metrics.jsonl / expert_load.jsonl give the device-load CV before / after the first migration).
+A. Two steps under the identity placement, then step 3 twice from the same state: once as it is, once after both
+   MoE layers' experts were re-placed by fixed permutations (moves across ranks and within a rank). Right after
+   the move every logical expert's weights and both Adam moments must equal the state before it bit for bit; the
+   loss and every gradient (expert gradients compared per logical expert) of the two step-3 runs, and every
+   parameter and moment after them, must match within the EP-test tolerance.
+B. That state (non-identity placement) is saved with the checkpoint manager, step 4 is run, the state restored,
+   moved to yet another placement, and the checkpoint loaded: the tables return and step 4's loss is reproduced.
+C. Back to the initial state: the trainer with moe.expert_placement on (interval 2, threshold 0.08) on the skewed
+   router trains 6 steps with checkpoints at 4 and 6 (metrics.jsonl / expert_load.jsonl give the device-load CV
+   before / after the first migration, after step 2).
 D. The same trainer, its step-6 checkpoint removed and its in-memory placement scrambled, resumes at step 4 and
    must reproduce C's losses of steps 5 and 6, its tables and its predictor exactly.
 Each rank prints one ``RESULT {json}`` line.
@@ -59,14 +61,11 @@ def main():
     ensure_mindformers(os.environ.get("LOCAL_DEFAULT_PATH", "/tmp/mflog"))
     ms.set_context(mode=ms.GRAPH_MODE)
     from pangu_ms.config import load_config
-    from pangu_ms.data.synthetic import SyntheticSampler
-    from pangu_ms.model import CausalLMLoss, build_model
     from pangu_ms.parallel.grads import expert_param_names
-    from pangu_ms.parallel.placement_executor import ExpertPlacement, _world_all_gather
+    from pangu_ms.parallel.placement_executor import _world_all_gather
     from pangu_ms.parallel.runtime import setup_parallel
     from pangu_ms.train import checkpoint as ck
     from pangu_ms.train.loop import Trainer
-    from pangu_ms.train.optim import build_optimizer
     from pangu_ms.train.step import TrainStep
 
     cfg = load_config(os.path.join(ROOT, "yaml/tiny_cpu.yaml"), SETS + [f"train.output_dir={out_dir}/C"])
@@ -84,100 +83,99 @@ def main():
         g = gather(local)
         return np.stack([g[ep.ranks[q // el], q % el] for q in np.asarray(table)])
 
-    # ------------------------------------------------------------------ A: invisible to the math
-    sampler = SyntheticSampler(cfg.model.vocab_size, cfg.train.seq_length, cfg.train.global_batch_size,
-                               rt.dp_rank, rt.dp_size, cfg.train.seed, 2)
-    models = {}
-    for key in ("A", "B"):
-        net = build_model(cfg, hooks=rt.hooks)
-        skew_router(net)
-        opt = build_optimizer(net.trainable_params(), cfg.train)
-        cell = TrainStep(CausalLMLoss(net, cfg.model.mtp_loss_weight), opt, cfg.train.grad_clip,
-                         rt.grad_reducer(net, opt), return_grads=True)
-        place = ExpertPlacement(net, cell, ep.ranks, ep.index, world, enabled=False)
-        models[key] = (net, opt, cell, ms.jit(cell.construct), place)
-    experts = expert_param_names(models["A"][0])
-    k_steps, migrate_after = 3, 2
-    res["A"] = []
+    tr = Trainer(cfg, runtime=rt, progress=False)
+    skew_router(tr.net)
+    cell, place = tr.step_cell, tr.placement
+    grads_step = TrainStep(tr.loss_cell, tr.optimizer, cfg.train.grad_clip, cell.reducer, return_grads=True)
+    step_fn = ms.jit(grads_step.construct)
+    tr._step = lambda x, y: step_fn(x, y)[:7]              # the trainer runs the same compiled graph
+    experts = expert_param_names(tr.net)
+    moe_ids = tr.net.moe_layer_ids
+    n_out = 7
 
-    def by_name(cell):
-        return {p.name: p for p in cell.get_parameters()}
+    def snapshot():
+        return {p.name: p.asnumpy().copy() for p in cell.get_parameters()}
 
-    def state_diff():
-        """max relative difference per kind over weights / moments, logical order for experts."""
-        pa, pb = by_name(models["A"][2]), by_name(models["B"][2])
-        ta, tb = models["A"][4].tables(), models["B"][4].tables()
+    def restore(state):
+        ck.assign_parameters(cell, {n: Tensor(v) for n, v in state.items()})
+        place.read_tables()
+
+    def layer_of(name):
+        found = [i for i, j in enumerate(moe_ids) if f"layers.{j}.moe." in name]
+        return found[0] if found else None
+
+    def logical_state(state, tables):
+        """Every tensor of ``state`` with expert rows in logical order (experts gathered from all ranks)."""
+        out = {}
+        for name, v in state.items():
+            base = name.split(".", 1)[1] if name.startswith(("adam_m.", "adam_v.")) else name
+            i = layer_of(base) if base in experts else None
+            out[name] = logical(v, tables[i]) if i is not None else v
+        return out
+
+    def diff(a, b):
         worst = {"expert_w": 0.0, "expert_m": 0.0, "expert_v": 0.0, "dense": 0.0}
         exact = True
-        for name, p in pa.items():
+        for name, x in a.items():
+            if x.dtype.kind != "f":
+                continue
             base = name.split(".", 1)[1] if name.startswith(("adam_m.", "adam_v.")) else name
-            if base in experts:
-                layer = [i for i, j in enumerate(models["A"][0].moe_layer_ids) if f"layers.{j}.moe." in base]
-                if not layer:       # the MTP layer's experts never move
-                    a, b = p.asnumpy(), pb[name].asnumpy()
-                else:
-                    a, b = logical(p.asnumpy(), ta[layer[0]]), logical(pb[name].asnumpy(), tb[layer[0]])
-                kind = {"adam_m": "expert_m", "adam_v": "expert_v"}.get(name.split(".")[0], "expert_w")
-            else:
-                a, b = p.asnumpy(), pb[name].asnumpy()
-                kind = "dense"
-            if a.dtype.kind == "f":
-                worst[kind] = max(worst[kind], rel(b, a))
-                exact = exact and bool(np.array_equal(a, b))
+            kind = "dense" if base not in experts else \
+                {"adam_m": "expert_m", "adam_v": "expert_v"}.get(name.split(".")[0], "expert_w")
+            worst[kind] = max(worst[kind], rel(b[name], x))
+            exact = exact and bool(np.array_equal(x, b[name]))
         return worst, exact
 
-    for step in range(k_steps):
-        ids = sampler.batch(step, 0)
-        outs = {}
-        for key in ("A", "B"):
-            outs[key] = models[key][3](Tensor(ids[:, :-1]), Tensor(ids[:, 1:]))
-        n_out = 7
-        la, lb = float(outs["A"][0].asnumpy()), float(outs["B"][0].asnumpy())
-        ta, tb = models["A"][4].tables(), models["B"][4].tables()
-        gworst = 0.0
-        for p, ga, gb in zip(models["A"][1].parameters, outs["A"][n_out:], outs["B"][n_out:]):
-            a, b = ga.asnumpy(), gb.asnumpy()
-            if p.name in experts:
-                layer = [i for i, j in enumerate(models["A"][0].moe_layer_ids) if f"layers.{j}.moe." in p.name]
-                if layer:
-                    a, b = logical(a, ta[layer[0]]), logical(b, tb[layer[0]])
-            gworst = max(gworst, rel(b, a))
-        entry = {"step": step, "loss_a": la, "loss_b": lb, "loss_rel": abs(la - lb) / abs(la), "grad_rel": gworst,
-                 "load_equal": bool(np.array_equal(outs["A"][4].asnumpy(), outs["B"][4].asnumpy())),
-                 "tables_b": tb.tolist()}
-        if step + 1 == migrate_after:
-            models["B"][4].migrate({0: PERMS[0], 1: PERMS[1]})
-            worst, exact = state_diff()
-            res["after_move"] = {"worst": worst, "exact": exact, "tables": models["B"][4].tables().tolist(),
-                                 "local_b0": by_name(models["B"][2])[
-                                     f"layers.{models['B'][0].moe_layer_ids[0]}.moe.experts.w_gate_up"]
-                                 .asnumpy()[0, :2, :2].tolist()}
-        res["A"].append(entry)
-    res["final_state"] = state_diff()[0]
+    def run(step):
+        ids = tr.sampler.batch(step, 0)
+        out = step_fn(Tensor(ids[:, :-1]), Tensor(ids[:, 1:]))
+        grads = {p.name: g.asnumpy() for p, g in zip(tr.optimizer.parameters, out[n_out:])}
+        tables = place.tables()
+        grads = {n: logical(g, tables[layer_of(n)]) if n in experts and layer_of(n) is not None else g
+                 for n, g in grads.items()}
+        return float(out[0].asnumpy()), grads, out[4].asnumpy()
+
+    # ------------------------------------------------------------------ A: invisible to the math
+    initial = snapshot()
+    res["A_losses"] = [run(0)[0], run(1)[0]]
+    before = snapshot()
+    loss_ref, grads_ref, load_ref = run(2)
+    after_ref = logical_state(snapshot(), place.tables())
+    restore(before)
+    place.migrate({0: PERMS[0], 1: PERMS[1]})
+    moved_state = logical_state(snapshot(), place.tables())
+    worst, exact = diff(logical_state(before, np.stack([np.arange(E)] * 2)), moved_state)
+    res["after_move"] = {"worst": worst, "exact": exact, "tables": place.tables().tolist()}
+    loss_mig, grads_mig, load_mig = run(2)
+    res["A"] = {"loss_ref": loss_ref, "loss_mig": loss_mig, "loss_rel": abs(loss_ref - loss_mig) / abs(loss_ref),
+                "grad_rel": max(rel(grads_mig[n], g) for n, g in grads_ref.items()),
+                "load_equal": bool(np.array_equal(load_ref, load_mig)),
+                "final_state": diff(after_ref, logical_state(snapshot(), place.tables()))[0]}
 
     # ------------------------------------------------------------------ B: checkpoint under another placement
-    local = ck.local_parameter_names(models["B"][2], experts)
+    local = ck.local_parameter_names(cell, experts)
     mgr = ck.CheckpointManager(os.path.join(out_dir, "B"), rt.rank, world, local, barrier=rt.barrier,
                                all_sum=lambda x: ms.ops.AllReduce()(Tensor(np.asarray(x, np.float32))).asnumpy(),
                                log=lambda line: None)
-    path = mgr.save(models["B"][2], k_steps)
-    before = models["A"][4].tables().tolist()
-    ck.load_checkpoint(models["A"][2], path, rt.rank)
-    models["A"][4].read_tables()
-    ids = sampler.batch(k_steps, 0)
-    la = float(models["A"][3](Tensor(ids[:, :-1]), Tensor(ids[:, 1:]))[0].asnumpy())
-    lb = float(models["B"][3](Tensor(ids[:, :-1]), Tensor(ids[:, 1:]))[0].asnumpy())
-    res["ckpt"] = {"tables_before": before, "tables_after": models["A"][4].tables().tolist(),
-                   "tables_b": models["B"][4].tables().tolist(), "loss_a": la, "loss_b": lb}
+    path = mgr.save(cell, 3)
+    saved_tables = place.tables().tolist()
+    saved = snapshot()
+    loss4 = run(3)[0]
+    restore(saved)
+    place.migrate({0: PERMS[1], 1: PERMS[0]})
+    other = place.tables().tolist()
+    ck.load_checkpoint(cell, path, rt.rank)
+    place.read_tables()
+    res["ckpt"] = {"saved_tables": saved_tables, "other_tables": other, "loaded_tables": place.tables().tolist(),
+                   "loss": loss4, "loss_after_load": run(3)[0]}
     res["time_ab_s"] = time.time() - T0
     print(f"parts A+B done after {res['time_ab_s']:.0f} s", flush=True)
 
     # ------------------------------------------------------------------ C: the trainer, skewed router
-    tr = Trainer(cfg, runtime=rt, progress=False)
-    skew_router(tr.net)
+    restore(initial)
     summary = tr.train()
-    res["C"] = {"losses": summary["losses"], "history": tr.placement.history,
-                "tables": tr.placement.tables().tolist(), "pred": tr.placement.predictor.pred.tolist()}
+    res["C"] = {"losses": summary["losses"], "history": place.history,
+                "tables": place.tables().tolist(), "pred": place.predictor.pred.tolist()}
     res["time_c_s"] = time.time() - T0
     # ------------------------------------------------------------------ D: resume from step 4
     # the same Trainer (its compiled step is reused): step 6's checkpoint removed, the in-memory state scrambled

@@ -164,3 +164,11 @@ def test_table_round_trip_through_a_checkpoint(tmp_path):
     back = EMALoadPredictor(0.9)
     back.load_state(state["predictor"])
     assert np.array_equal(back.pred, pred.pred)
+
+
+def test_measured_imbalance_for_the_simulator():
+    from pangu_ms.moe.load_stats import measured_imbalance
+    recs = [{"step": 1, "load": [[6, 2, 0, 0]], "tables": [[0, 1, 2, 3]], "ep_width": 2},
+            {"step": 2, "load": [[6, 2, 0, 0]], "tables": [[0, 2, 1, 3]], "ep_width": 2}]
+    assert measured_imbalance(recs) == pytest.approx((2.0 + 1.5) / 2)      # rank loads 8|0, then 6|2
+    assert measured_imbalance(recs, ep_width=4) == pytest.approx(3.0)       # 6|2|0|0 over mean 2

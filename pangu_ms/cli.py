@@ -15,7 +15,7 @@ from .data.errors import DataError
 
 INPUT_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError)
 # "module:ClassName" of input errors whose modules are too heavy to import here; they count once imported.
-LAZY_INPUT_ERRORS = ("pangu_ms.train.checkpoint:CheckpointError",)
+LAZY_INPUT_ERRORS = ("pangu_ms.train.checkpoint:CheckpointError", "pangu_ms.interop.errors:ConversionError")
 EXIT_BAD_INPUT = 2
 
 
@@ -65,3 +65,4 @@ preprocess_data = _console("pangu_ms.tools.preprocess_data")
 plot_run = _console("pangu_ms.tools.plot_run")
 bench = _console("pangu_ms.tools.bench")
 eval_passkey = _console("pangu_ms.tools.eval_passkey")
+convert_ckpt = _console("pangu_ms.tools.convert_ckpt")

@@ -22,7 +22,7 @@ LAYERS = {
     "model": 2, "moe": 2,
     "parallel": 3, "eval": 3, "rl": 3, "bench": 3,
     "sim": 4, "train": 4,
-    "integrations": 5, "cli": 5,
+    "integrations": 5, "interop": 5, "cli": 5,
 }
 
 

@@ -93,7 +93,7 @@ def measure_all(names, rounds: int, steps: int, quick_cal: bool):
     return hw, {n: statistics.median(v) for n, v in times.items()}, meas
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hardware", default=None, help="predict with this profile instead of calibrating in-run")
     ap.add_argument("--rounds", type=int, default=5)
@@ -103,7 +103,7 @@ def main():
                     help="write the in-run calibrated profile here (e.g. yaml/hardware/cpu_local.yaml)")
     ap.add_argument("--predict-only", action="store_true", help="skip the measurement (needs --hardware)")
     ap.add_argument("--json", action="store_true")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     names = list(CONFIGS)
     measured, meas = {}, None
     if args.predict_only:
@@ -148,4 +148,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from pangu_ms.cli import run_cli
+    sys.exit(run_cli(main))

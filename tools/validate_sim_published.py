@@ -13,6 +13,7 @@ Cases (recipes in yaml/sim/, every assumption written in the recipe header):
 from __future__ import annotations
 
 import argparse
+import sys
 import os
 
 
@@ -223,12 +224,12 @@ def case_llama3(lines):
     return out, mx
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--skip-search", action="store_true")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", help="also write the markdown here")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     lines = []
     case_718b(lines)
     if not args.skip_search:
@@ -244,4 +245,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from pangu_ms.cli import run_cli
+    sys.exit(run_cli(main))

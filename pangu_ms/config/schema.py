@@ -57,6 +57,8 @@ class ModelConfig:
         rope_theta: RoPE base.
         rope_interleaved: rotate adjacent pairs (DeepSeek / Pangu convention) instead of the two halves.
         norm_eps: RMSNorm epsilon.
+        latent_norm_eps: RMSNorm epsilon of MLA's latent norms (``q_a_norm``, ``kv_a_norm``); 0 means ``norm_eps``.
+            HF DeepSeek-V3 and openPangu use 1e-6 there whatever their ``rms_norm_eps`` (the converter sets it).
         sandwich_norm: Depth-Scaled Sandwich-Norm (pre- and post-norm around attention and FFN). ``False`` gives
             plain pre-norm as in DeepSeek-V3.
         dssn_c_attn / dssn_c_mlp: DSSN constants; post-norm gamma is initialised to c/sqrt(L). choice: the
@@ -94,6 +96,7 @@ class ModelConfig:
     rope_theta: float = 10000.0
     rope_interleaved: bool = True
     norm_eps: float = 1e-5
+    latent_norm_eps: float = 0.0
     sandwich_norm: bool = True
     dssn_c_attn: float = 0.283
     dssn_c_mlp: float = 0.432
@@ -111,6 +114,11 @@ class ModelConfig:
     @property
     def attn_head_dim(self) -> int:
         return self.head_dim or self.hidden_size // self.num_heads
+
+    @property
+    def latent_eps(self) -> float:
+        """Epsilon of the MLA latent norms."""
+        return self.latent_norm_eps or self.norm_eps
 
     @property
     def init_depth(self) -> int:
@@ -284,6 +292,8 @@ class TrainConfig:
         on_nonfinite: a step whose loss or gradient norm is inf/NaN never updates the weights; ``stop`` then ends
             the run with an error naming the step, ``skip_step`` goes on (the step is counted and logged).
         max_skipped_steps: with ``skip_step``, this many non-finite steps in a row end the run.
+        loss_spike_factor: > 0 logs (and counts as ``train/loss_spikes``) a loss above this factor times the
+            median of the last ``loss_spike_window`` losses; 0 turns the check off.
         deterministic: single-thread deterministic CPU kernels (``pangu_ms.train.determinism``), so the same
             command gives bit-identical losses run to run; false uses MindSpore's default thread pool.
     """
@@ -316,6 +326,8 @@ class TrainConfig:
     peak_flops: float = 0.0
     on_nonfinite: str = _choice("stop", ("stop", "skip_step"))
     max_skipped_steps: int = 5
+    loss_spike_factor: float = 0.0
+    loss_spike_window: int = 50
     deterministic: bool = False
 
 

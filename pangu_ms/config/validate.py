@@ -30,7 +30,7 @@ def validate_model(cfg: Config) -> None:
     _positive("model", m, ["vocab_size", "hidden_size", "num_layers", "num_heads", "max_position_embeddings",
                            "rope_theta", "norm_eps"])
     _non_negative("model", m, ["num_dense_layers", "mtp_depth", "mtp_loss_weight", "q_lora_rank",
-                               "dense_ffn_hidden", "head_dim"])
+                               "dense_ffn_hidden", "head_dim", "latent_norm_eps"])
     if m.num_dense_layers > m.num_layers:
         raise ConfigError(f"model.num_dense_layers: {m.num_dense_layers} > model.num_layers={m.num_layers}")
     if m.num_dense_layers > 0 or not cfg.moe.enabled:
@@ -134,10 +134,14 @@ def validate_parallel(cfg: Config) -> None:
 def validate_train(cfg: Config) -> None:
     t = cfg.train
     _positive("train", t, ["steps", "seq_length", "global_batch_size", "lr", "log_interval",
-                           "eval_interval", "save_interval", "keep_last", "max_skipped_steps"])
+                           "eval_interval", "save_interval", "keep_last", "max_skipped_steps",
+                           "loss_spike_window"])
     _positive("train", t, ["adam_eps"])                 # eps = 0 divides 0 by 0 for a parameter without gradient
     _non_negative("train", t, ["min_lr", "warmup_steps", "weight_decay", "grad_clip", "eval_batches",
-                               "sample_tokens", "peak_flops"])
+                               "sample_tokens", "peak_flops", "loss_spike_factor"])
+    if 0 < t.loss_spike_factor <= 1:
+        raise ConfigError(f"train.loss_spike_factor: must be 0 (off) or > 1 (a multiple of the running median "
+                          f"loss), got {t.loss_spike_factor}")
     if not 0 <= t.seed < 2 ** 32:
         raise ConfigError(f"train.seed: must be in [0, 2**32) (a numpy seed), got {t.seed}")
     if t.min_lr > t.lr:

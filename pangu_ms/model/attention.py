@@ -36,12 +36,12 @@ class MLA(nn.Cell):
         dq = self.qk_nope_head_dim + self.qk_rope_head_dim
         if self.q_lora:
             self.q_a_proj = Linear(h, cfg.q_lora_rank, init, dtype)
-            self.q_a_norm = backend.rms_norm(cfg.q_lora_rank, cfg.norm_eps, dtype=dtype)
+            self.q_a_norm = backend.rms_norm(cfg.q_lora_rank, cfg.latent_eps, dtype=dtype)
             self.q_b_proj = Linear(cfg.q_lora_rank, n * dq, init, dtype)
         else:
             self.q_proj = Linear(h, n * dq, init, dtype)
         self.kv_a_proj = Linear(h, self.kv_lora_rank + self.qk_rope_head_dim, init, dtype)
-        self.kv_a_norm = backend.rms_norm(self.kv_lora_rank, cfg.norm_eps, dtype=dtype)
+        self.kv_a_norm = backend.rms_norm(self.kv_lora_rank, cfg.latent_eps, dtype=dtype)
         self.kv_b_proj = Linear(self.kv_lora_rank, n * (self.qk_nope_head_dim + self.v_head_dim), init, dtype)
         self.o_proj = Linear(n * self.v_head_dim, h, init, dtype)
         self.rope = RotaryEmbedding(self.qk_rope_head_dim, cfg.max_position_embeddings, cfg.rope_theta,

@@ -31,7 +31,8 @@ from .attention import MLA
 class IncrementalDecoder(nn.Cell):
     """Walks ``net.layers`` of a ``PanguForCausalLM`` for one new token per sequence.
 
-    ``construct(tokens [B] int32, pos [1] int32, caches tuple of [B, L, kvl + Dr]) -> (logits [B, V], caches)``.
+    ``construct(tokens [B] int32, pos [1] int32, caches tuple of [B, L, kv_rank + rope_dim])``
+    -> ``(logits [B, V], caches)``.
     ``init_caches(batch)`` gives zero caches. Weights are shared with ``net`` (no copy, and no sub-Cell wraps
     them, so the parameter names of ``net`` stay unchanged): the decoder always samples from the current policy.
     """
@@ -44,9 +45,9 @@ class IncrementalDecoder(nn.Cell):
         self.net = net
         self.max_len = max_len
         m = net.model_cfg
-        self.n, self.dn, self.dr, self.dv, self.kvl = (m.num_heads, m.qk_nope_head_dim, m.qk_rope_head_dim,
-                                                       m.v_head_dim, m.kv_lora_rank)
-        self.width = self.kvl + self.dr
+        self.num_heads, self.nope_dim, self.rope_dim = m.num_heads, m.qk_nope_head_dim, m.qk_rope_head_dim
+        self.v_dim, self.kv_rank = m.v_head_dim, m.kv_lora_rank
+        self.width = self.kv_rank + self.rope_dim
         self.dtype = net.dtype
         self.bmm = ops.BatchMatMul()
         self.bmm_t = ops.BatchMatMul(transpose_b=True)
@@ -61,34 +62,34 @@ class IncrementalDecoder(nn.Cell):
         cos = ops.gather(rope.cos, pos, 0).reshape(-1)                         # [Dr]
         sin = ops.gather(rope.sin, pos, 0).reshape(-1)
         shape = x.shape
-        xr = self.mm(x.reshape(-1, self.dr), rope.rot).reshape(shape)
+        xr = self.mm(x.reshape(-1, self.rope_dim), rope.rot).reshape(shape)
         return x * cos + xr * sin
 
     def mla_step(self, mla, x, cache, pos):
-        """x [B, d] (input-normed), cache [B, L, kvl + Dr], pos [1] -> (attention output [B, d], new cache)."""
+        """x [B, d] (input-normed), cache [B, L, kv_rank + Dr], pos [1] -> (attention output [B, d], new cache)."""
         b = x.shape[0]
-        q = mla.project_q(x).reshape(b, self.n, self.dn + self.dr)
-        q_nope = q[:, :, : self.dn]
-        q_rope = self.rope_at(mla.rope, q[:, :, self.dn:], pos)                # [B, N, Dr]
+        q = mla.project_q(x).reshape(b, self.num_heads, self.nope_dim + self.rope_dim)
+        q_nope = q[:, :, : self.nope_dim]
+        q_rope = self.rope_at(mla.rope, q[:, :, self.nope_dim:], pos)                # [B, N, Dr]
         kv_a = mla.kv_a_proj(x)
-        c = mla.kv_a_norm(kv_a[:, : self.kvl])
-        k_rope = self.rope_at(mla.rope, kv_a[:, self.kvl:], pos)               # [B, Dr]
+        c = mla.kv_a_norm(kv_a[:, : self.kv_rank])
+        k_rope = self.rope_at(mla.rope, kv_a[:, self.kv_rank:], pos)               # [B, Dr]
         entry = ops.concat((c, k_rope), -1).reshape(b, 1, self.width)
         slots = ops.arange(self.max_len).astype(ms.int32)
         here = (slots == pos).astype(x.dtype).reshape(1, self.max_len, 1)
         cache = cache * (1.0 - here) + entry * here
-        c_all = cache[:, :, : self.kvl]                                        # [B, L, kvl]
-        r_all = cache[:, :, self.kvl:]                                         # [B, L, Dr]
-        w = mla.kv_b_proj.weight.reshape(self.n, self.dn + self.dv, self.kvl)
-        w_uk = w[:, : self.dn, :]                                              # [N, Dn, kvl]
-        w_uv = w[:, self.dn:, :]                                               # [N, Dv, kvl]
-        q_lat = self.bmm(q_nope.transpose(1, 0, 2), w_uk).transpose(1, 0, 2)  # [B, N, kvl]
+        c_all = cache[:, :, : self.kv_rank]                                        # [B, L, kv_rank]
+        r_all = cache[:, :, self.kv_rank:]                                         # [B, L, Dr]
+        w = mla.kv_b_proj.weight.reshape(self.num_heads, self.nope_dim + self.v_dim, self.kv_rank)
+        w_uk = w[:, : self.nope_dim, :]                                              # [N, Dn, kv_rank]
+        w_uv = w[:, self.nope_dim:, :]                                               # [N, Dv, kv_rank]
+        q_lat = self.bmm(q_nope.transpose(1, 0, 2), w_uk).transpose(1, 0, 2)  # [B, N, kv_rank]
         scores = self.bmm_t(q_lat, c_all) + self.bmm_t(q_rope, r_all)         # [B, N, L]
         future = (slots > pos).astype(x.dtype) * -1e9
         probs = ops.softmax(scores * mla.core.scale + future.reshape(1, 1, self.max_len), -1)
-        o_lat = self.bmm(probs, c_all)                                         # [B, N, kvl]
+        o_lat = self.bmm(probs, c_all)                                         # [B, N, kv_rank]
         o = self.bmm_t(o_lat.transpose(1, 0, 2), w_uv).transpose(1, 0, 2)     # [B, N, Dv]
-        return mla.o_proj(o.reshape(b, self.n * self.dv)), cache
+        return mla.o_proj(o.reshape(b, self.num_heads * self.v_dim)), cache
 
     def construct(self, tokens, pos, caches):
         net = self.net

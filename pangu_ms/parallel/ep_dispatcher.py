@@ -22,7 +22,8 @@ With top-2 the two terms are added in the same pairs as the flat combine (x + 0 
 commutative), so hierarchical equals flat bit-for-bit whenever the expert matmuls do (measured in
 tests/distributed).
 
-Expert placement (flat only): ``placement`` [E] (int32, a non-trainable Parameter saved with the checkpoint) maps
+Expert placement (flat only, ``placement=True``, i.e. ``moe.expert_placement``; otherwise no table and no gather):
+``placement`` [E] (int32, a non-trainable Parameter saved with the checkpoint) maps
 each logical expert (the router's id) to its physical slot ``member * El + local slot``; pairs are bucketed by
 physical slot, so the all-to-all sends them to whichever member holds the expert now. The identity table is the
 static layout above; ``pangu_ms/parallel/placement_executor.py`` changes the table together with the weights and
@@ -49,7 +50,7 @@ from .comm import AllGather, AllToAll, CommGroup, ReduceScatter
 
 class FlatEPDispatcher(_SlotDispatcher):
     def __init__(self, num_experts: int, top_k: int, ep: CommGroup, capacity_factor: float | None = None,
-                 impl: str = "auto"):
+                 impl: str = "auto", placement: bool = False):
         super().__init__(num_experts, top_k)
         if num_experts % ep.size:
             raise ValueError(f"num_experts={num_experts} is not divisible by the EP width {ep.size}")
@@ -59,13 +60,15 @@ class FlatEPDispatcher(_SlotDispatcher):
         self.a2a_in = AllToAll(ep, impl)
         self.a2a_out = AllToAll(ep, impl)
         self.placement = Parameter(Tensor(np.arange(num_experts, dtype=np.int32)), name="placement",
-                                   requires_grad=False)
+                                   requires_grad=False) if placement else None
 
     def construct(self, x, idx, w, experts):
         t, d = x.shape
         cap = t if self.cf is None else capacity(t, self.num_experts, self.top_k, self.cf)
         rows = self.num_experts * cap
-        flat = ops.gather(self.placement, idx.reshape(-1), 0)                   # logical -> physical slot
+        flat = idx.reshape(-1)
+        if self.placement is not None:
+            flat = ops.gather(self.placement, flat, 0)                          # logical -> physical slot
         _, pos = slots_in_expert(flat, self.num_experts, x.dtype)
         slot_f = flat.astype(x.dtype) * cap + pos
         if self.cf is None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from mindspore import nn, ops
 
+from ..layers.reduce import sum_of_squares
 from ..moe.experts import RoutedExperts
 from .comm import CommGroup, GroupSum
 
@@ -91,9 +92,9 @@ class FusedGradReducer(nn.Cell):
         expert = ()
         for g, k in zip(grads, self.kinds):
             if k == 0:
-                dense = dense + ((g * g).sum(),)
+                dense = dense + (sum_of_squares(g),)
             else:
-                expert = expert + ((g * g).sum(),)
+                expert = expert + (sum_of_squares(g),)
         total = ops.addn(dense) if self.has[0] else ops.zeros((), grads[0].dtype)
         if self.has[1]:
             total = total + self.ep_sum(ops.addn(expert).reshape(1)).reshape(())

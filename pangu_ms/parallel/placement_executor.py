@@ -51,6 +51,20 @@ def relocate_rows(gathered, old_table, new_table, ep_ranks, ep_index: int) -> np
     return np.stack(rows)
 
 
+def expert_tensors(layer, by_name: dict) -> list:
+    """The Parameters of the training cell (``by_name``) with one row per local expert of MoE ``layer``: the
+    routed experts' weights and everything derived from them (``adam_m.*``, ``adam_v.*``, accumulators)."""
+    assert isinstance(layer.experts, RoutedExperts)
+    own = [p.name for p in layer.experts.get_parameters()]
+    names = own + sorted(n for n in by_name if n not in own and any(n.endswith("." + o) for o in own))
+    return [by_name[n] for n in names if n in by_name]
+
+
+def _moe_layers(net) -> list:
+    from ..moe.layer import MoELayer
+    return [c for _, c in net.cells_and_names() if isinstance(c, MoELayer)]
+
+
 def _world_all_gather(flat: np.ndarray, world: int) -> np.ndarray:
     out = ops.AllGather()(Tensor(flat)).asnumpy()
     return out.reshape(world, -1)
@@ -70,25 +84,34 @@ class ExpertPlacement:
         self.predictor = EMALoadPredictor(theta)
         self.gather = gather or (lambda flat: _world_all_gather(flat, world))
         by_name = {p.name: p for p in cell.get_parameters()}
-        self.tensors = []                  # per layer: every Parameter with one row per local expert
         for layer in self.moe:
-            if not hasattr(layer.dispatcher, "placement"):
-                raise ValueError("expert placement needs the flat EP dispatcher (FlatEPDispatcher)")
-            experts = layer.experts
-            assert isinstance(experts, RoutedExperts)
-            own = [p.name for p in experts.get_parameters()]
-            names = own + sorted(n for n in by_name if n not in own and any(n.endswith("." + o) for o in own))
-            self.tensors.append([by_name[n] for n in names])
+            if enabled and getattr(layer.dispatcher, "placement", None) is None:
+                raise ValueError("expert placement needs the flat EP dispatcher built with placement=True")
+        self.tensors = [expert_tensors(layer, by_name) for layer in self.moe]   # per layer: one row per expert
+        # every MoE layer with a table, the MTP modules' included (their tables stay the static layout)
+        self._all = [(m, expert_tensors(m, by_name)) for m in _moe_layers(net)
+                     if getattr(m.dispatcher, "placement", None) is not None] if enabled else []
         self.num_experts = self.moe[0].dispatcher.num_experts if self.moe else 0
         self.history: list[dict] = []      # one entry per migrated layer
         self.read_tables()
 
     # ------------------------------------------------------------------ tables
     def read_tables(self) -> np.ndarray:
-        """Refresh the host copy from the dispatchers' Parameters (after a checkpoint load)."""
-        self._tables = np.stack([check_table(m.dispatcher.placement.asnumpy(), self.ep_width) for m in self.moe]) \
-            if self.moe else np.zeros((0, 0), np.int32)
+        """Refresh the host copy from the dispatchers' Parameters (after a checkpoint load); the static layout
+        (identity) when the dispatchers have no table (EP without placement: statistics only)."""
+        if not self.moe:
+            self._tables = np.zeros((0, 0), np.int32)
+        elif not self.enabled:
+            self._tables = identity_tables(len(self.moe), self.num_experts)
+        else:
+            self._tables = np.stack([check_table(m.dispatcher.placement.asnumpy(), self.ep_width)
+                                     for m in self.moe])
         return self._tables
+
+    def placement_of(self) -> dict:
+        """{expert tensor (weights, AdamW moments, ...): its layer's placement-table Parameter} (the checkpoint
+        manifest records it); empty without placement."""
+        return {p.name: m.dispatcher.placement.name for m, tensors in self._all for p in tensors}
 
     def tables(self) -> np.ndarray:
         return self._tables.copy()

@@ -7,10 +7,15 @@ Layout of a run directory (:func:`checkpoint_paths` is the only place that build
                                            moments, global step, buffers); written by rank 0
         experts_rank1.safetensors          under expert parallelism: the routed experts of rank 1 and their
                                            optimizer state; written by rank 1 (one file per rank)
-        experts_rank1.json                 size + sha256 of that part, written by its rank after the part
+        experts_rank1.json                 size + sha256 of that part (and the experts it holds), written by
+                                           its rank after the part
         rl_state.json ...                  side files of a stage (RL's hard-example queue), written by rank 0
         manifest.json                      written LAST by rank 0, once every rank's part is on disk: step,
-                                           world, parts {file: {bytes, sha256}}, model shapes, stage state
+                                           world, parts {file: {bytes, sha256}}, model shapes, stage state,
+                                           under expert parallelism ``experts``: {total, names, ranges
+                                           {file: [first, count]}} (what lets another EP layout load it),
+                                           under dynamic expert placement also ``placement`` {expert tensor:
+                                           its layer's placement-table Parameter in model.safetensors}
     <run>/checkpoints/.trash-step_*        a checkpoint being pruned (never loaded; removed by the next save)
 
 Every file is written as ``<name>.tmp-<pid>``, fsynced and renamed (``os.replace``) into place, so a killed
@@ -22,6 +27,18 @@ truncated, corrupt; they are never deleted silently), and all ranks load the ste
 half-deleted ``step_*``; the next save removes trash, stray temporaries and manifest-less ``step_*``
 directories, logging each. A save refuses non-finite parameters (the latest checkpoint never holds diverged
 weights). The run directory must be visible to every rank (one machine, or a shared file system).
+
+Resharding: a checkpoint loads under another expert-parallel layout (EP 2 -> 1, 1 -> 2, ...): the loading rank
+names its expert slice (``experts=(first, count)``, None = all experts) and the routed-expert tensors and
+everything derived from them (AdamW moments) are cut from the full tensors of a one-process checkpoint, or
+assembled row range by row range from the parts whose ``ranges`` cover the slice.
+
+Expert placement: ``ranges`` count *physical slots* (what rank r holds), which equal the logical expert ids
+(the router's) only under the static layout. Under ``moe.expert_placement`` slot ``table[e]`` holds logical
+expert e, the tables are Parameters of the shared part and ``experts.placement`` names the table of every expert
+tensor. A loading cell with placement takes over the saved tables (any EP width: a table is a permutation of
+the E slots, a rank of width W holds slots [r E/W, (r+1) E/W)) and reads its slots as they are; a cell without
+(one process, EP without placement) reads logical experts, slot ``table[e]`` for expert e (:func:`saved_slots`).
 """
 from __future__ import annotations
 
@@ -39,7 +56,7 @@ import numpy as np
 CHECKPOINTS = "checkpoints"
 MANIFEST = "manifest.json"
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
-_FORMAT_VERSION = 2
+_FORMAT_VERSION = 3
 
 
 class CheckpointError(RuntimeError):
@@ -203,22 +220,30 @@ def resolve_checkpoint(path: str, key: str = "stage.init_from") -> str:
 
 
 # ---------------------------------------------------------------------------------------------- load
-def load_checkpoint(cell, path: str, rank: int = 0, strict_shapes: bool = True) -> dict:
-    """Load checkpoint directory ``path`` (its shared part and, when present, ``rank``'s expert part) into
-    ``cell``; returns the manifest. Errors name the checkpoint and the mismatch."""
+def load_checkpoint(cell, path: str, rank: int = 0, strict_shapes: bool = True, experts: tuple | None = None,
+                    expert_names=(), placement_of: dict | None = None) -> dict:
+    """Load checkpoint directory ``path`` (its shared part and, when present, the expert parts) into ``cell``;
+    returns the manifest. ``experts = (first, count)``: the physical expert slots ``cell`` holds (expert
+    parallelism; None = all of them); ``expert_names``: the names of ``cell``'s per-rank (expert) parameters;
+    ``placement_of``: {expert tensor: placement-table Parameter} when ``cell`` has dynamic expert placement (it
+    then takes over the saved tables, identity for a checkpoint without them). Errors name the checkpoint and the
+    mismatch."""
+    placement_of = dict(placement_of or {})
     if not os.path.isdir(path):
         raise CheckpointError(f"checkpoint not found: {path}")
     problem = checkpoint_problem(path)
     if problem:
         raise CheckpointError(f"{path}: cannot be loaded: {problem}")
     manifest = read_manifest(path)
+    saved = manifest.get("experts")
+    local = set(expert_names) | set(saved["names"] if saved else ())
     mine, theirs = shape_fingerprint(cell), manifest.get("shapes", {})
     if strict_shapes:
         for name, shape in mine.items():
-            if name in theirs and list(theirs[name]) != list(shape):
+            if name in theirs and not _same_shape(theirs[name], shape, name in local):
                 raise CheckpointError(f"{path}: parameter '{name}' has shape {theirs[name]} in the checkpoint "
                                       f"but {shape} in the model (different model shape)")
-        missing = [n for n in mine if n not in theirs]
+        missing = [n for n in mine if n not in theirs and n not in set(placement_of.values())]
         if missing:
             raise CheckpointError(f"{path}: parameter '{missing[0]}' (and {len(missing) - 1} more) missing "
                                   f"from the checkpoint (different model?)")
@@ -226,10 +251,32 @@ def load_checkpoint(cell, path: str, rank: int = 0, strict_shapes: bool = True) 
     paths = _in_directory(path, rank, fmt)
     params = ms.load_checkpoint(paths.shared, format=fmt)
     if manifest.get("expert_parts"):
-        part = paths.rank_part
-        if not os.path.isfile(part):
-            raise CheckpointError(f"{path}: no expert part for rank {rank} (saved with world {manifest['world']})")
-        params.update(ms.load_checkpoint(part, format=fmt))
+        if saved is None or fmt != "safetensors":          # no recorded ranges: only the saving layout loads it
+            if saved is not None and saved.get("placement") and not placement_of:
+                raise CheckpointError(f"{path}: saved under a dynamic expert placement in format {fmt}; only a "
+                                      f"run with moe.expert_placement=true and the saving layout loads it")
+            part = paths.rank_part
+            if not os.path.isfile(part):
+                raise CheckpointError(f"{path}: no expert part for rank {rank} (saved with world "
+                                      f"{manifest['world']})")
+            params.update(ms.load_checkpoint(part, format=fmt))
+        else:
+            first, count = experts if experts is not None else (0, saved["total"])
+            slots = np.arange(first, first + count)
+            for name in saved["names"]:
+                if name in mine:
+                    # the cell keeps the saved placement (its table loads with the shared part): the same
+                    # physical slots; without a placement the cell holds logical experts first.. in order
+                    rows = slots if name in placement_of else \
+                        saved_slots(saved, name, slots, lambda t: params[t].asnumpy())
+                    params[name] = ms.Parameter(ms.Tensor(_gather_rows(path, saved, name, rows)), name)
+    elif experts is not None:                               # one-process checkpoint -> this rank's slice
+        first, count = experts
+        for name in local:
+            if name in params:
+                params[name] = ms.Parameter(ms.Tensor(params[name].asnumpy()[first:first + count]), name)
+    for table in set(placement_of.values()) - set(params):  # saved without a placement: the static layout
+        params[table] = ms.Parameter(ms.Tensor(np.arange(mine[table][0], dtype=np.int32)), table)
     not_loaded = assign_parameters(cell, params)
     if strict_shapes and not_loaded:
         raise CheckpointError(f"{path}: parameters not loaded: {not_loaded[:5]}")
@@ -259,6 +306,51 @@ def assign_parameters(cell, params: dict) -> list:
     return not_loaded
 
 
+def _same_shape(saved: list, shape: list, is_expert: bool) -> bool:
+    """Equal shapes; for per-rank expert tensors only the dims after the expert dim (the count may differ)."""
+    return list(saved)[1:] == list(shape)[1:] if is_expert else list(saved) == list(shape)
+
+
+def saved_slots(saved: dict, name: str, logical, read_table) -> np.ndarray:
+    """The rows of the saved (assembled) expert tensor ``name`` holding the logical experts ``logical``.
+
+    The parts and their ``ranges`` are in *physical slot* order (rank r saved the slots it holds). Under a dynamic
+    expert placement the manifest's ``experts.placement`` maps each expert tensor to its layer's placement table
+    (a Parameter of the shared part, read by ``read_table(name)``): logical expert e is in slot ``table[e]``.
+    Without a placement, slot = logical expert."""
+    logical = np.asarray(logical, np.int64)
+    table_name = (saved.get("placement") or {}).get(name)
+    return logical if table_name is None else np.asarray(read_table(table_name), np.int64)[logical]
+
+
+def slot_runs(rows) -> list[tuple[int, int]]:
+    """Row ids -> ``(start, stop)`` runs of consecutive ids, in order."""
+    runs = []
+    for r in (int(x) for x in rows):
+        if runs and runs[-1][1] == r:
+            runs[-1] = (runs[-1][0], r + 1)
+        else:
+            runs.append((r, r + 1))
+    return runs
+
+
+def _gather_rows(path: str, saved: dict, name: str, rows) -> np.ndarray:
+    """Rows ``rows`` (physical slots) of expert tensor ``name``, read from the expert parts that hold them."""
+    from safetensors import safe_open
+    pieces = []
+    for at, stop in slot_runs(rows):
+        while at < stop:
+            hit = next(((f, lo, n) for f, (lo, n) in sorted(saved["ranges"].items()) if lo <= at < lo + n), None)
+            if hit is None:
+                raise CheckpointError(f"{path}: no expert part holds expert {at} of '{name}'")
+            f, lo, n = hit
+            end = min(stop, lo + n)
+            with safe_open(os.path.join(path, f), framework="np") as part:
+                pieces.append(part.get_slice(name)[at - lo:end - lo])
+            at = end
+    return np.concatenate(pieces, 0)
+
+
 # ---------------------------------------------------------------------------------------------- manager
 def _single_sum(x: np.ndarray) -> np.ndarray:
     return x
@@ -269,18 +361,24 @@ class CheckpointManager:
 
     ``all_sum`` sums a float array over all ranks (identity in one process); ``barrier`` waits for all ranks;
     ``local_names`` are the parameters of ``cell`` that differ per rank (expert parallelism; empty otherwise);
-    ``log`` prints a line (rank 0's lines reach train.log).
+    ``log`` prints a line (rank 0's lines reach train.log); ``experts = (first, count, total)``: the routed
+    experts this rank holds (recorded in the manifest, so that another layout can load the checkpoint);
+    ``placement_of`` {expert tensor: placement-table Parameter} under dynamic expert placement (recorded in the
+    manifest: the parts then hold physical slots, see :func:`saved_slots`).
     """
 
     def __init__(self, run_dir: str, rank: int = 0, world: int = 1, local_names=(), fmt: str = "safetensors",
                  keep_last: int = 3, all_sum: Callable = _single_sum, barrier: Callable = lambda: None,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, experts: tuple | None = None,
+                 placement_of: dict | None = None):
         self.run_dir = os.path.abspath(run_dir)
         self.root = os.path.join(self.run_dir, CHECKPOINTS)
         self.rank, self.world = rank, world
         self.local_names = set(local_names)
         self.fmt, self.keep_last = fmt, keep_last
         self.all_sum, self.barrier, self.log = all_sum, barrier, log
+        self.experts = experts
+        self.placement_of = dict(placement_of or {})
 
     def paths(self, step: int) -> CheckpointPaths:
         return checkpoint_paths(self.run_dir, step, self.rank, self.fmt)
@@ -295,10 +393,12 @@ class CheckpointManager:
         if step < 0:
             return None
         path = self.paths(step).directory
-        manifest = load_checkpoint(cell, path, self.rank)
-        if manifest["world"] != self.world and (manifest.get("expert_parts") or self.local_names):
-            raise CheckpointError(f"{path}: saved by {manifest['world']} ranks with expert parallelism, "
-                                  f"this run has {self.world}")
+        saved = read_manifest(path)
+        if saved["world"] != self.world and saved.get("expert_parts") and "experts" not in saved:
+            raise CheckpointError(f"{path}: saved by {saved['world']} ranks with expert parallelism before expert "
+                                  f"ranges were recorded; this run has {self.world}")
+        manifest = load_checkpoint(cell, path, self.rank, experts=self.experts[:2] if self.experts else None,
+                                   expert_names=self.local_names, placement_of=self.placement_of)
         self.log(f"resumed from {path} (next step {step + 1})")
         return manifest
 
@@ -341,7 +441,10 @@ class CheckpointManager:
         local = [p for p in params if p.name in self.local_names]
         if local:
             _save_params_atomic(local, paths.rank_part, self.fmt)
-            _write_json_atomic(paths.rank_info, file_digest(paths.rank_part))
+            info = file_digest(paths.rank_part)
+            if self.experts:
+                info["experts"] = list(self.experts)
+            _write_json_atomic(paths.rank_info, info)
         if self.rank == 0:
             _save_params_atomic([p for p in params if p.name not in self.local_names], paths.shared, self.fmt)
             for name, obj in (side_files or {}).items():
@@ -357,21 +460,26 @@ class CheckpointManager:
         parts = {os.path.basename(paths.shared): file_digest(paths.shared)}
         for name in side_files:
             parts[name] = file_digest(os.path.join(paths.directory, name))
+        experts = None
         if expert_parts:
+            ranges = {}
             for r in range(self.world):
                 p = checkpoint_paths(self.run_dir, step, r, self.fmt)
                 if not os.path.isfile(p.rank_info):
                     raise CheckpointError(f"checkpoint {paths.directory}: rank {r} wrote no expert part")
                 info = _read_json(p.rank_info)
+                held = info.pop("experts", None)
                 if file_digest(p.rank_part) != info:
                     raise CheckpointError(f"checkpoint {paths.directory}: part of rank {r} changed after it was "
                                           f"written")
                 parts[os.path.basename(p.rank_part)] = info
-        manifest = {"format_version": _FORMAT_VERSION, "step": step, "data_step": step, "format": self.fmt,
-                    "world": self.world, "expert_parts": expert_parts, "parts": parts,
-                    "shapes": shape_fingerprint(cell), **state}
-        _write_json_atomic(paths.manifest, manifest)
-        _fsync_dir(paths.directory)
+                if held:
+                    ranges[os.path.basename(p.rank_part)] = held[:2]
+            if self.experts and len(ranges) == self.world:
+                experts = {"total": self.experts[2], "names": sorted(self.local_names), "ranges": ranges}
+                if self.placement_of:
+                    experts["placement"] = dict(sorted(self.placement_of.items()))
+        write_manifest(paths, step, self.fmt, self.world, parts, shape_fingerprint(cell), experts, state)
 
     def _prune(self) -> None:
         if self.keep_last <= 0:
@@ -381,6 +489,20 @@ class CheckpointManager:
             trash = os.path.join(self.root, ".trash-" + os.path.basename(old))
             os.replace(old, trash)                 # one atomic step: never a half-deleted step_* directory
             shutil.rmtree(trash, ignore_errors=True)
+
+
+def write_manifest(paths: CheckpointPaths, step: int, fmt: str, world: int, parts: dict, shapes: dict,
+                   experts: dict | None = None, state: dict | None = None) -> None:
+    """Write ``paths.manifest`` (the last file of a checkpoint: from now on it is complete); ``parts``
+    {file: file_digest}, ``shapes`` {parameter: shape}, ``experts`` the expert layout of per-rank parts."""
+    manifest = {"format_version": _FORMAT_VERSION, "step": step, "data_step": step, "format": fmt,
+                "world": world, "expert_parts": experts is not None or any(n.startswith("experts_rank")
+                                                                           for n in parts),
+                "parts": parts, "shapes": shapes, **(state or {})}
+    if experts is not None:
+        manifest["experts"] = experts
+    _write_json_atomic(paths.manifest, manifest)
+    _fsync_dir(paths.directory)
 
 
 def save_checkpoint(cell, run_dir: str, step: int, state: dict | None = None, fmt: str = "safetensors",

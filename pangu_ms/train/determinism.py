@@ -4,9 +4,9 @@ Known source of run-to-run differences in MindSpore 2.9's CPU kernels: a reducti
 tensor (``ReduceCpuKernelFunc::AccelerateLongVector``, used e.g. by the global gradient norm over the flat
 gradient buffer) splits the tensor into blocks whose size is chosen by timing the first calls
 (``ParallelLaunchAutoSearch``) and adds the per-block partial sums in the order the threads *finish* (under a
-mutex). With more than one kernel thread the fp32 sum therefore depends on thread scheduling; through the clip
-factor the difference reaches the weights. One kernel thread (``runtime_num_threads=1``) makes every block run in
-order on one thread. ``train.deterministic: true`` applies that plus ``deterministic="ON"`` (MindSpore's switch
+mutex), and the block count itself is chosen by timing, so the fp32 sum differs by an ulp between runs (from
+step ~18, when the search settles), even on one thread; through the clip factor the difference reaches the
+weights. The gradient norm therefore never reduces a long vector in one go (``pangu_ms.layers.reduce``). ``train.deterministic: true`` applies that plus ``deterministic="ON"`` (MindSpore's switch
 for its deterministic kernel variants) and one inter-op thread, before the first kernel runs.
 """
 from __future__ import annotations

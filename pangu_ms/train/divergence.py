@@ -8,10 +8,16 @@ norm, whether training goes on:
   latest checkpoint holds the weights from before the divergence.
 * ``skip_step``: log a warning, count the step (``train/skipped_steps`` in metrics.jsonl and the checkpoint
   manifest) and go on; ``train.max_skipped_steps`` non-finite steps in a row raise :class:`DivergenceError`.
+
+A loss spike (``train.loss_spike_factor`` > 0: a finite loss above that factor times the median of the last
+``train.loss_spike_window`` finite losses) is logged as a warning and counted (``train/loss_spikes``); the step's
+update is kept (the usual remedy, rewinding to a checkpoint and skipping the data, is the user's decision).
 """
 from __future__ import annotations
 
 import math
+from collections import deque
+from statistics import median
 from typing import Callable
 
 
@@ -42,3 +48,26 @@ class NonFiniteGuard:
         self.log(f"warning: step {step}: {what} is not finite; update skipped ({self.in_a_row} in a row, "
                  f"{self.skipped} in this run; train.on_nonfinite=skip_step)")
         return False
+
+
+class LossSpikeDetector:
+    """``check(step, loss)`` -> True (and a logged warning) when ``loss > factor * median(last window losses)``;
+    off when ``factor`` is 0. Only finite losses enter the window; the window must be full before anything is
+    called a spike."""
+
+    def __init__(self, factor: float, window: int, log: Callable[[str], None]):
+        self.factor, self.log = factor, log
+        self.recent = deque(maxlen=window)
+        self.spikes = 0
+
+    def check(self, step: int, loss: float) -> bool:
+        if self.factor <= 0 or not math.isfinite(loss):
+            return False
+        spike = len(self.recent) == self.recent.maxlen and loss > self.factor * median(self.recent)
+        if spike:
+            self.spikes += 1
+            self.log(f"warning: step {step}: loss spike, {loss:.4f} > {self.factor:g} x the median "
+                     f"{median(self.recent):.4f} of the last {len(self.recent)} steps ({self.spikes} in this run; "
+                     f"train.loss_spike_factor)")
+        self.recent.append(loss)
+        return spike

@@ -23,7 +23,7 @@ from ..model import CausalLMLoss, build_model
 from ..model.stats import compute_stats
 from .determinism import apply_determinism
 from .checkpoint import CheckpointManager, load_checkpoint, local_parameter_names, resolve_checkpoint
-from .divergence import DivergenceError, NonFiniteGuard
+from .divergence import DivergenceError, LossSpikeDetector, NonFiniteGuard
 from .logging import RunLogger, expert_load_stats, truncate_metrics
 from .mf import ensure_mindformers
 from .optim import current_lr
@@ -62,8 +62,8 @@ class Trainer:
         else:
             self._step = compile_step(self.step_cell, t.mode)
         self.stats = compute_stats(cfg, t.seq_length)
-        self.checkpoints = self._checkpoint_manager()
         self.placement = self._expert_placement()
+        self.checkpoints = self._checkpoint_manager()
         self.start_step = 0
         self.skipped_before = 0         # non-finite steps skipped before the resumed checkpoint
         self.log = None
@@ -71,12 +71,15 @@ class Trainer:
 
     def _checkpoint_manager(self) -> CheckpointManager:
         t, rt = self.cfg.train, self.rt
-        local = set()
+        local, experts = set(), None
         if rt.hooks is not None and rt.hooks.local_experts is not None:     # expert parallelism: own shards
             from ..parallel.grads import expert_param_names
             local = local_parameter_names(self.step_cell, expert_param_names(self.net))
+            experts = (*rt.hooks.local_experts, self.cfg.moe.num_experts)
         return CheckpointManager(self.run_dir, rt.rank, rt.world, local, t.checkpoint_format, t.keep_last,
-                                 all_sum=self._all_sum, barrier=rt.barrier, log=lambda line: self.log.info(line))
+                                 all_sum=self._all_sum, barrier=rt.barrier, log=lambda line: self.log.info(line),
+                                 experts=experts,
+                                 placement_of=self.placement.placement_of() if self.placement is not None else None)
 
     def _expert_placement(self):
         """Placement state of the explicit EP path (``pangu_ms.parallel.placement_executor``): with
@@ -84,9 +87,7 @@ class Trainer:
         the dispatchers' tables for the per-rank load statistics. None without EP."""
         m, rt = self.cfg.moe, self.rt
         ep = rt.groups.get("ep")
-        has_tables = ep is not None and ep.size > 1 and self.net.moe_layer_ids and \
-            hasattr(self.net.layers[self.net.moe_layer_ids[0]].moe.dispatcher, "placement")
-        if not has_tables:
+        if ep is None or ep.size <= 1 or not self.net.moe_layer_ids:
             if m.expert_placement:
                 raise ConfigError("moe.expert_placement: needs the explicit expert-parallel path with the flat "
                                   "all-to-all (launch with run/msrun.sh, parallel.ep > 1)")
@@ -204,7 +205,11 @@ class Trainer:
                 self._resume_placement(self.checkpoints.paths(self.start_step).directory)
         elif init_from:
             path = resolve_checkpoint(init_from)
-            load_checkpoint(self.net, path, self.rt.rank)
+            experts = self.checkpoints.experts
+            load_checkpoint(self.net, path, self.rt.rank, experts=experts[:2] if experts else None,
+                            expert_names=self.checkpoints.local_names, placement_of=self.checkpoints.placement_of)
+            if self.placement is not None:
+                self.placement.read_tables()
             self.log.info(f"initialised weights from {path}")
         if self.rt.rank == 0:
             truncate_metrics(self.run_dir, self.start_step)
@@ -271,6 +276,7 @@ class Trainer:
         phase_at = {s: p.name for s, p in phase_starts(t)} if t.phases else {}
         guard = NonFiniteGuard(t.on_nonfinite, t.max_skipped_steps, self.log.info, self.skipped_before)
         ep_width = self.placement.ep_width if self.placement is not None else 1
+        spikes = LossSpikeDetector(t.loss_spike_factor, t.loss_spike_window, self.log.info)
         for step in range(self.start_step, end):
             if step in phase_at:
                 self.log.info(f"phase '{phase_at[step]}' starts at step {step}")
@@ -290,6 +296,7 @@ class Trainer:
             except DivergenceError:
                 self.log.close()                    # run/train.py prints the one error line
                 raise
+            spikes.check(step + 1, loss)
             self.log.advance(1, {"loss": f"{loss:.3f}"})
             last = step == end - 1
             if (step + 1) % t.log_interval == 0 or last:
@@ -298,7 +305,8 @@ class Trainer:
                 mfu = tps * self.stats.train_flops_per_token / peak
                 lr_now = current_lr(self.optimizer, step)
                 vals = {"loss/total": loss, "loss/lm": lm, "loss/mtp": mtp, "loss/aux": aux, "lr": lr_now,
-                        "grad_norm": norm, "train/skipped_steps": guard.skipped, "perf/tokens_per_s": tps, "perf/mfu": mfu, "moe/drop_rate": drop,
+                        "grad_norm": norm, "train/skipped_steps": guard.skipped,
+                        **({"train/loss_spikes": spikes.spikes} if t.loss_spike_factor > 0 else {}), "perf/tokens_per_s": tps, "perf/mfu": mfu, "moe/drop_rate": drop,
                         **expert_load_stats(load, tables, ep_width)}
                 self.log.scalars(step + 1, vals)
                 if self.cfg.moe.enabled:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import mindspore as ms
 from mindspore import nn, ops
 
+from ..layers.reduce import sum_of_squares
 from ..moe.bias_update import build_expert_bias_update
 
 
@@ -33,7 +34,8 @@ def clip_global_norm(grads, clip: float, reducer=None):
     When all gradients share one dtype the squared norm is taken over one flattened buffer (one Concat and one
     square-sum instead of two kernels per tensor; each kernel launch costs ~12 us on CPU). The scaling stays
     per tensor: splitting the buffer back costs one Slice kernel per tensor, and on a contended CPU the
-    thread-pooled slices cost more than the small Muls they replace."""
+    thread-pooled slices cost more than the small Muls they replace. ``sum_of_squares`` keeps the sum's order
+    independent of thread timing (``pangu_ms.layers.reduce``)."""
     same = len(grads) > 1
     for g in grads:
         same = same and g.dtype == grads[0].dtype
@@ -44,11 +46,11 @@ def clip_global_norm(grads, clip: float, reducer=None):
         for g in grads:
             pieces = pieces + (g.reshape(-1),)
         flat = ops.concat(pieces, 0)
-        norm = ops.sqrt((flat * flat).sum())
+        norm = ops.sqrt(sum_of_squares(flat))
     else:
         sq = ()
         for g in grads:
-            sq = sq + ((g * g).sum(),)
+            sq = sq + (sum_of_squares(g),)
         norm = ops.sqrt(ops.addn(sq))
     if clip > 0:
         factor = ops.minimum(clip / (norm + 1e-6), 1.0)

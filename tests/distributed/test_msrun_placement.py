@@ -40,6 +40,8 @@ def check(res, out):
         assert ckpt["saved_tables"] == am["tables"] and ckpt["other_tables"] != ckpt["saved_tables"]
         assert ckpt["loaded_tables"] == ckpt["saved_tables"]
         assert ckpt["loss_after_load"] == ckpt["loss"], ckpt
+        if r == 0:                                                          # ... and into one process
+            assert o["one_process"] == {"names": True, "exact": True}, o["one_process"]
         # D: resumed at step 4 after the step-2 migration, from a scrambled in-memory state: exact
         c, d = o["C"], o["D"]
         assert d["start_step"] == 4

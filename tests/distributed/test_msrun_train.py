@@ -1,9 +1,12 @@
 """The real entry under msrun: ``bash run/msrun.sh 2 <recipe>`` trains with DP=2, EP=2, logs the same losses as
 the single-process run of the same global batch, and an interrupted 2-rank run -- stopped with --stop-after, then
 resumed and killed with ``kill -9`` of rank 1 mid-run, then resumed again -- reproduces the uninterrupted 2-rank
-run's losses exactly; each checkpoint holds one expert part per rank. Four launches in all."""
+run's losses exactly; each checkpoint holds one expert part per rank. Resharding: the EP=2 checkpoint resumes in
+one process (EP 1) and the one-process checkpoint resumes under msrun with EP=2, continuing with the same losses.
+Five launches in all."""
 import json
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -107,3 +110,21 @@ def test_msrun_trains_like_single_process_and_resumes_after_stop_and_kill(tmp_pa
     ref = Trainer(single, progress=False).train()["losses"]
     for s, loss in ref.items():
         assert a[s + 1] == pytest.approx(loss, rel=1e-5), (s, a[s + 1], loss)
+
+    # 4. resharding, weights and AdamW moments: EP 2 -> 1 (the 2-rank checkpoint step_10 resumed in one process)
+    #    and EP 1 -> 2 (the one-process checkpoint step_10 resumed by 2 ranks); steps 11-12 as uninterrupted
+    step10 = os.path.join("checkpoints", f"step_{STEPS - 2:08d}")
+    for src, dst in ((full, tmp_path / "shrink"), (tmp_path / "single", tmp_path / "grow")):
+        shutil.copytree(src / step10, dst / step10)
+    shrink = load_config("yaml/tiny_cpu.yaml", SETS + [f"train.output_dir={tmp_path / 'shrink'}",
+                                                       "parallel.micro_batch_size=4"])
+    got = Trainer(shrink, progress=False).train()["losses"]
+    assert sorted(got) == [STEPS - 2, STEPS - 1]
+    assert resumed_line(tmp_path / "shrink") == f"resumed from {tmp_path / 'shrink' / step10} (next step {STEPS - 1})"
+    msrun(tmp_path / "grow")
+    assert resumed_line(tmp_path / "grow") == f"resumed from {tmp_path / 'grow' / step10} (next step {STEPS - 1})"
+    grown = losses(tmp_path / "grow")
+    assert sorted(grown) == [STEPS - 1, STEPS]
+    for s in (STEPS - 1, STEPS):
+        assert got[s - 1] == pytest.approx(a[s], rel=1e-5), (s, got[s - 1], a[s])
+        assert grown[s] == pytest.approx(ref[s - 1], rel=1e-5), (s, grown[s], ref[s - 1])

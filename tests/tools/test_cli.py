@@ -36,3 +36,17 @@ def test_plot_run_writes_png(tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 10_000
     r = run("tools/plot_run.py", str(tmp_path / "missing"))
     assert r.returncode == 2 and "no metrics.jsonl" in r.stderr
+
+
+def test_every_command_line_entry_goes_through_run_cli():
+    """A tool run as ``python tools/x.py`` turns bad input into one error line (exit 2), like the console scripts:
+    every script with a ``__main__`` block hands ``main`` to ``pangu_ms.cli.run_cli``."""
+    import ast
+    import glob
+    missing = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "tools", "*.py")) + glob.glob(os.path.join(ROOT, "run", "*.py"))):
+        tree = ast.parse(open(path, encoding="utf-8").read())
+        mains = [n for n in tree.body if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)]
+        if mains and "run_cli(main" not in ast.unparse(mains[0]):
+            missing.append(os.path.relpath(path, ROOT))
+    assert not missing, missing

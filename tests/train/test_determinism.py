@@ -32,8 +32,6 @@ def losses(out):
     return {r["step"]: struct.pack(">f", r["loss/total"]).hex() for r in rows}
 
 
-@pytest.mark.xfail(strict=False, reason="measured 2026-12-01 on an idle 2-core machine: two runs differ by 1 ulp "
-                   "from step ~18 even with train.deterministic=true (issue 13 item 2 is open)")
 def test_two_runs_and_a_resumed_run_are_bit_identical(tmp_path):
     a, b, c = (str(tmp_path / n) for n in ("a", "b", "c"))
     train(a)

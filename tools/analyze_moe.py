@@ -254,7 +254,7 @@ def analyze_domains(checkpoint: str, data: str, config: str | None, batches: int
     """Expert selection per corpus of ``data`` by the checkpoint's model: ``expert_domains.png`` + ``domains.md``."""
     from pangu_ms.config import load_config
     from pangu_ms.data import open_prepared
-    from pangu_ms.eval.expert_domains import divergence_matrix, domain_expert_counts, selection_shares
+    from pangu_ms.eval.expert_domains import divergence_matrix, domain_expert_counts, noise_floor, selection_shares
     from pangu_ms.model import build_model
     from pangu_ms.train.checkpoint import load_checkpoint, resolve_checkpoint
     directory = resolve_checkpoint(checkpoint, "--checkpoint")
@@ -267,9 +267,10 @@ def analyze_domains(checkpoint: str, data: str, config: str | None, batches: int
         raise ValueError(f"--data: {data} holds {len(valid)} corpus; expert selection by domain needs several")
     net = build_model(cfg)
     load_checkpoint(net, directory)
-    counts = domain_expert_counts(net, valid, cfg.train.seq_length, batches,
-                                  cfg.parallel.micro_batch_size)
+    per_batch = domain_expert_counts(net, valid, cfg.train.seq_length, batches, cfg.parallel.micro_batch_size)
+    counts = {n: c.sum(0) for n, c in per_batch.items()}
     names, js = divergence_matrix(counts)
+    floor = {n: noise_floor(per_batch[n]) for n in names if len(per_batch[n]) >= 2}
     n_layers, e = js.shape[0], np.asarray(counts[names[0]]).shape[1]
     fig, axes = plt.subplots(1, n_layers, figsize=(4 * n_layers, 1.2 + 0.45 * len(names)), squeeze=False)
     for i in range(n_layers):
@@ -290,12 +291,14 @@ def analyze_domains(checkpoint: str, data: str, config: str | None, batches: int
     lines = [f"# Expert selection by domain: {directory}", "",
              f"Validation tokens per corpus: {', '.join(f'{n} {tokens[n]}' for n in names)}. Jensen-Shannon "
              "divergence (bits, 0 = same expert shares, 1 = disjoint experts) between the corpora's per-expert "
-             "shares of routed pairs:", "",
-             "| layer | " + " | ".join(f"{names[a]} / {names[b]}" for a, b in pairs) + " | mean |",
-             "|---|" + "---|" * (len(pairs) + 1)]
+             "shares of routed pairs; the noise floor is the divergence between the even and odd batches of one "
+             "corpus (sampling alone, at half the tokens; the largest over the corpora):", "",
+             "| layer | " + " | ".join(f"{names[a]} / {names[b]}" for a, b in pairs) + " | mean | noise floor |",
+             "|---|" + "---|" * (len(pairs) + 2)]
     for i in range(n_layers):
         vals = [js[i, a, b] for a, b in pairs]
-        lines.append(f"| {i} | " + " | ".join(f"{v:.4f}" for v in vals) + f" | {np.mean(vals):.4f} |")
+        nf = max((f[i] for f in floor.values()), default=float("nan"))
+        lines.append(f"| {i} | " + " | ".join(f"{v:.4f}" for v in vals) + f" | {np.mean(vals):.4f} | {nf:.4f} |")
     lines += ["", "Most-used expert per corpus and layer (share):", "", "| layer | " + " | ".join(names) + " |",
               "|---|" + "---|" * len(names)]
     for i in range(n_layers):

@@ -105,11 +105,16 @@ def test_domain_expert_counts_sum_the_routers_selections(small_cfg):
     s = cfg.train.seq_length
     splits = {"low": _Split("low", rng.integers(0, 8, (4, s + 1))),
               "high": _Split("high", rng.integers(32, 64, (4, s + 1)))}
-    counts = domain_expert_counts(net, splits, s, batches=2, batch_size=2)
+    per_batch = domain_expert_counts(net, splits, s, batches=2, batch_size=2)
     for name, split in splits.items():
-        ref = sum(net(Tensor(split.input_ids[i:i + 2, :s]))[3].asnumpy() for i in (0, 2))   # PyNative
-        np.testing.assert_allclose(counts[name], ref)
-        assert (counts[name].sum(1) == 4 * s * cfg.moe.top_k).all()             # every token picks top_k
+        assert per_batch[name].shape == (2, 2, cfg.moe.num_experts)
+        for k, i in enumerate((0, 2)):
+            ref = net(Tensor(split.input_ids[i:i + 2, :s]))[3].asnumpy()          # PyNative
+            np.testing.assert_allclose(per_batch[name][k], ref)
+        assert (per_batch[name].sum((0, 2)) == 4 * s * cfg.moe.top_k).all()     # every token picks top_k
+    from pangu_ms.eval.expert_domains import js_divergence, noise_floor
+    b = per_batch["low"]
+    assert noise_floor(b).tolist() == [js_divergence(b[0, i], b[1, i]) for i in range(2)]
 
 
 def test_moe_study_scales_the_phases_and_rejects_bad_input(tmp_path):

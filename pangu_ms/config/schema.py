@@ -296,6 +296,11 @@ class TrainConfig:
             median of the last ``loss_spike_window`` losses; 0 turns the check off.
         deterministic: single-thread deterministic CPU kernels (``pangu_ms.train.determinism``), so the same
             command gives bit-identical losses run to run; false uses MindSpore's default thread pool.
+        reset_attention_mask: packed rows attend only within each document (the stored ``segment_ids``; as
+            Megatron / MindSpeed ``--reset-attention-mask``); false attends across the whole row.
+        reset_position_ids: RoPE positions restart at 0 in every document of a packed row (``--reset-position-ids``).
+            Both apply to training and validation of the pretrain and long-context stages (prepared data only);
+            the loss still counts every token, including a document's last token predicting the next one's first.
     """
 
     seed: int = 1234
@@ -329,6 +334,8 @@ class TrainConfig:
     loss_spike_factor: float = 0.0
     loss_spike_window: int = 50
     deterministic: bool = False
+    reset_attention_mask: bool = False
+    reset_position_ids: bool = False
 
 
 @dataclass

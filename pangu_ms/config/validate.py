@@ -180,6 +180,15 @@ def validate_data(cfg: Config) -> None:
     for name, w in d.weights.items():
         if w < 0:
             raise ConfigError(f"data.weights.{name}: must be >= 0, got {w}")
+    for key in ("reset_attention_mask", "reset_position_ids"):
+        if not getattr(cfg.train, key):
+            continue
+        if cfg.stage.name not in ("pretrain", "long_context"):
+            raise ConfigError(f"train.{key}: applies to the pretrain and long_context stages, not "
+                              f"stage.name={cfg.stage.name!r} (one sample per row there)")
+        if d.source != "mindrecord":
+            raise ConfigError(f"train.{key}: needs document boundaries of packed rows (data.source=mindrecord), "
+                              f"but data.source is {d.source!r}")
 
 
 def validate_sim(cfg: Config) -> None:

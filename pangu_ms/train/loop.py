@@ -19,6 +19,7 @@ import numpy as np
 from mindspore import Tensor
 
 from ..config import Config, ConfigError, dump_config
+from ..data.packing import document_positions
 from ..model import CausalLMLoss, build_model
 from ..model.stats import compute_stats
 from .determinism import apply_determinism
@@ -133,7 +134,8 @@ class Trainer:
             return {"synthetic": self.sampler.valid_batches(batch_size, n)}
         from ..data import eval_batches
         per = max(1, n // len(self.valid))
-        return {name: eval_batches(split, batch_size, self.rt.dp_rank, self.rt.dp_size, max_batches=per)
+        return {name: eval_batches(split, batch_size, self.rt.dp_rank, self.rt.dp_size, max_batches=per,
+                                   with_segments=self._documents())
                 for name, split in self.valid.items()}
 
     # ------------------------------------------------------------------ steps
@@ -153,6 +155,26 @@ class Trainer:
         n = len(values)
         return list(total[:n] / self.rt.world), total[n:].reshape(np.shape(load))
 
+    def _documents(self) -> bool:
+        """Whether the recipe resets attention or positions per document (step inputs carry segments)."""
+        t = self.cfg.train
+        return t.reset_attention_mask or t.reset_position_ids
+
+    def _inputs(self, batch) -> tuple:
+        """Step inputs of one batch: (input_ids, labels), plus (loss mask None, segment_ids, position_ids) of
+        the inputs when attention or positions are reset per document (``train.reset_*``)."""
+        if not self._documents():
+            return Tensor(batch[:, :-1]), Tensor(batch[:, 1:])
+        rows, segments = batch
+        segments = segments[:, :-1]
+        t = self.cfg.train
+        return (Tensor(rows[:, :-1]), Tensor(rows[:, 1:]), None,
+                Tensor(segments) if t.reset_attention_mask else None,
+                Tensor(document_positions(segments)) if t.reset_position_ids else None)
+
+    def _batch(self, step: int, micro: int):
+        return self.sampler.batch(step, micro, with_segments=self._documents())
+
     def run_step(self, step: int):
         vals, load = self._run_step_local(step)
         return self._across_ranks(vals, load)
@@ -160,16 +182,14 @@ class Trainer:
     def _run_step_local(self, step: int):
         """One optimizer step; returns host floats (loss, lm, mtp, aux, drop, grad_norm) and the expert load."""
         if self.accum == 1:
-            ids = self.sampler.batch(step, 0)
-            out = self._step(Tensor(ids[:, :-1]), Tensor(ids[:, 1:]))
+            out = self._step(*self._inputs(self._batch(step, 0)))
             loss, lm, mtp, aux, load, drop, norm = out
             vals = [float(v.asnumpy()) for v in (loss, lm, mtp, aux, drop, norm)]
             return vals, load.asnumpy()
         acc = np.zeros(5)
         load_sum = None
         for j in range(self.accum):
-            ids = self.sampler.batch(step, j)
-            loss, lm, mtp, aux, load, drop = self._micro(Tensor(ids[:, :-1]), Tensor(ids[:, 1:]))
+            loss, lm, mtp, aux, load, drop = self._micro(*self._inputs(self._batch(step, j)))
             acc += [float(v.asnumpy()) for v in (loss, lm, mtp, aux, drop)]
             load_sum = load.asnumpy() if load_sum is None else load_sum + load.asnumpy()
         norm = float(self._apply(Tensor(float(self.accum), ms.float32)).asnumpy())
@@ -180,12 +200,12 @@ class Trainer:
         if not hasattr(self, "_eval_fn"):
             loss_cell = self.loss_cell
 
-            def eval_fn(x, y):
-                return loss_cell(x, y)[1]
+            def eval_fn(*inputs):
+                return loss_cell(*inputs)[1]
             self._eval_fn = ms.jit(eval_fn) if self.cfg.train.mode == "graph" else eval_fn
         out, every = {}, []
         for name, batches in self._valid_sets(self.micro).items():
-            losses = [float(self._eval_fn(Tensor(b[:, :-1]), Tensor(b[:, 1:])).asnumpy()) for b in batches]
+            losses = [float(self._eval_fn(*self._inputs(b)).asnumpy()) for b in batches]
             losses = list(self._across_ranks(losses, np.zeros(0))[0]) if losses else losses
             if losses:
                 out[name] = float(np.mean(losses))

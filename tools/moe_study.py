@@ -77,7 +77,7 @@ def scaled_phases(recipe: str, scale: float, out_dir: str) -> tuple[str, int]:
 
 
 def analyze(args: list) -> None:
-    from tools import analyze_moe
+    from pangu_ms.tools import analyze_moe
     if analyze_moe.main(args) != 0:
         raise RuntimeError(f"analyze_moe {' '.join(args)} failed")
 
@@ -168,6 +168,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, ROOT)
     from pangu_ms.cli import run_cli
     sys.exit(run_cli(main))

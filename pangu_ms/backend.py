@@ -94,7 +94,7 @@ class CausalAttention(nn.Cell):
     """Decoupled-RoPE causal attention, concat-free.
 
     Inputs: q_nope [B,N,S,Dn], q_rope [B,N,S,Dr], k_nope [B,N,S,Dn], k_rope [B,S,Dr] (shared by all heads, as in
-    MLA), v [B,N,S,Dv], mask [S,S] additive. ``q_rope``/``k_rope`` may be ``None`` (GQA/MHA pass the whole head
+    MLA), v [B,N,S,Dv], mask additive [S,S] (causal) or [B,1,S,S] (causal within packed documents). ``q_rope``/``k_rope`` may be ``None`` (GQA/MHA pass the whole head
     dim as "nope"). Returns [B,N,S,Dv].
 
     scores = q_nope k_nope^T + q_rope k_rope^T (the rope product is one [B, N*S, Dr] x [B, S, Dr]^T matmul, so
@@ -162,18 +162,26 @@ class ChunkedCausalAttention(CausalAttention):
                 dr = q_rope.shape[-1]
                 rope = self.rope_score_matmul(q_rope[:, :, i0:i1].reshape(b, n * c, dr), k_rope[:, :i1])
                 scores = scores + rope.reshape(b, n, c, i1)
-            probs = ops.softmax(scores * self.scale + mask[i0:i1, :i1], -1)
+            probs = ops.softmax(scores * self.scale + mask[..., i0:i1, :i1], -1)
             outs = outs + (self.value_matmul(probs, v[:, :, :i1]),)
         return ops.concat(outs, 2)
 
 
 class FusedCausalAttention(CausalAttention):
-    """Ascend ``FlashAttentionScore`` (BNSD layout, causal sparse mode). Untested here: no CPU kernel."""
+    """Ascend ``FlashAttentionScore`` (BNSD layout). Untested here: no CPU kernel.
+
+    A causal [S, S] mask uses the compressed causal sparse mode (``flash_attention``, sparse_mode 2, the fixed
+    [2048, 2048] mask); a per-document [B, 1, S, S] mask (reset attention mask) is passed whole as a uint8
+    "1 = masked" mask (``flash_attention_document``, sparse_mode 0). Choice: the full mask keeps the BNSD layout
+    and the plan's strategies; the TND layout with ``actual_seq_qlen`` would skip the masked blocks' compute.
+    """
 
     def __init__(self, scale: float, heads: int):
         super().__init__(scale)
         self.flash_attention = FlashAttentionScore(head_num=heads, scale_value=scale, input_layout="BNSD",
                                                    sparse_mode=2)
+        self.flash_attention_document = FlashAttentionScore(head_num=heads, scale_value=scale,
+                                                            input_layout="BNSD", sparse_mode=0)
 
     def construct(self, q_nope, q_rope, k_nope, k_rope, v, mask):
         b, n, s, _ = q_nope.shape
@@ -183,14 +191,20 @@ class FusedCausalAttention(CausalAttention):
             k = ops.concat((k_nope, k_rope_b), -1)
         else:
             q, k = q_nope, k_nope
+        if len(mask.shape) == 4:
+            return self.flash_attention_document(q, k, v, None, None, None, (mask < -1.0).astype(ms.uint8))[3]
         causal = ops.triu(ops.ones((2048, 2048), ms.uint8), 1)
         return self.flash_attention(q, k, v, None, None, None, causal)[3]
 
     def shard(self, attr: str, in_strategy: tuple) -> dict:
-        """(q, k, v) BNSD strategies plus the replicated [2048, 2048] causal mask."""
+        """(q, k, v) BNSD strategies plus the replicated [2048, 2048] causal mask, or the document mask
+        [B, 1, S, S] split like the queries (batch over dp, query rows over cp)."""
         strategy = tuple(in_strategy) + ((1, 1),)
+        (b, _, s, _), _, _ = in_strategy
+        document = tuple(in_strategy) + ((b, 1, s, 1),)
         self.flash_attention.shard(strategy)
-        return {"flash_attention": strategy}
+        self.flash_attention_document.shard(document)
+        return {"flash_attention": strategy, "flash_attention_document": document}
 
 
 class Backend:

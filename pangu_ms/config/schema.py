@@ -156,6 +156,14 @@ class MoEConfig:
             (tokens sorted by expert into blocks of ``sorted_block_size`` rows, MegaBlocks-style; wins for many
             experts), or ``auto`` (masked_dense when num_experts <= 16).
         sorted_block_size: rows per block of ``sorted_block``.
+        expert_placement: dynamic expert placement on the explicit expert-parallel path (msrun): the routed
+            experts of each MoE layer are re-placed across the EP ranks from their predicted load, weights and both
+            AdamW moments moving with them (``pangu_ms/parallel/placement_*.py``, docs/moe_placement.md). Needs
+            parallel.ep > 1 and the flat all-to-all.
+        placement_interval: steps between two placement checks (MindSpeed: 50).
+        placement_theta: EMA factor of the load predictor, pred <- theta * pred + (1 - theta) * load (0.9).
+        placement_threshold: a layer migrates only if the plan lowers the predicted coefficient of variation of
+            its EP-rank load by at least this much (absolute, in [0, 1]; MindSpeed: 0.08).
     """
 
     num_experts: int = 8
@@ -173,6 +181,10 @@ class MoEConfig:
     capacity_factor: float = 1.25
     dropless_impl: str = _choice("auto", ("auto", "masked_dense", "sorted_block"))
     sorted_block_size: int = 32
+    expert_placement: bool = False
+    placement_interval: int = 50
+    placement_theta: float = 0.9
+    placement_threshold: float = 0.08
 
     @property
     def enabled(self) -> bool:
@@ -290,6 +302,11 @@ class TrainConfig:
             moe_act, experts, shared_expert, mlp, mtp), or ``auto`` (the cheapest granularity whose peak memory
             the simulator's model predicts within ``memory_budget_gb``). Applied with ``Cell.recompute()``.
         memory_budget_gb: device memory budget (GB = 1e9 bytes) for ``recompute: auto``; 0 = not set.
+        reset_attention_mask: packed rows attend only within each document (the stored ``segment_ids``; as
+            Megatron / MindSpeed ``--reset-attention-mask``); false attends across the whole row.
+        reset_position_ids: RoPE positions restart at 0 in every document of a packed row (``--reset-position-ids``).
+            Both apply to training and validation of the pretrain and long-context stages (prepared data only);
+            the loss still counts every token, including a document's last token predicting the next one's first.
     """
 
     seed: int = 1234
@@ -325,6 +342,8 @@ class TrainConfig:
     deterministic: bool = False
     recompute: Any = "none"
     memory_budget_gb: float = 0.0
+    reset_attention_mask: bool = False
+    reset_position_ids: bool = False
 
 
 @dataclass

@@ -73,6 +73,19 @@ def pack_documents(token_docs: Sequence[Sequence[int]], eod_id: int, seq_len: in
     return PackedRows(np.ascontiguousarray(input_ids), segment_ids, len(token_docs), total, total - used)
 
 
+def document_positions(segment_ids: np.ndarray) -> np.ndarray:
+    """Position of every token within its document (0 at a row's start and at every segment change), int32,
+    same shape as ``segment_ids`` [..., L]: the reset position ids of packed rows. Segment ids are
+    non-decreasing along a row (``pack_documents``), so a document is one contiguous run."""
+    seg = np.asarray(segment_ids)
+    idx = np.broadcast_to(np.arange(seg.shape[-1]), seg.shape)
+    start = np.zeros(seg.shape, dtype=bool)
+    start[..., 0] = True
+    start[..., 1:] = seg[..., 1:] != seg[..., :-1]
+    first = np.maximum.accumulate(np.where(start, idx, 0), axis=-1)
+    return (idx - first).astype(np.int32)
+
+
 def split_documents(n_docs: int, valid_fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
     """Deterministic document-level split -> (train indices, valid indices), each sorted ascending."""
     if not 0.0 <= valid_fraction < 1.0:

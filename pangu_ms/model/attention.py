@@ -6,10 +6,13 @@ MLA (per token x, hidden d):
     [c_kv | k_rope] = x W_kva               (kv_lora_rank + Dr; k_rope is shared by every head)
     [k_nope | v] = RMSNorm(c_kv) W_kvb -> per head (Dn, Dv)
     q_rope, k_rope <- RoPE(positions)       (decoupled RoPE: only the Dr part carries position)
-    o = softmax((q_nope k_nope^T + q_rope k_rope^T) / sqrt(Dn + Dr) + causal) v;  out = o W_o
+    o = softmax((q_nope k_nope^T + q_rope k_rope^T) / sqrt(Dn + Dr) + mask) v;  out = o W_o
+The additive mask is causal [S, S], or [B, 1, S, S] causal within each packed document (``document_mask``);
+``positions`` [B, S] (optional) are the RoPE positions (per-document positions of packed rows).
 The compressed [c_kv | k_rope] is what a KV cache stores (kv_lora_rank + Dr per token).
 
-Inputs are flattened tokens x [B*S, d] plus the batch size; outputs have the same shape.
+Inputs are flattened tokens x [B*S, d] plus the batch size, the mask and optional positions; outputs have the
+same shape as x.
 """
 from __future__ import annotations
 
@@ -90,12 +93,12 @@ class MLA(nn.Cell):
         q = [self.q_a_norm, self.q_b_proj] if self.q_lora else []
         return q + [self.q_heads, self.kv_latent, self.kv_a_norm, self.kv_b_proj, self.kv_heads, self.rope]
 
-    def construct(self, x, batch, mask):
+    def construct(self, x, batch, mask, positions=None):
         t = x.shape[0]
         q_nope, q_rope = self.q_heads(self.project_q(x), batch)
-        q_rope = self.rope(q_rope)
+        q_rope = self.rope(q_rope, positions=positions)
         c_kv, k_rope = self.kv_latent(self.kv_a_proj(x), batch)
-        k_rope = self.rope(k_rope)
+        k_rope = self.rope(k_rope, positions=positions)
         k_nope, v = self.kv_heads(self.kv_b_proj(self.kv_a_norm(c_kv)), batch)
         o = self.core(q_nope, q_rope, k_nope, k_rope, v, mask)          # [B, N, S, Dv]
         o = o.transpose(0, 2, 1, 3).reshape(t, self.num_heads * self.v_head_dim)
@@ -123,11 +126,11 @@ class GQA(nn.Cell):
     def _heads(self, y, heads, batch, s):
         return y.reshape(batch, s, heads, self.head_dim).transpose(0, 2, 1, 3)
 
-    def construct(self, x, batch, mask):
+    def construct(self, x, batch, mask, positions=None):
         t = x.shape[0]
         s = t // batch
-        q = self.rope(self._heads(self.q_proj(x), self.num_heads, batch, s))
-        k = self.rope(self._heads(self.k_proj(x), self.num_kv_heads, batch, s))
+        q = self.rope(self._heads(self.q_proj(x), self.num_heads, batch, s), positions=positions)
+        k = self.rope(self._heads(self.k_proj(x), self.num_kv_heads, batch, s), positions=positions)
         v = self._heads(self.v_proj(x), self.num_kv_heads, batch, s)
         if self.kv_repeats > 1:
             k = ops.repeat_elements(k, self.kv_repeats, 1)

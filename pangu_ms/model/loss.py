@@ -6,8 +6,9 @@ masked mean.
 ``CausalLMLoss(model, mtp_weight)``: the pretraining / SFT objective
     loss = CE(next token) + mtp_weight * mean_j CE_mtp_j + sum of the MoE layers' aux losses (MTP layers included)
 where MTP depth j+1 predicts token i+j+2 (``labels[:, j+1:]``) and the loss mask (SFT: response tokens) is
-shifted the same way. ``construct(input_ids, labels, loss_mask=None)`` returns (loss, lm_loss, mtp_loss,
-aux_loss, expert_load, drop_rate). The model is held as ``model`` with ``auto_prefix=False``, so the parameter
+shifted the same way. ``construct(input_ids, labels, loss_mask=None, segment_ids=None, position_ids=None)``
+returns (loss, lm_loss, mtp_loss, aux_loss, expert_load, drop_rate); ``segment_ids`` / ``position_ids`` go to the
+model (document-aware attention and positions of packed rows). The model is held as ``model`` with ``auto_prefix=False``, so the parameter
 names are the bare model's (checkpoints and the Ascend plan use them).
 """
 from __future__ import annotations
@@ -42,9 +43,9 @@ class CausalLMLoss(nn.Cell):
         self.cross_entropy = CrossEntropy()
         self.mtp_weight = float(mtp_weight)
 
-    def construct(self, input_ids, labels, loss_mask=None):
+    def construct(self, input_ids, labels, loss_mask=None, segment_ids=None, position_ids=None):
         b, s = input_ids.shape
-        logits, mtp_logits, aux, load, drop = self.model(input_ids, labels)
+        logits, mtp_logits, aux, load, drop = self.model(input_ids, labels, segment_ids, position_ids)
         lm_loss = self.cross_entropy(logits, labels.reshape(-1), loss_mask)
         mtp_loss = ops.zeros((), lm_loss.dtype)
         for j, depth_logits in enumerate(mtp_logits):

@@ -26,7 +26,7 @@ class MTPModule(nn.Cell):
         self.layer = build_layer()
         self.final_norm = backend.rms_norm(m.hidden_size, m.norm_eps, dtype=dtype)
 
-    def construct(self, prev_hidden, next_embed, batch, mask):
+    def construct(self, prev_hidden, next_embed, batch, mask, positions=None):
         x = self.eh_proj(ops.concat((self.enorm(next_embed), self.hnorm(prev_hidden)), -1))
-        h, aux, _, _ = self.layer(x, batch, mask)
+        h, aux, _, _ = self.layer(x, batch, mask, positions)
         return h, aux

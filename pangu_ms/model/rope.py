@@ -115,7 +115,8 @@ def scaled_rope_tables(dim: int, max_len: int, base: float, interleaved: bool = 
 
 
 class RotaryEmbedding(nn.Cell):
-    """Applies RoPE to [..., S, D] tensors; positions 0..S-1 (offset for incremental decoding)."""
+    """Applies RoPE to [B, S, D] or [B, N, S, D] tensors at positions 0..S-1 (``offset`` added for incremental
+    decoding), or at explicit ``positions`` [B, S] int32 (per-document positions of packed rows)."""
 
     def __init__(self, dim: int, max_len: int, base: float, interleaved: bool = True, dtype=ms.float32,
                  scaling: str = "none", factor: float = 1.0, original_max_len: int = 0):
@@ -128,10 +129,16 @@ class RotaryEmbedding(nn.Cell):
         self.matmul = ops.MatMul()
         self.dim = dim
 
-    def construct(self, x, offset=0):
+    def construct(self, x, offset=0, positions=None):
         s = x.shape[-2]
-        cos = self.cos[offset: offset + s]
-        sin = self.sin[offset: offset + s]
+        if positions is None:
+            cos = self.cos[offset: offset + s]
+            sin = self.sin[offset: offset + s]
+        else:
+            b = positions.shape[0]
+            table_shape = (b, 1, s, self.dim) if len(x.shape) == 4 else (b, s, self.dim)
+            cos = ops.gather(self.cos, positions.reshape(-1), 0).reshape(table_shape)
+            sin = ops.gather(self.sin, positions.reshape(-1), 0).reshape(table_shape)
         shape = x.shape
         xr = self.matmul(x.reshape(-1, self.dim), self.rot).reshape(shape)
         return x * cos + xr * sin

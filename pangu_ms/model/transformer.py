@@ -53,8 +53,8 @@ class DecoderLayer(nn.Cell):
             self.post_mlp_norm = backend.rms_norm(m.hidden_size, m.norm_eps, g_mlp, dtype)
         self.num_experts = max(moe_cfg.num_experts, 1)
 
-    def construct(self, x, batch, mask):
-        a = self.attention(self.input_norm(x), batch, mask)
+    def construct(self, x, batch, mask, positions=None):
+        a = self.attention(self.input_norm(x), batch, mask, positions)
         if self.sandwich:
             a = self.post_attn_norm(a)
         h = x + a
@@ -78,6 +78,22 @@ def causal_mask(s: int, dtype):
     return (col > row).astype(dtype) * -1e9
 
 
+def document_mask(segment_ids, dtype):
+    """Additive [B, 1, S, S] mask of packed rows: 0 where the key is at or before the query *and* in the same
+    document (equal ``segment_ids`` [B, S]), -1e9 elsewhere (the reset attention mask)."""
+    b, s = segment_ids.shape
+    same = ops.equal(segment_ids.reshape(b, s, 1), segment_ids.reshape(b, 1, s))
+    row = ops.arange(s).reshape(1, s, 1)
+    col = ops.arange(s).reshape(1, 1, s)
+    allowed = ops.logical_and(same, col <= row)
+    return ((1 - allowed.astype(dtype)) * -1e9).reshape(b, 1, s, s)
+
+
+def attention_mask(s: int, dtype, segment_ids=None):
+    """``causal_mask(s)``, or ``document_mask(segment_ids)`` when the row's document boundaries are given."""
+    return causal_mask(s, dtype) if segment_ids is None else document_mask(segment_ids, dtype)
+
+
 class Embedding(nn.Cell):
     """Token embedding [V, d] looked up with the ``Gather`` primitive (``mint`` embedding has no CPU kernel);
     ``gather`` is the primitive the Ascend plan shards (vocab-parallel weight, tokens over dp x cp)."""
@@ -92,8 +108,13 @@ class Embedding(nn.Cell):
 
 
 class PanguForCausalLM(nn.Cell):
-    """The whole model. ``construct(input_ids [B,S], next_tokens [B,S] or None)`` returns
-    (logits [B*S, V], mtp_logits, aux_loss, expert_load [n_moe_layers, E], drop_rate) and no loss.
+    """The whole model. ``construct(input_ids [B,S], next_tokens [B,S] or None, segment_ids [B,S] or None,
+    position_ids [B,S] or None)`` returns (logits [B*S, V], mtp_logits, aux_loss, expert_load
+    [n_moe_layers, E], drop_rate) and no loss.
+
+    ``segment_ids`` (the packed row's document ids, ``pangu_ms.data.packing``): attention stays inside each
+    document (``document_mask``; ``train.reset_attention_mask``); ``position_ids``: RoPE positions
+    (``train.reset_position_ids``: restarting at 0 in every document); default causal over the row and 0..S-1.
 
     ``next_tokens`` (the labels) feed the MTP modules: depth j+1 combines h_i with the embedding of token
     i+j+1 and predicts token i+j+2; ``mtp_logits`` holds one [B*(S-1-j), V] tensor per depth (empty without
@@ -135,32 +156,34 @@ class PanguForCausalLM(nn.Cell):
             return self.head_mm(hidden, self.embedding.weight)
         return self.lm_head(hidden)
 
-    def hidden_states(self, input_ids):
+    def hidden_states(self, input_ids, segment_ids=None, position_ids=None):
         """Final-norm hidden states [B*S, d] plus (aux loss sum, per-layer expert loads, drop-rate sum)."""
         b, s = input_ids.shape
         x = self.embedding(input_ids)
-        mask = causal_mask(s, self.dtype)
+        mask = attention_mask(s, self.dtype, segment_ids)
         aux = ops.zeros((), self.dtype)
         drop = ops.zeros((), self.dtype)
         loads = ()
         for i, layer in enumerate(self.layers):
-            x, a, load, d = layer(x, b, mask)
+            x, a, load, d = layer(x, b, mask, position_ids)
             aux = aux + a
             drop = drop + d
             if i in self.moe_layer_ids:
                 loads = loads + (load,)
         return self.final_norm(x), aux, loads, drop
 
-    def construct(self, input_ids, next_tokens=None):
+    def construct(self, input_ids, next_tokens=None, segment_ids=None, position_ids=None):
         b, s = input_ids.shape
-        hidden, aux, loads, drop = self.hidden_states(input_ids)
+        hidden, aux, loads, drop = self.hidden_states(input_ids, segment_ids, position_ids)
         mtp_logits = ()
         if next_tokens is not None:
             prev = hidden
             for j, module in enumerate(self.mtp):
                 n = s - 1 - j
                 prev = prev.reshape(b, -1, prev.shape[-1])[:, :n].reshape(b * n, -1)
-                prev, a = module(prev, self.embedding(next_tokens[:, j: j + n]), b, causal_mask(n, self.dtype))
+                mask = attention_mask(n, self.dtype, None if segment_ids is None else segment_ids[:, :n])
+                positions = None if position_ids is None else position_ids[:, :n]
+                prev, a = module(prev, self.embedding(next_tokens[:, j: j + n]), b, mask, positions)
                 mtp_logits = mtp_logits + (self.logits(module.final_norm(prev)),)
                 aux = aux + a
         if self.n_moe > 0:

@@ -33,3 +33,18 @@ def test_rotation_preserves_relative_position_dot_products():
     def rot(v, pos):
         return apply_rope_numpy(v[None], cos[pos:pos + 1], sin[pos:pos + 1])[0]
     assert np.isclose(rot(q, 5) @ rot(k, 2), rot(q, 13) @ rot(k, 10))
+
+
+def test_rope_at_explicit_positions_matches_pair_rotation():
+    """Per-row positions [B, S] (reset position ids of packed rows) for [B, N, S, D] and [B, S, D] inputs."""
+    rng = np.random.default_rng(2)
+    positions = np.array([[0, 1, 2, 0, 1, 0], [3, 4, 0, 1, 2, 3]], np.int32)
+    rope = RotaryEmbedding(8, 32, 1e4, True)
+    cos, sin = rope_tables(8, 32, 1e4, True)
+    for shape in ((2, 3, 6, 8), (2, 6, 8)):
+        x = rng.standard_normal(shape).astype(np.float32)
+        got = rope(Tensor(x), positions=Tensor(positions)).asnumpy()
+        for b in range(2):
+            p = positions[b]
+            ref = apply_rope_numpy(x[b].astype(np.float64), cos[p], sin[p], True)
+            np.testing.assert_allclose(got[b], ref, atol=1e-5)

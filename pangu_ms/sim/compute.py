@@ -75,13 +75,29 @@ class BlockCost:
     gemm_time_attn: float = 0.0       # forward GEMM time of the attention block (hides TP collectives)
     gemm_time_mlp: float = 0.0        # forward GEMM time of the FFN / MoE block
     model_flops: float = 0.0          # forward model FLOPs on this device
+    # expert groups of a MoE layer (the EP overlap model, overlap.py): routed + shared experts, shared alone,
+    # and the routed experts' weight-gradient GEMMs (half of their backward GEMM work)
+    expert_fwd: float = 0.0
+    expert_bwd: float = 0.0
+    shared_fwd: float = 0.0
+    shared_bwd: float = 0.0
+    routed_wgrad: float = 0.0
 
     def add(self, op: Op, t: float, part: str) -> None:
         self.ops.append((op, t))
         bwd_factor = 2.5 if op.kind == ATTN else 2.0
         self.fwd += t
         # work scales like the FLOPs / bytes; kernel launches by the backward's kernels per forward kernel
-        self.bwd += bwd_factor * (t - op.launch) + op.bwd_launch * op.launch
+        bwd = bwd_factor * (t - op.launch) + op.bwd_launch * op.launch
+        self.bwd += bwd
+        if op.name.startswith(("moe.experts", "moe.shared")):
+            self.expert_fwd += t
+            self.expert_bwd += bwd
+            if op.name.startswith("moe.shared"):
+                self.shared_fwd += t
+                self.shared_bwd += bwd
+            elif op.kind == GEMM:
+                self.routed_wgrad += 0.5 * bwd
         self.model_flops += op.model_flops
         if op.recompute == R_ELEM:
             self.recompute_selective += t

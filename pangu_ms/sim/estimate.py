@@ -107,10 +107,12 @@ class Estimate:
     stage_times_s: list
     details: dict
     config: Config | None = None    # the resolved recipe estimated (sim/recipe.py writes it for training)
+    mfu_by_peak: dict = field(default_factory=dict)   # {dtype: MFU against that dtype's dense peak}
 
     def as_dict(self) -> dict:
         return {
             "mfu": self.mfu,
+            "mfu_by_peak": {f"mfu_vs_{d}_peak": v for d, v in self.mfu_by_peak.items()},
             "peak_flops_per_device": self.peak_flops_per_device,
             "peak_dtype": self.peak_dtype,
             "step_time_s": self.step_time_s,
@@ -356,6 +358,9 @@ class Simulator:
         tokens = L.global_batch_size * L.seq_length
         peak = hw.mfu_peak
         mfu = fpt * tokens / (step * L.world * peak)
+        # MFU against both the BF16 peak and the peak of the precision the linear GEMMs use (labelled)
+        mfu_by_peak = {d: fpt * tokens / (step * L.world * hw.peak(d)) for d in dict.fromkeys(("bf16", s.precision))
+                       if d in hw.peak_flops}
 
         # memory per device (pipeline stage; DualPipe devices hold stage i and its mirror p-1-i)
         mem_rows = self._memory_rows(blocks, bounds)
@@ -403,7 +408,7 @@ class Simulator:
                        "transient": transient / GB, "reserved": hw.reserved_bytes / GB,
                        "worst_stage": worst, "inflight_chunks": inflight,
                        "activations_per_micro_batch_by_module": act_modules},
-            stage_times_s=st_time, config=cfg,
+            stage_times_s=st_time, config=cfg, mfu_by_peak=mfu_by_peak,
             details={"bubble_fraction": bubble / step, "slowest_stage": slow,
                      "layers_per_virtual_stage": list(split.counts), "stage_split": split.method,
                      "blocks_per_virtual_stage": blocks_per_chunk,

@@ -76,3 +76,28 @@ def test_estimate_overlap_on_off_and_contention():
     assert on.breakdown_s["ep_alltoall_exposed"] == pytest.approx(d["ep_alltoall_exposed_comm_s"]
                                                                   + d["ep_overlap_contention_s"])
     assert d["ep_overlap_contention_s"] > 0        # h800 profile: comm_compute_slowdown 0.25
+
+
+def test_fp8_per_gemm_precision_and_mfu_against_both_peaks():
+    """FP8: linear GEMMs at the FP8 peak x fp8_gemm_efficiency_scale plus a quantisation pass; LM head, router and
+    attention core BF16; MFU printed against the BF16 and the FP8 peak (ratio = the peaks' ratio)."""
+    from pangu_ms.sim.compute import ComputeModel
+    from pangu_ms.sim.hardware import load_hardware
+    from pangu_ms.sim.layout import resolve_layout
+    path = os.path.join(ROOT, "yaml", "sim", "llama3_405b.yaml")
+    hw = load_hardware("h100")
+    cfg, lay = resolve_layout(load_config(path, ["sim.precision=fp8"], validate=False), 16384, 8)
+    cm = ComputeModel(cfg, lay, hw)
+    head = dict((op.name, op) for op, _ in cm.head().ops)["head.lm_head"]
+    assert head.gemm_dtype == "bf16"
+    layer = dict((op.name, (op, t)) for op, t in cm.layer(False).ops)
+    op, t = layer["ffn.swiglu"]
+    assert op.gemm_dtype == "fp8"
+    eff = hw.gemm_efficiency(op.call_flops) * hw.fp8_gemm_efficiency_scale
+    gemm = max(op.hw_flops / (hw.peak("fp8") * eff), op.bytes / hw.hbm_bandwidth)
+    quant = 3.0 * op.quant_elems / (hw.hbm_bandwidth * hw.elementwise_efficiency)
+    assert t == pytest.approx(gemm + quant + op.launch)
+    e = estimate(cfg, hw, 16384)
+    assert e.mfu_by_peak["bf16"] == pytest.approx(e.mfu)
+    assert e.mfu_by_peak["fp8"] == pytest.approx(e.mfu * hw.peak("bf16") / hw.peak("fp8"))
+    assert set(e.as_dict()["mfu_by_peak"]) == {"mfu_vs_bf16_peak", "mfu_vs_fp8_peak"}

@@ -40,9 +40,25 @@ def _load(args):
         value = getattr(args, name, None)
         if value is not None and value < 1:            # 0 used to fall back silently to sim.devices
             raise ConfigError(f"--{name}: must be >= 1, got {value}")
+    if getattr(args, "imbalance_from", None):
+        overrides.append(f"sim.expert_imbalance={imbalance_from(args.imbalance_from, args.imbalance_ep)}")
     cfg = load_config(args.config, overrides, validate=False)
     validate_sim(cfg)
     return cfg
+
+
+def imbalance_from(run_dir: str, ep_width=None) -> float:
+    """``sim.expert_imbalance`` measured in a training run (``--imbalance-from``): the mean per-EP-rank max/mean
+    load of its logged steps and MoE layers, under the placement each step ran with (or, with ``--imbalance-ep W``,
+    its experts' loads spread over W ranks in the static contiguous placement)."""
+    from pangu_ms.data.errors import DataError
+    from pangu_ms.moe.load_stats import measured_imbalance, read_expert_load
+    try:
+        value = measured_imbalance(read_expert_load(run_dir), ep_width)
+    except (FileNotFoundError, ValueError) as e:
+        raise DataError(f"--imbalance-from: {e}") from None
+    print(f"sim.expert_imbalance = {value:.4f} measured in {run_dir}", file=sys.stderr)
+    return value
 
 
 def cmd_estimate(args) -> int:
@@ -186,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", nargs="+", action="append", metavar="KEY=VALUE",
                        help="config overrides, e.g. parallel.tp=8 sim.recompute=full")
         p.add_argument("--json", action="store_true", help="print one JSON object")
+        p.add_argument("--imbalance-from", metavar="RUN_DIR",
+                       help="set sim.expert_imbalance to the per-EP-rank max/mean load measured in a training run "
+                            "(its expert_load.jsonl)")
+        p.add_argument("--imbalance-ep", type=int, metavar="W",
+                       help="with --imbalance-from: spread the run's expert loads over W ranks (static placement) "
+                            "instead of using the run's own EP width and placement")
         p.add_argument("--emit-recipe", metavar="OUT.yaml",
                        help="write the training recipe of the estimate (search: of the best candidate): its "
                             "layout and parallel.layers_per_virtual_stage, runnable by tools/show_plan.py and "

@@ -155,6 +155,14 @@ class MoEConfig:
             (tokens sorted by expert into blocks of ``sorted_block_size`` rows, MegaBlocks-style; wins for many
             experts), or ``auto`` (masked_dense when num_experts <= 16).
         sorted_block_size: rows per block of ``sorted_block``.
+        expert_placement: dynamic expert placement on the explicit expert-parallel path (msrun): the routed
+            experts of each MoE layer are re-placed across the EP ranks from their predicted load, weights and both
+            AdamW moments moving with them (``pangu_ms/parallel/placement_*.py``, docs/moe_placement.md). Needs
+            parallel.ep > 1 and the flat all-to-all.
+        placement_interval: steps between two placement checks (MindSpeed: 50).
+        placement_theta: EMA factor of the load predictor, pred <- theta * pred + (1 - theta) * load (0.9).
+        placement_threshold: a layer migrates only if the plan lowers the predicted coefficient of variation of
+            its EP-rank load by at least this much (absolute, in [0, 1]; MindSpeed: 0.08).
     """
 
     num_experts: int = 8
@@ -172,6 +180,10 @@ class MoEConfig:
     capacity_factor: float = 1.25
     dropless_impl: str = _choice("auto", ("auto", "masked_dense", "sorted_block"))
     sorted_block_size: int = 32
+    expert_placement: bool = False
+    placement_interval: int = 50
+    placement_theta: float = 0.9
+    placement_threshold: float = 0.08
 
     @property
     def enabled(self) -> bool:

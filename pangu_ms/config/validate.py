@@ -69,6 +69,28 @@ def validate_moe(cfg: Config) -> None:
         raise ConfigError(f"moe.top_k: {e.top_k} > moe.num_experts={e.num_experts}")
     if e.dispatcher == "drop_and_pad" and e.capacity_factor <= 0:
         raise ConfigError(f"moe.capacity_factor: must be > 0 for drop_and_pad, got {e.capacity_factor}")
+    validate_placement(cfg)
+
+
+def validate_placement(cfg: Config) -> None:
+    """Dynamic expert placement: interval >= 1, theta in [0, 1), threshold in [0, 1]; enabled only with EP > 1 on
+    the flat all-to-all (the explicit msrun path)."""
+    e, p = cfg.moe, cfg.parallel
+    if isinstance(e.placement_interval, bool) or e.placement_interval < 1:
+        raise ConfigError(f"moe.placement_interval: must be an integer >= 1 (steps), got {e.placement_interval}")
+    if not 0.0 <= e.placement_theta < 1.0:
+        raise ConfigError(f"moe.placement_theta: must be in [0, 1), got {e.placement_theta}")
+    if not 0.0 <= e.placement_threshold <= 1.0:
+        raise ConfigError(f"moe.placement_threshold: must be in [0, 1], got {e.placement_threshold}")
+    if not e.expert_placement:
+        return
+    width = p.ep * (p.tp if p.tp_extend_ep else 1)
+    if width <= 1:
+        raise ConfigError("moe.expert_placement: needs expert parallelism (parallel.ep > 1); with one EP rank "
+                          "there is nothing to re-place")
+    if p.hierarchical_alltoall:
+        raise ConfigError("moe.expert_placement: implemented for the flat all-to-all only "
+                          "(set parallel.hierarchical_alltoall=false)")
 
 
 def validate_parallel(cfg: Config) -> None:

@@ -4,6 +4,10 @@ Importing this module registers with ``MindFormerRegister``:
 
 * ``PanguMoEConfig`` (CONFIG): ``recipe`` (a pangu_ms recipe YAML) + ``overrides`` (``key.path=value`` strings);
   the typed pangu_ms config is rebuilt from them, so one recipe drives both the pangu_ms loop and the Trainer.
+  ``long_context_stage`` (a sub-stage name of a long_context recipe) builds the model of that sub-stage (its
+  length, RoPE base / scaling, attention chunk: ``pangu_ms.train.long_context.sub_stage_config``) and
+  ``init_from`` (default: that sub-stage's ``stage.init_from``) loads a pangu_ms checkpoint into it, so the
+  Trainer continues from a pangu_ms pretraining run (yaml/mindformers/tiny_cpu_long_context_trainer.yaml).
 * ``PanguMoEForCausalLM`` (MODELS): legacy-model contract ``construct(input_ids [B, S+1]) -> scalar loss``.
 * ``PanguCPUTrainOneStepCell`` (WRAPPER): ``MFTrainOneStepCell`` with its Ascend-only overflow check
   (``NPUGetFloatStatusV2``, no CPU kernel) replaced by an IsFinite check, and a ``pangu_grad_reducer`` hook so the
@@ -30,8 +34,10 @@ from mindformers.tools.register import MindFormerModuleType, MindFormerRegister 
 from mindformers.wrapper.wrapper import MFTrainOneStepCell  # noqa: E402
 from mindspore.nn.wrap.loss_scale import _ascend_grad_overflow  # noqa: E402
 
-from ..config import load_config  # noqa: E402
+from ..config import ConfigError, load_config  # noqa: E402
 from ..model import CausalLMLoss, build_model  # noqa: E402
+from ..train.checkpoint import load_checkpoint, resolve_checkpoint  # noqa: E402
+from ..train.long_context import sub_stage_config  # noqa: E402
 
 
 @MindFormerRegister.register(MindFormerModuleType.CONFIG)
@@ -41,13 +47,29 @@ class PanguMoEConfig(PretrainedConfig):
 
     model_type = "pangu_ms_moe"
 
-    def __init__(self, recipe: str = "yaml/tiny_cpu.yaml", overrides=None, **kwargs):
+    def __init__(self, recipe: str = "yaml/tiny_cpu.yaml", overrides=None, long_context_stage: str = "",
+                 init_from: str = "", **kwargs):
         super().__init__(**kwargs)
         self.recipe = recipe
         self.overrides = list(overrides or [])
+        self.long_context_stage = long_context_stage
+        self.init_from = init_from
 
     def to_pangu(self):
-        return load_config(self.recipe, self.overrides)
+        """The pangu_ms Config: the recipe, or its long-context sub-stage ``long_context_stage``."""
+        cfg = load_config(self.recipe, self.overrides)
+        if not self.long_context_stage:
+            return cfg
+        names = [st.name for st in cfg.long_context.schedule]
+        if self.long_context_stage not in names:
+            raise ConfigError(f"model.model_config.long_context_stage: {self.long_context_stage!r} is not a "
+                              f"sub-stage of {self.recipe} (long_context.schedule names: {names})")
+        return sub_stage_config(cfg, names.index(self.long_context_stage))
+
+    def checkpoint_to_load(self, cfg) -> str:
+        """``init_from``, else the sub-stage's ``stage.init_from`` ('' = start from the seeded init)."""
+        path = self.init_from or (cfg.stage.init_from if self.long_context_stage else "")
+        return resolve_checkpoint(path, "model.model_config.init_from") if path else ""
 
 
 @MindFormerRegister.register(MindFormerModuleType.MODELS)
@@ -60,6 +82,10 @@ class PanguMoEForCausalLM(PreTrainedModel):
         super().__init__(config)
         recipe = config.to_pangu()
         model = build_model(recipe)
+        checkpoint = config.checkpoint_to_load(recipe)
+        if checkpoint:
+            load_checkpoint(model, checkpoint)
+            print(f"[pangu_ms] initialised weights from {checkpoint}", flush=True)
         # the loss Cell first, the model last: this Cell prefixes parameter names with the attribute path, and
         # the last assignment sets them, so they stay ``pangu.<model name>`` as with the bare model
         self.loss = CausalLMLoss(model, recipe.model.mtp_loss_weight)

@@ -90,19 +90,23 @@ class CheckpointSource:
         return (self.experts["total"],) + self.parts[file].shape(name)[1:]
 
     def read(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows ``start:stop``; of an expert tensor the *logical* experts (the router's ids) ``start..stop-1``,
+        wherever a dynamic expert placement put them (``train.checkpoint.saved_slots``)."""
+        from ..train.checkpoint import saved_slots, slot_runs
         if name in self.shared.tensors:
             return self.shared.read(name, start, stop)
         stop = self.experts["total"] if stop is None else stop
-        pieces, at = [], start
-        while at < stop:
-            hit = next(((f, lo, n) for f, (lo, n) in sorted(self.experts["ranges"].items()) if lo <= at < lo + n),
-                       None)
-            if hit is None:
-                raise ConversionError(f"{self.directory}: no expert part holds expert {at} of '{name}'")
-            f, lo, n = hit
-            end = min(stop, lo + n)
-            pieces.append(self.parts[f].read(name, at - lo, end - lo))
-            at = end
+        pieces = []
+        for at, end_run in slot_runs(saved_slots(self.experts, name, range(start, stop), self.shared.read)):
+            while at < end_run:
+                hit = next(((f, lo, n) for f, (lo, n) in sorted(self.experts["ranges"].items())
+                            if lo <= at < lo + n), None)
+                if hit is None:
+                    raise ConversionError(f"{self.directory}: no expert part holds expert {at} of '{name}'")
+                f, lo, n = hit
+                end = min(end_run, lo + n)
+                pieces.append(self.parts[f].read(name, at - lo, end - lo))
+                at = end
         return np.concatenate(pieces, 0)
 
 

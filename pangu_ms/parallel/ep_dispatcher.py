@@ -22,6 +22,13 @@ With top-2 the two terms are added in the same pairs as the flat combine (x + 0 
 commutative), so hierarchical equals flat bit-for-bit whenever the expert matmuls do (measured in
 tests/distributed).
 
+Expert placement (flat only, ``placement=True``, i.e. ``moe.expert_placement``; otherwise no table and no gather):
+``placement`` [E] (int32, a non-trainable Parameter saved with the checkpoint) maps
+each logical expert (the router's id) to its physical slot ``member * El + local slot``; pairs are bucketed by
+physical slot, so the all-to-all sends them to whichever member holds the expert now. The identity table is the
+static layout above; ``pangu_ms/parallel/placement_executor.py`` changes the table together with the weights and
+optimizer state of the moved experts, which leaves the math unchanged (same pairs per expert, same arrival order).
+
 ``drop_and_pad`` under EP (flat only): per-source capacity C = ceil(capacity_factor*T*k/E) per expert, first come
 first served in token-major order -- the local-capacity semantics of Megatron; it is NOT the single-process
 capacity (which counts the global batch), so it is not compared with the single-process run.
@@ -35,7 +42,7 @@ import math
 
 import mindspore as ms
 import numpy as np
-from mindspore import ops
+from mindspore import Parameter, Tensor, ops
 
 from ..moe.dispatcher import _SlotDispatcher, capacity, slots_in_expert
 from .comm import AllGather, AllToAll, CommGroup, ReduceScatter
@@ -43,7 +50,7 @@ from .comm import AllGather, AllToAll, CommGroup, ReduceScatter
 
 class FlatEPDispatcher(_SlotDispatcher):
     def __init__(self, num_experts: int, top_k: int, ep: CommGroup, capacity_factor: float | None = None,
-                 impl: str = "auto"):
+                 impl: str = "auto", placement: bool = False):
         super().__init__(num_experts, top_k)
         if num_experts % ep.size:
             raise ValueError(f"num_experts={num_experts} is not divisible by the EP width {ep.size}")
@@ -52,12 +59,16 @@ class FlatEPDispatcher(_SlotDispatcher):
         self.cf = capacity_factor            # None = dropless
         self.a2a_in = AllToAll(ep, impl)
         self.a2a_out = AllToAll(ep, impl)
+        self.placement = Parameter(Tensor(np.arange(num_experts, dtype=np.int32)), name="placement",
+                                   requires_grad=False) if placement else None
 
     def construct(self, x, idx, w, experts):
         t, d = x.shape
         cap = t if self.cf is None else capacity(t, self.num_experts, self.top_k, self.cf)
         rows = self.num_experts * cap
         flat = idx.reshape(-1)
+        if self.placement is not None:
+            flat = ops.gather(self.placement, flat, 0)                          # logical -> physical slot
         _, pos = slots_in_expert(flat, self.num_experts, x.dtype)
         slot_f = flat.astype(x.dtype) * cap + pos
         if self.cf is None:

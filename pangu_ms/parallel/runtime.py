@@ -56,10 +56,11 @@ class MoEHooks:
             if self.hierarchical:
                 raise ConfigError("parallel.hierarchical_alltoall: only with moe.dispatcher=dropless")
             return FlatEPDispatcher(moe_cfg.num_experts, moe_cfg.top_k, self._ep, moe_cfg.capacity_factor,
-                                    self.impl)
+                                    self.impl, moe_cfg.expert_placement)
         if self.hierarchical:
             return HierarchicalEPDispatcher(moe_cfg.num_experts, moe_cfg.top_k, self._inner, self._outer, self.impl)
-        return FlatEPDispatcher(moe_cfg.num_experts, moe_cfg.top_k, self._ep, None, self.impl)
+        return FlatEPDispatcher(moe_cfg.num_experts, moe_cfg.top_k, self._ep, None, self.impl,
+                                moe_cfg.expert_placement)
 
     @property
     def aux_reducer(self):

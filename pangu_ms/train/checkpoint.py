@@ -13,7 +13,9 @@ Layout of a run directory (:func:`checkpoint_paths` is the only place that build
         manifest.json                      written LAST by rank 0, once every rank's part is on disk: step,
                                            world, parts {file: {bytes, sha256}}, model shapes, stage state,
                                            under expert parallelism ``experts``: {total, names, ranges
-                                           {file: [first, count]}} (what lets another EP layout load it)
+                                           {file: [first, count]}} (what lets another EP layout load it),
+                                           under dynamic expert placement also ``placement`` {expert tensor:
+                                           its layer's placement-table Parameter in model.safetensors}
     <run>/checkpoints/.trash-step_*        a checkpoint being pruned (never loaded; removed by the next save)
 
 Every file is written as ``<name>.tmp-<pid>``, fsynced and renamed (``os.replace``) into place, so a killed
@@ -30,6 +32,13 @@ Resharding: a checkpoint loads under another expert-parallel layout (EP 2 -> 1, 
 names its expert slice (``experts=(first, count)``, None = all experts) and the routed-expert tensors and
 everything derived from them (AdamW moments) are cut from the full tensors of a one-process checkpoint, or
 assembled row range by row range from the parts whose ``ranges`` cover the slice.
+
+Expert placement: ``ranges`` count *physical slots* (what rank r holds), which equal the logical expert ids
+(the router's) only under the static layout. Under ``moe.expert_placement`` slot ``table[e]`` holds logical
+expert e, the tables are Parameters of the shared part and ``experts.placement`` names the table of every expert
+tensor. A loading cell with placement takes over the saved tables (any EP width: a table is a permutation of
+the E slots, a rank of width W holds slots [r E/W, (r+1) E/W)) and reads its slots as they are; a cell without
+(one process, EP without placement) reads logical experts, slot ``table[e]`` for expert e (:func:`saved_slots`).
 """
 from __future__ import annotations
 
@@ -212,11 +221,14 @@ def resolve_checkpoint(path: str, key: str = "stage.init_from") -> str:
 
 # ---------------------------------------------------------------------------------------------- load
 def load_checkpoint(cell, path: str, rank: int = 0, strict_shapes: bool = True, experts: tuple | None = None,
-                    expert_names=()) -> dict:
+                    expert_names=(), placement_of: dict | None = None) -> dict:
     """Load checkpoint directory ``path`` (its shared part and, when present, the expert parts) into ``cell``;
-    returns the manifest. ``experts = (first, count)``: the routed experts ``cell`` holds (expert parallelism;
-    None = all of them); ``expert_names``: the names of ``cell``'s per-rank (expert) parameters. Errors name the
-    checkpoint and the mismatch."""
+    returns the manifest. ``experts = (first, count)``: the physical expert slots ``cell`` holds (expert
+    parallelism; None = all of them); ``expert_names``: the names of ``cell``'s per-rank (expert) parameters;
+    ``placement_of``: {expert tensor: placement-table Parameter} when ``cell`` has dynamic expert placement (it
+    then takes over the saved tables, identity for a checkpoint without them). Errors name the checkpoint and the
+    mismatch."""
+    placement_of = dict(placement_of or {})
     if not os.path.isdir(path):
         raise CheckpointError(f"checkpoint not found: {path}")
     problem = checkpoint_problem(path)
@@ -231,7 +243,7 @@ def load_checkpoint(cell, path: str, rank: int = 0, strict_shapes: bool = True, 
             if name in theirs and not _same_shape(theirs[name], shape, name in local):
                 raise CheckpointError(f"{path}: parameter '{name}' has shape {theirs[name]} in the checkpoint "
                                       f"but {shape} in the model (different model shape)")
-        missing = [n for n in mine if n not in theirs]
+        missing = [n for n in mine if n not in theirs and n not in set(placement_of.values())]
         if missing:
             raise CheckpointError(f"{path}: parameter '{missing[0]}' (and {len(missing) - 1} more) missing "
                                   f"from the checkpoint (different model?)")
@@ -240,6 +252,9 @@ def load_checkpoint(cell, path: str, rank: int = 0, strict_shapes: bool = True, 
     params = ms.load_checkpoint(paths.shared, format=fmt)
     if manifest.get("expert_parts"):
         if saved is None or fmt != "safetensors":          # no recorded ranges: only the saving layout loads it
+            if saved is not None and saved.get("placement") and not placement_of:
+                raise CheckpointError(f"{path}: saved under a dynamic expert placement in format {fmt}; only a "
+                                      f"run with moe.expert_placement=true and the saving layout loads it")
             part = paths.rank_part
             if not os.path.isfile(part):
                 raise CheckpointError(f"{path}: no expert part for rank {rank} (saved with world "
@@ -247,18 +262,48 @@ def load_checkpoint(cell, path: str, rank: int = 0, strict_shapes: bool = True, 
             params.update(ms.load_checkpoint(part, format=fmt))
         else:
             first, count = experts if experts is not None else (0, saved["total"])
+            slots = np.arange(first, first + count)
             for name in saved["names"]:
                 if name in mine:
-                    params[name] = ms.Parameter(ms.Tensor(_gather_rows(path, saved, name, first, count)), name)
+                    # the cell keeps the saved placement (its table loads with the shared part): the same
+                    # physical slots; without a placement the cell holds logical experts first.. in order
+                    rows = slots if name in placement_of else \
+                        saved_slots(saved, name, slots, lambda t: params[t].asnumpy())
+                    params[name] = ms.Parameter(ms.Tensor(_gather_rows(path, saved, name, rows)), name)
     elif experts is not None:                               # one-process checkpoint -> this rank's slice
         first, count = experts
         for name in local:
             if name in params:
                 params[name] = ms.Parameter(ms.Tensor(params[name].asnumpy()[first:first + count]), name)
-    not_loaded, _ = ms.load_param_into_net(cell, params, strict_load=True)
+    for table in set(placement_of.values()) - set(params):  # saved without a placement: the static layout
+        params[table] = ms.Parameter(ms.Tensor(np.arange(mine[table][0], dtype=np.int32)), table)
+    not_loaded = assign_parameters(cell, params)
     if strict_shapes and not_loaded:
         raise CheckpointError(f"{path}: parameters not loaded: {not_loaded[:5]}")
     return manifest
+
+
+def assign_parameters(cell, params: dict) -> list:
+    """Copy ``params`` ({name: Tensor}) into ``cell``'s Parameters *in place* (``ops.assign``); returns the names
+    of ``cell``'s Parameters that ``params`` lacks. In place because ``Parameter.set_data`` (which
+    ``load_param_into_net`` uses) after a graph has been compiled swaps the Parameter's buffer without the compiled
+    graph noticing (measured, MindSpore 2.9 CPU): loading into a trained-in-this-process cell would silently keep
+    the old values. Values of another dtype are cast to the Parameter's."""
+    from mindspore import Tensor, ops
+    not_loaded = []
+    for p in cell.get_parameters():
+        src = params.get(p.name)
+        if src is None:
+            not_loaded.append(p.name)
+            continue
+        value = Tensor(src.asnumpy()) if hasattr(src, "asnumpy") else Tensor(np.asarray(src))
+        if value.dtype != p.dtype:
+            value = value.astype(p.dtype)
+        if tuple(value.shape) != tuple(p.shape):
+            raise CheckpointError(f"parameter '{p.name}': shape {tuple(value.shape)} in the checkpoint, "
+                                  f"{tuple(p.shape)} in the model")
+        ops.assign(p, value)
+    return not_loaded
 
 
 def _same_shape(saved: list, shape: list, is_expert: bool) -> bool:
@@ -266,19 +311,43 @@ def _same_shape(saved: list, shape: list, is_expert: bool) -> bool:
     return list(saved)[1:] == list(shape)[1:] if is_expert else list(saved) == list(shape)
 
 
-def _gather_rows(path: str, saved: dict, name: str, first: int, count: int) -> np.ndarray:
-    """Experts ``first .. first+count-1`` of tensor ``name``, read from the expert parts that hold them."""
+def saved_slots(saved: dict, name: str, logical, read_table) -> np.ndarray:
+    """The rows of the saved (assembled) expert tensor ``name`` holding the logical experts ``logical``.
+
+    The parts and their ``ranges`` are in *physical slot* order (rank r saved the slots it holds). Under a dynamic
+    expert placement the manifest's ``experts.placement`` maps each expert tensor to its layer's placement table
+    (a Parameter of the shared part, read by ``read_table(name)``): logical expert e is in slot ``table[e]``.
+    Without a placement, slot = logical expert."""
+    logical = np.asarray(logical, np.int64)
+    table_name = (saved.get("placement") or {}).get(name)
+    return logical if table_name is None else np.asarray(read_table(table_name), np.int64)[logical]
+
+
+def slot_runs(rows) -> list[tuple[int, int]]:
+    """Row ids -> ``(start, stop)`` runs of consecutive ids, in order."""
+    runs = []
+    for r in (int(x) for x in rows):
+        if runs and runs[-1][1] == r:
+            runs[-1] = (runs[-1][0], r + 1)
+        else:
+            runs.append((r, r + 1))
+    return runs
+
+
+def _gather_rows(path: str, saved: dict, name: str, rows) -> np.ndarray:
+    """Rows ``rows`` (physical slots) of expert tensor ``name``, read from the expert parts that hold them."""
     from safetensors import safe_open
-    pieces, at, stop = [], first, first + count
-    while at < stop:
-        hit = next(((f, lo, n) for f, (lo, n) in sorted(saved["ranges"].items()) if lo <= at < lo + n), None)
-        if hit is None:
-            raise CheckpointError(f"{path}: no expert part holds expert {at} of '{name}'")
-        f, lo, n = hit
-        end = min(stop, lo + n)
-        with safe_open(os.path.join(path, f), framework="np") as part:
-            pieces.append(part.get_slice(name)[at - lo:end - lo])
-        at = end
+    pieces = []
+    for at, stop in slot_runs(rows):
+        while at < stop:
+            hit = next(((f, lo, n) for f, (lo, n) in sorted(saved["ranges"].items()) if lo <= at < lo + n), None)
+            if hit is None:
+                raise CheckpointError(f"{path}: no expert part holds expert {at} of '{name}'")
+            f, lo, n = hit
+            end = min(stop, lo + n)
+            with safe_open(os.path.join(path, f), framework="np") as part:
+                pieces.append(part.get_slice(name)[at - lo:end - lo])
+            at = end
     return np.concatenate(pieces, 0)
 
 
@@ -293,12 +362,15 @@ class CheckpointManager:
     ``all_sum`` sums a float array over all ranks (identity in one process); ``barrier`` waits for all ranks;
     ``local_names`` are the parameters of ``cell`` that differ per rank (expert parallelism; empty otherwise);
     ``log`` prints a line (rank 0's lines reach train.log); ``experts = (first, count, total)``: the routed
-    experts this rank holds (recorded in the manifest, so that another layout can load the checkpoint).
+    experts this rank holds (recorded in the manifest, so that another layout can load the checkpoint);
+    ``placement_of`` {expert tensor: placement-table Parameter} under dynamic expert placement (recorded in the
+    manifest: the parts then hold physical slots, see :func:`saved_slots`).
     """
 
     def __init__(self, run_dir: str, rank: int = 0, world: int = 1, local_names=(), fmt: str = "safetensors",
                  keep_last: int = 3, all_sum: Callable = _single_sum, barrier: Callable = lambda: None,
-                 log: Callable[[str], None] = print, experts: tuple | None = None):
+                 log: Callable[[str], None] = print, experts: tuple | None = None,
+                 placement_of: dict | None = None):
         self.run_dir = os.path.abspath(run_dir)
         self.root = os.path.join(self.run_dir, CHECKPOINTS)
         self.rank, self.world = rank, world
@@ -306,6 +378,7 @@ class CheckpointManager:
         self.fmt, self.keep_last = fmt, keep_last
         self.all_sum, self.barrier, self.log = all_sum, barrier, log
         self.experts = experts
+        self.placement_of = dict(placement_of or {})
 
     def paths(self, step: int) -> CheckpointPaths:
         return checkpoint_paths(self.run_dir, step, self.rank, self.fmt)
@@ -325,7 +398,7 @@ class CheckpointManager:
             raise CheckpointError(f"{path}: saved by {saved['world']} ranks with expert parallelism before expert "
                                   f"ranges were recorded; this run has {self.world}")
         manifest = load_checkpoint(cell, path, self.rank, experts=self.experts[:2] if self.experts else None,
-                                   expert_names=self.local_names)
+                                   expert_names=self.local_names, placement_of=self.placement_of)
         self.log(f"resumed from {path} (next step {step + 1})")
         return manifest
 
@@ -404,6 +477,8 @@ class CheckpointManager:
                     ranges[os.path.basename(p.rank_part)] = held[:2]
             if self.experts and len(ranges) == self.world:
                 experts = {"total": self.experts[2], "names": sorted(self.local_names), "ranges": ranges}
+                if self.placement_of:
+                    experts["placement"] = dict(sorted(self.placement_of.items()))
         write_manifest(paths, step, self.fmt, self.world, parts, shape_fingerprint(cell), experts, state)
 
     def _prune(self) -> None:

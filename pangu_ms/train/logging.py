@@ -15,6 +15,8 @@ class RunLogger:
                  progress: bool = True):
         self.rank = rank
         self.main = rank == 0
+        self.run_dir = run_dir
+        self.records = {}
         os.makedirs(run_dir, exist_ok=True)
         self.log_file = open(os.path.join(run_dir, "train.log" if self.main else f"train_rank{rank}.log"), "a",
                              encoding="utf-8")
@@ -49,6 +51,21 @@ class RunLogger:
         self.jsonl.write(json.dumps({"step": step, **clean}) + "\n")
         self.jsonl.flush()
 
+    def tb_scalars(self, step: int, values: dict) -> None:
+        """Tensorboard only (e.g. one curve per expert, too many for metrics.jsonl)."""
+        if self.main:
+            for k, v in values.items():
+                self.tb.add_scalar(k, float(v), step)
+
+    def record(self, name: str, step: int, obj: dict) -> None:
+        """One JSON line ``{"step": step, **obj}`` in ``<run>/<name>.jsonl`` (rank 0)."""
+        if not self.main:
+            return
+        if name not in self.records:
+            self.records[name] = open(os.path.join(self.run_dir, f"{name}.jsonl"), "a", encoding="utf-8")
+        self.records[name].write(json.dumps({"step": step, **obj}) + "\n")
+        self.records[name].flush()
+
     def advance(self, n: int = 1, postfix: dict | None = None) -> None:
         if self.bar is not None:
             self.bar.update(n)
@@ -63,14 +80,16 @@ class RunLogger:
             self.tb.close()
         if self.jsonl is not None:
             self.jsonl.close()
+        for f in self.records.values():
+            f.close()
         self.log_file.close()
 
 
-def truncate_metrics(run_dir: str, step: int) -> None:
-    """Keep only the metrics.jsonl records with ``"step" <= step``: a run resumed after ``step`` optimizer
-    steps logs the later steps again, so the file never holds a step twice. ``step`` 0 (a start from scratch)
-    keeps nothing."""
-    path = os.path.join(run_dir, "metrics.jsonl")
+def truncate_metrics(run_dir: str, step: int, name: str = "metrics.jsonl") -> None:
+    """Keep only the metrics.jsonl (or ``name``) records with ``"step" <= step``: a run resumed after ``step``
+    optimizer steps logs the later steps again, so the file never holds a step twice. ``step`` 0 (a start from
+    scratch) keeps nothing."""
+    path = os.path.join(run_dir, name)
     if not os.path.isfile(path):
         return
     with open(path, encoding="utf-8") as f:
@@ -81,14 +100,8 @@ def truncate_metrics(run_dir: str, step: int) -> None:
     os.replace(tmp, path)
 
 
-def expert_load_stats(load: np.ndarray) -> dict:
-    """Per MoE layer: max / min of the load normalised by the mean, and the coefficient of variation."""
-    out = {}
-    for i, row in enumerate(np.asarray(load, np.float64)):
-        mean = row.mean()
-        if mean <= 0:
-            continue
-        out[f"moe/layer{i}/load_max"] = row.max() / mean
-        out[f"moe/layer{i}/load_min"] = row.min() / mean
-        out[f"moe/layer{i}/load_cv"] = row.std() / mean
-    return out
+def expert_load_stats(load: np.ndarray, tables=None, ep_width: int = 1) -> dict:
+    """Per MoE layer: routed pairs, max / min of the load over the mean, its CV, and with expert parallelism the
+    per-EP-rank load CV and max/mean (``pangu_ms.moe.load_stats.load_summary``)."""
+    from ..moe.load_stats import load_summary
+    return load_summary(load, tables, ep_width)

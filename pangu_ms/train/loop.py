@@ -18,7 +18,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor
 
-from ..config import Config, dump_config
+from ..config import Config, ConfigError, dump_config
 from ..data.packing import document_positions
 from ..model import CausalLMLoss, build_model
 from ..model.stats import compute_stats
@@ -63,6 +63,7 @@ class Trainer:
         else:
             self._step = compile_step(self.step_cell, t.mode)
         self.stats = compute_stats(cfg, t.seq_length)
+        self.placement = self._expert_placement()
         self.checkpoints = self._checkpoint_manager()
         self.start_step = 0
         self.skipped_before = 0         # non-finite steps skipped before the resumed checkpoint
@@ -78,7 +79,23 @@ class Trainer:
             experts = (*rt.hooks.local_experts, self.cfg.moe.num_experts)
         return CheckpointManager(self.run_dir, rt.rank, rt.world, local, t.checkpoint_format, t.keep_last,
                                  all_sum=self._all_sum, barrier=rt.barrier, log=lambda line: self.log.info(line),
-                                 experts=experts)
+                                 experts=experts,
+                                 placement_of=self.placement.placement_of() if self.placement is not None else None)
+
+    def _expert_placement(self):
+        """Placement state of the explicit EP path (``pangu_ms.parallel.placement_executor``): with
+        ``moe.expert_placement`` it predicts, plans and migrates; otherwise (EP without placement) it only reads
+        the dispatchers' tables for the per-rank load statistics. None without EP."""
+        m, rt = self.cfg.moe, self.rt
+        ep = rt.groups.get("ep")
+        if ep is None or ep.size <= 1 or not self.net.moe_layer_ids:
+            if m.expert_placement:
+                raise ConfigError("moe.expert_placement: needs the explicit expert-parallel path with the flat "
+                                  "all-to-all (launch with run/msrun.sh, parallel.ep > 1)")
+            return None
+        from ..parallel.placement_executor import ExpertPlacement
+        return ExpertPlacement(self.net, self.step_cell, ep.ranks, ep.index, rt.world, m.placement_theta,
+                               m.placement_interval, m.placement_threshold, enabled=m.expert_placement)
 
     def _build_loss(self):
         """The stage's loss Cell over ``self.net`` (pretraining: CE + ``model.mtp_loss_weight`` MTP + aux)."""
@@ -204,19 +221,57 @@ class Trainer:
         if state:
             self.start_step = state["step"]
             self.skipped_before = state.get("skipped_steps", 0)
+            if self.placement is not None:
+                self._resume_placement(self.checkpoints.paths(self.start_step).directory)
         elif init_from:
             path = resolve_checkpoint(init_from)
             experts = self.checkpoints.experts
             load_checkpoint(self.net, path, self.rt.rank, experts=experts[:2] if experts else None,
-                            expert_names=self.checkpoints.local_names)
+                            expert_names=self.checkpoints.local_names, placement_of=self.checkpoints.placement_of)
+            if self.placement is not None:
+                self.placement.read_tables()
             self.log.info(f"initialised weights from {path}")
         if self.rt.rank == 0:
             truncate_metrics(self.run_dir, self.start_step)
+            truncate_metrics(self.run_dir, self.start_step, "expert_load.jsonl")
+
+    def _resume_placement(self, directory: str) -> None:
+        """The tables came back with the weights (dispatcher Parameters); the predictor from the side file."""
+        import json
+        from ..parallel.placement_executor import STATE_FILE
+        self.placement.read_tables()
+        path = os.path.join(directory, STATE_FILE)
+        if self.placement.enabled and os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                self.placement.load_state(json.load(f))
+        elif self.placement.enabled:
+            self.log.info(f"expert placement: {directory} has no {STATE_FILE}; the load predictor starts afresh")
 
     def save(self, step: int, skipped: int = 0) -> str:
         """Checkpoint after 0-based step ``step`` (on every rank; each writes its part)."""
+        side = None
+        if self.placement is not None and self.placement.enabled:
+            from ..parallel.placement_executor import STATE_FILE
+            side = {STATE_FILE: self.placement.state()}
         return self.checkpoints.save(self.step_cell, step + 1, {"run": self.cfg.train.output_dir,
-                                                                "skipped_steps": skipped})
+                                                                "skipped_steps": skipped}, side_files=side)
+
+    def _placement_step(self, step: int, load) -> dict:
+        """Feed the predictor; on a check step plan / migrate and log (the scalars are returned for
+        metrics.jsonl: predicted device-load CV before / after and experts moved, per layer)."""
+        pl = self.placement
+        pl.observe(load)
+        out = {}
+        for d in pl.check(step + 1):
+            out[f"moe/layer{d.layer}/placement_cv_before"] = d.cv_before
+            out[f"moe/layer{d.layer}/placement_cv_after"] = d.cv_after if d.migrate else d.cv_before
+            out[f"moe/layer{d.layer}/placement_moved"] = len(d.moved)
+            verdict = (f"migrated experts {d.moved}" if d.migrate else
+                       f"kept (planned CV {d.cv_after:.4f}, gain below moe.placement_threshold="
+                       f"{pl.threshold})")
+            self.log.info(f"step {step + 1} expert placement layer {d.layer}: predicted device-load CV "
+                          f"{d.cv_before:.4f} -> {d.cv_after if d.migrate else d.cv_before:.4f}, {verdict}")
+        return out
 
     # ------------------------------------------------------------------ main
     def train(self, stop_after: int | None = None) -> dict:
@@ -240,12 +295,19 @@ class Trainer:
         t_window, n_window, train_time = time.perf_counter(), 0, 0.0
         phase_at = {s: p.name for s, p in phase_starts(t)} if t.phases else {}
         guard = NonFiniteGuard(t.on_nonfinite, t.max_skipped_steps, self.log.info, self.skipped_before)
+        ep_width = self.placement.ep_width if self.placement is not None else 1
         spikes = LossSpikeDetector(t.loss_spike_factor, t.loss_spike_window, self.log.info)
         for step in range(self.start_step, end):
             if step in phase_at:
                 self.log.info(f"phase '{phase_at[step]}' starts at step {step}")
             t0 = time.perf_counter()
             (loss, lm, mtp, aux, drop, norm), load = self.run_step(step)
+            tables = None
+            if self.placement is not None:
+                tables = self.placement.tables()          # the placement this step's tokens were routed under
+                checked = self._placement_step(step, load)
+                if checked:
+                    self.log.scalars(step + 1, checked)
             train_time += time.perf_counter() - t0
             n_window += 1
             losses[step] = loss
@@ -265,8 +327,10 @@ class Trainer:
                 vals = {"loss/total": loss, "loss/lm": lm, "loss/mtp": mtp, "loss/aux": aux, "lr": lr_now,
                         "grad_norm": norm, "train/skipped_steps": guard.skipped,
                         **({"train/loss_spikes": spikes.spikes} if t.loss_spike_factor > 0 else {}), "perf/tokens_per_s": tps, "perf/mfu": mfu, "moe/drop_rate": drop,
-                        **expert_load_stats(load)}
+                        **expert_load_stats(load, tables, ep_width)}
                 self.log.scalars(step + 1, vals)
+                if self.cfg.moe.enabled:
+                    self._log_expert_load(step + 1, load, tables)
                 self.log.info(f"step {step + 1}/{t.steps} loss {loss:.4f} lm {lm:.4f} mtp {mtp:.4f} aux {aux:.4f} "
                               f"lr {lr_now:.2e} gnorm {norm:.3f} {tps:.0f} tok/s mfu {100 * mfu:.2f}%")
                 t_window, n_window = time.perf_counter(), 0
@@ -288,6 +352,17 @@ class Trainer:
             summary["sample"] = self.sample(t.sample_tokens)
         self.log.close()
         return summary
+
+    def _log_expert_load(self, step: int, load, tables) -> None:
+        """Per-expert routed tokens (before any drop) of the logged step: tensorboard curves and one line of
+        ``expert_load.jsonl`` (with the placement tables the step ran under), read by tools/analyze_moe.py."""
+        from ..moe.load_stats import per_expert_scalars
+        self.log.tb_scalars(step, per_expert_scalars(load))
+        rec = {"load": np.asarray(load).astype(float).tolist()}
+        if tables is not None:
+            rec["tables"] = np.asarray(tables).tolist()
+            rec["ep_width"] = self.placement.ep_width
+        self.log.record("expert_load", step, rec)
 
     def _measure_peak(self) -> float:
         from ..bench.peak import mindspore_gemm_peak

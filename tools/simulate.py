@@ -79,6 +79,7 @@ def cmd_estimate(args) -> int:
           f"({d['tokens_per_s_per_device']:.1f} per device)")
     print(f"MFU {100 * d['mfu']:.2f}% of {d['peak_flops_per_device'] / 1e12:.1f} TFLOPS ({d['peak_dtype']} dense "
           f"peak); model FLOPs/token {d['model_flops_per_token']:.4g} ({d['details']['flop_convention']})")
+    print("MFU by peak: " + ", ".join(f"{100 * v:.2f}% ({k.replace('_', ' ')})" for k, v in d["mfu_by_peak"].items()))
     print(f"memory {d['memory_per_device_gb']:.2f} GiB of {d['hbm_usable_gb']:.1f} usable -> "
           f"{'fits' if d['fits'] else 'OOM'}")
     print("breakdown (s): " + ", ".join(f"{k} {v:.3f}" for k, v in d["breakdown"].items()))

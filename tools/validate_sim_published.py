@@ -150,13 +150,14 @@ def case_dsv3(lines):
     lines.append("### DeepSeek-V3 671B, 2,048 H800, PP16 (DualPipe) EP64 DP128, FP8 (paper: 180K GPU-hours per "
                  "trillion tokens)\n")
     lines.append("| stage split | layers per stage | predicted tokens/s/GPU | GPU-hours / 1T tokens | reported | "
-                 "error | MFU (bf16 peak) | memory GiB | fits |")
-    lines.append("|---|---|---|---|---|---|---|---|---|")
+                 "error | MFU (bf16 peak) | MFU (fp8 peak) | memory GiB | fits |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
     for name, e in rows:
         gh = 1e12 / e.tokens_per_s_per_device / 3600
         counts = " ".join(map(str, e.details["layers_per_virtual_stage"]))
         lines.append(f"| {name}: {e.details['stage_split']} | {counts} | {e.tokens_per_s_per_device:.0f} | "
-                     f"{gh / 1e3:.0f}K | 180K | {100 * (gh / 180e3 - 1):+.1f}% | {pct(e.mfu)} | "
+                     f"{gh / 1e3:.0f}K | 180K | {100 * (gh / 180e3 - 1):+.1f}% | {pct(e.mfu_by_peak['bf16'])} | "
+                     f"{pct(e.mfu_by_peak['fp8'])} | "
                      f"{e.memory_per_device_gb:.1f} | {e.fits} |")
     lines.append("")
     return e, gh
@@ -224,6 +225,82 @@ def case_llama3(lines):
     return out, mx
 
 
+def pinned_split(e):
+    """Overrides that fix the stage split and recompute of estimate ``e``: an ablation toggles one switch of the
+    same run, so the other run keeps this split (the time-balanced split minimises the largest chunk and has
+    many optima; re-splitting would mix a split change into the ablation)."""
+    counts = ",".join(map(str, e.details["layers_per_virtual_stage"]))
+    return ["parallel.pipeline_split=explicit", f"parallel.layers_per_virtual_stage=[{counts}]",
+            f"sim.recompute={e.layout['recompute']}"]
+
+
+MEGATRON_DSV3_H100 = ["parallel.pp=16", "parallel.vpp=2", "sim.pp_schedule=interleaved",
+                      "train.global_batch_size=8192", "sim.precision=bf16"]
+
+# EP all-to-all overlap ablations: (label, source, recipe, devices, hardware, overrides of the "with" run,
+#  overrides of the "without" run, expressed layout / what could not be expressed, metric, published value)
+OVERLAP_ABLATIONS = [
+    ("MindSpeed fb-overlap vs --moe-alltoall-overlap-comm, DeepSeek-V3 + DualPipeV",
+     "Ascend/MindSpeed docs/features/megatron_moe/megatron-moe-fb-overlap.md",
+     RDSV3, None, "ascend_910b", ["sim.precision=bf16"], ["sim.precision=bf16", "sim.ep_overlap_scope=intra_layer"],
+     "DeepSeek-V3 recipe (PP16 DualPipe EP64 DP128, 2,048 devices) on the 910B profile in BF16; the doc gives no "
+     "layout, cluster or batch", "gain", 0.10),
+    ("MindSpeed --moe-alltoall-overlap-comm vs no overlap (model not stated)",
+     "Ascend/MindSpeed docs/features/megatron_moe/megatron-moe-alltoall-overlap-comm.md (\"10%+\")",
+     R718, None, None, ["sim.recompute=auto", "sim.ep_overlap_scope=intra_layer"], ["sim.ep_overlap=false"],
+     "expressed on the 718B recipe (the doc names no model)", "gain", 0.10),
+    ("Megatron-Core combined 1F1B, DeepSeek-V3 on H100: exposed EP share without overlap",
+     "arXiv 2603.07685 sec. 4.2.3 via NVIDIA/Megatron-LM docs moe_a2a_overlap.md (30-40%)",
+     RDSV3, 1024, "h100", MEGATRON_DSV3_H100, MEGATRON_DSV3_H100 + ["sim.ep_overlap=false"],
+     "layout not in the doc: assumed 1,024 H100, TP1 PP16 VPP2 EP64, MBS1, GBS 8192, BF16", "exposed_off", 0.35),
+    ("Megatron-Core combined 1F1B, DeepSeek-V3 on H100: exposed EP share with overlap",
+     "arXiv 2603.07685 sec. 4.2.3 via NVIDIA/Megatron-LM docs moe_a2a_overlap.md (< 5%; overlap ratio 93%)",
+     RDSV3, 1024, "h100", MEGATRON_DSV3_H100, MEGATRON_DSV3_H100 + ["sim.ep_overlap=false"],
+     "as above; the published run also split dgrad / wgrad (--delay-wgrad-compute), not modelled", "exposed_on",
+     0.05),
+]
+
+
+def case_overlap(lines):
+    """EP all-to-all overlap ablations (sim/overlap.py): the same run with and without the overlap, split pinned."""
+    lines.append("### EP all-to-all overlap ablations (sim/overlap.py)\n")
+    lines.append("| ablation | source | expressed as | published | predicted | error (points) | EP hidden (with) | "
+                 "exposed EP share without / with | contention s (with) |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    out = []
+    for label, src, path, devices, hw, on_ov, off_ov, expressed, metric, published in OVERLAP_ABLATIONS:
+        on = estimate(load_config(path, list(on_ov), validate=False), hw, devices)
+        off = estimate(load_config(path, list(off_ov) + pinned_split(on), validate=False), hw, devices)
+        share_on = on.details["ep_alltoall_exposed_comm_s"] / on.step_time_s
+        share_off = off.details["ep_alltoall_exposed_comm_s"] / off.step_time_s
+        pred = {"gain": off.step_time_s / on.step_time_s - 1, "exposed_off": share_off, "exposed_on": share_on}[metric]
+        out.append((label, pred, published))
+        lines.append(f"| {label} | {src} | {expressed} | {pct(published)} | {pct(pred)} | "
+                     f"{100 * (pred - published):+.1f} | {pct(on.details['ep_alltoall_hidden_fraction'])} | "
+                     f"{pct(share_off)} / {pct(share_on)} | {on.details['ep_overlap_contention_s']:.2f} |")
+    lines.append("")
+    return out
+
+
+def case_precision(lines):
+    """FP8 vs BF16 for the same layout and split (Llama 3 405B, 16,384 H100; DeepSeek-V3 recipe), MFU against
+    both peaks. No published FP8-vs-BF16 ablation of these runs was found: predicted only."""
+    lines.append("### FP8 vs BF16, same layout and split (predicted; per-GEMM precision, compute.py)\n")
+    lines.append("| run (split and recompute of the FP8 run) | BF16 step s | FP8 step s | FP8 speed-up | FP8 MFU vs BF16 peak | FP8 MFU vs FP8 peak |")
+    lines.append("|---|---|---|---|---|---|")
+    out = []
+    for label, path, devices, ov in (("Llama 3 405B, 16,384 H100, TP8 PP16", os.path.join(ROOT, "yaml/sim/llama3_405b.yaml"),
+                                      16384, []),
+                                     ("DeepSeek-V3, 2,048 H800, DualPipe", RDSV3, None, [])):
+        f8 = estimate(load_config(path, ov + ["sim.precision=fp8"], validate=False), None, devices)
+        bf = estimate(load_config(path, ov + ["sim.precision=bf16"] + pinned_split(f8), validate=False), None, devices)
+        out.append((label, bf.step_time_s / f8.step_time_s))
+        lines.append(f"| {label} | {bf.step_time_s:.2f} | {f8.step_time_s:.2f} | {bf.step_time_s / f8.step_time_s:.2f}x | "
+                     f"{pct(f8.mfu_by_peak['bf16'])} | {pct(f8.mfu_by_peak['fp8'])} |")
+    lines.append("")
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--skip-search", action="store_true")
@@ -237,6 +314,8 @@ def main(argv=None):
     case_135b(lines)
     case_dsv3(lines)
     case_llama3(lines)
+    case_overlap(lines)
+    case_precision(lines)
     text = "\n".join(lines)
     print(text)
     if args.out:

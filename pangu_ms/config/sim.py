@@ -58,9 +58,13 @@ class SimConfig:
         tp_comm_overlap: fuse TP all-gather / reduce-scatter with the adjacent GEMM (Ascend MC2, NVIDIA
             userbuffers); the collective is split into ``tp_overlap_chunks`` pieces.
         tp_overlap_chunks: pieces of a fused TP collective; the first piece stays exposed.
-        ep_overlap: cross-micro-batch overlap of EP all-to-all with compute (Pangu "Adaptive Pipe Overlap",
-            MindSpeed ``--moe-fb-overlap``): in the 1F1B steady state a micro-batch's all-to-all hides behind the
-            other micro-batch's compute; in warm-up/cool-down only half of it is hidden.
+        ep_overlap: overlap of the EP all-to-all with compute (sim/overlap.py: per-phase pairing, dependencies
+            and the profile's ``comm_compute_slowdown``).
+        ep_overlap_scope: ``cross_micro_batch`` (Pangu "Adaptive Pipe Overlap", MindSpeed ``--moe-fb-overlap``,
+            Megatron-Core combined 1F1B: the steady-state forward of one micro-batch runs with the backward of
+            another; warm-up / cool-down passes overlap within the layer only) or ``intra_layer`` (MindSpeed
+            ``--moe-alltoall-overlap-comm``: every pass overlaps within the layer only: shared expert beside
+            dispatch / combine-backward, routed weight gradient beside dispatch-backward).
         dp_overlap: overlap DP gradient reduction (and the ZeRO parameter all-gather) with the last
             micro-batch's backward (and the next step's first forward).
         expert_imbalance: max/mean tokens per device after routing (1.0 = perfect balance). Multiplies the
@@ -100,6 +104,7 @@ class SimConfig:
     tp_comm_overlap: bool = False
     tp_overlap_chunks: int = 4
     ep_overlap: bool = False
+    ep_overlap_scope: str = _choice("cross_micro_batch", ("cross_micro_batch", "intra_layer"))
     dp_overlap: bool = True
     expert_imbalance: float = 1.0
     attention_causal_skip: bool = True

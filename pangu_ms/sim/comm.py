@@ -159,6 +159,8 @@ class LayerComm:
     tp_attn: float = 0.0      # TP all-gather + reduce-scatter around attention
     tp_mlp: float = 0.0       # ... around the dense FFN / shared expert / MoE input
     ep_a2a: float = 0.0       # dispatch + combine (busiest device)
+    ep_dispatch: float = 0.0  # forward dispatch alone (FP8 rows with sim.precision fp8)
+    ep_combine: float = 0.0   # forward combine alone; each backward all-to-all moves gradients of this size
     tp_expert: float = 0.0    # TP gather / scatter of routed rows (EP without tp_extend_ep)
     a2a_bytes: float = 0.0    # bytes sent per device (dispatch + combine, mean device)
 
@@ -274,7 +276,9 @@ class CommModel:
             comb = alltoall_volume(owned, h, e.top_k, e.num_experts, L.ep_width, n_loc, self.act_bytes,
                                    L.hierarchical_alltoall)
             imb = cfg.sim.expert_imbalance
-            c.ep_a2a = imb * (alltoall_time(disp, n_loc, hw) + alltoall_time(comb, n_loc, hw))
+            c.ep_dispatch = imb * alltoall_time(disp, n_loc, hw)
+            c.ep_combine = imb * alltoall_time(comb, n_loc, hw)
+            c.ep_a2a = c.ep_dispatch + c.ep_combine
             c.a2a_bytes = disp.intra_bytes + disp.inter_bytes + comb.intra_bytes + comb.inter_bytes
         if not L.tp_extend_ep and L.tp > 1:
             rows = L.tokens_per_micro * e.top_k * h * self.act_bytes

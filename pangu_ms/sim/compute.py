@@ -14,6 +14,13 @@ built from ``attention_params``, ``attention_norm_params``, ``attention_core_flo
   ``sim.attention_causal_skip``; its backward does 2.5x the forward work (FlashAttention recomputes QK^T);
 * routed-expert work on the busiest device is ``sim.expert_imbalance`` times the mean.
 
+Precision per GEMM (``sim.precision: fp8``, the DeepSeek-V3 / Transformer Engine recipe): the linear layers of
+attention, dense FFN, experts and the MTP projection run at the FP8 peak times the profile's
+``fp8_gemm_efficiency_scale`` (FP8 GEMMs reach a lower fraction of their peak than BF16 ones) and pay a
+quantisation pass over their input activation and weight (3 bytes per element: read BF16, write FP8); the
+attention core, the router and the LM head stay BF16 (DeepSeek-V3 sec. 3.3.1: embedding, output head, gating,
+normalisation and attention operators keep their original precision).
+
 Roofline per operator (forward; backward = 2x for GEMMs and element-wise, 2.5x for attention)::
 
     gemm         t = max(F_hw / (peak_dtype * eff_gemm(F_call)), bytes / hbm_bw) + calls * op_overhead
@@ -58,6 +65,7 @@ class Op:
     imbalance: bool = False   # scales with sim.expert_imbalance
     recompute: str = R_ELEM
     gemm_dtype: str = "bf16"  # which peak a GEMM runs at
+    quant_elems: float = 0.0  # FP8 GEMMs: elements quantised per forward call (input activation + weight)
     launch: float = 0.0       # per-kernel cost part of the forward time (set by ComputeModel.time)
     bwd_launch: float = 2.0   # backward kernels per forward kernel
 
@@ -75,13 +83,29 @@ class BlockCost:
     gemm_time_attn: float = 0.0       # forward GEMM time of the attention block (hides TP collectives)
     gemm_time_mlp: float = 0.0        # forward GEMM time of the FFN / MoE block
     model_flops: float = 0.0          # forward model FLOPs on this device
+    # expert groups of a MoE layer (the EP overlap model, overlap.py): routed + shared experts, shared alone,
+    # and the routed experts' weight-gradient GEMMs (half of their backward GEMM work)
+    expert_fwd: float = 0.0
+    expert_bwd: float = 0.0
+    shared_fwd: float = 0.0
+    shared_bwd: float = 0.0
+    routed_wgrad: float = 0.0
 
     def add(self, op: Op, t: float, part: str) -> None:
         self.ops.append((op, t))
         bwd_factor = 2.5 if op.kind == ATTN else 2.0
         self.fwd += t
         # work scales like the FLOPs / bytes; kernel launches by the backward's kernels per forward kernel
-        self.bwd += bwd_factor * (t - op.launch) + op.bwd_launch * op.launch
+        bwd = bwd_factor * (t - op.launch) + op.bwd_launch * op.launch
+        self.bwd += bwd
+        if op.name.startswith(("moe.experts", "moe.shared")):
+            self.expert_fwd += t
+            self.expert_bwd += bwd
+            if op.name.startswith("moe.shared"):
+                self.shared_fwd += t
+                self.shared_bwd += bwd
+            elif op.kind == GEMM:
+                self.routed_wgrad += 0.5 * bwd
         self.model_flops += op.model_flops
         if op.recompute == R_ELEM:
             self.recompute_selective += t
@@ -120,7 +144,14 @@ class ComputeModel:
         byts = op.bytes * (self.imb if op.imbalance else 1.0)
         if op.kind == GEMM:
             eff = hw.gemm_efficiency(op.call_flops or flops)
+            if op.gemm_dtype == "fp8":
+                eff *= hw.fp8_gemm_efficiency_scale
             t = max(flops / (self._peak[op.gemm_dtype] * eff), byts / hw.hbm_bandwidth)
+            if op.gemm_dtype == "fp8":
+                # quantisation: read bf16 + write fp8 (+ the per-block scales, negligible) of the GEMM's input
+                # activation and weight each call (the backward quantises the output gradient: 2x like the GEMM)
+                q = op.quant_elems * (self.imb if op.imbalance else 1.0)
+                t += 3.0 * q / (hw.hbm_bandwidth * hw.elementwise_efficiency)
         elif op.kind == ATTN:
             t = max(flops / (self._peak[self.attn_dtype] * hw.attention_efficiency), byts / hw.hbm_bandwidth)
         else:
@@ -144,8 +175,10 @@ class ComputeModel:
     def _gemm(self, name, model_flops, hw_flops, weight_elems, rows, in_dim, out_dim, calls=1, imbalance=False,
               recompute=R_NONE, dtype=None) -> Op:
         b = self.act_bytes * (weight_elems + rows * (in_dim + out_dim))
-        return Op(name, GEMM, model_flops, hw_flops, b, hw_flops / calls, calls, imbalance, recompute,
-                  dtype or self.linear_dtype)
+        op = Op(name, GEMM, model_flops, hw_flops, b, hw_flops / calls, calls, imbalance, recompute,
+                dtype or self.linear_dtype)
+        op.quant_elems = rows * in_dim + weight_elems
+        return op
 
     def _elem(self, name, elems, imbalance=False, recompute=R_ELEM, calls=1) -> Op:
         return Op(name, ELEM, 0.0, 0.0, self.act_bytes * elems, 0.0, calls, imbalance, recompute)
@@ -283,7 +316,7 @@ class ComputeModel:
         h, v = m.hidden_size, m.vocab_size
         blk = BlockCost(name)
         op = self._gemm(f"{name}.lm_head", 2.0 * tok * v * h / t, 2.0 * tok * v * h / t, v * h / t, tok, h,
-                        v / t)
+                        v / t, dtype=self.attn_dtype)           # output head stays BF16 in FP8 recipes
         blk.add(op, self.time(op), "mlp")
         op = self._elem(f"{name}.norm_xent", tok * (2 * h / t + 3 * 2 * v / t), recompute=R_NONE, calls=4)
         blk.add(op, self.time(op), "mlp")

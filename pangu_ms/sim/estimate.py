@@ -9,10 +9,11 @@ Assembly (every term's formula is in the module named):
        fwd + bwd compute + recompute + exposed TP collectives + exposed EP all-to-all + exposed CP K/V exchange
    * TP collectives (fwd and bwd): exposed unless ``tp_comm_overlap``, then max(c / chunks, c - gemm) where
      gemm is the GEMM time the collective is fused with.
-   * EP all-to-all (dispatch + combine, fwd and bwd = 2 x a2a): exposed unless ``ep_overlap``; with it, in the
-     1F1B steady state the a2a hides behind the other micro-batch's compute of the same layer,
-     max(0, 2 a2a - compute), and in warm-up/cool-down (fraction w of the passes, schedule.py) only half is
-     hidden. DualPipe always overlaps.
+   * EP all-to-all (dispatch + combine, forward and backward): overlap.py. Without ``ep_overlap`` all of it is
+     exposed; with it, passes paired with another micro-batch's (steady state) hide it behind that pass's compute
+     (four stages, each slowed by the profile's ``comm_compute_slowdown`` while communication runs), unpaired
+     passes (warm-up / cool-down: schedule.unpaired_fraction, per stage) only behind the shared expert and the
+     routed weight gradient. DualPipe always overlaps.
    * CP K/V exchange (comm.py, CP section): ``ring`` hides each of the c-1 p2p steps behind the attention of one
      chunk (exposed = (c-1) max(0, step - attention/c), fwd and bwd); ``allgather`` is exposed.
    * recompute: ``selective`` re-runs element-wise ops, ``moe_fine`` also the routed-expert fc1, ``full``
@@ -49,7 +50,8 @@ from ..parallel.dims import ParallelDims
 from ..parallel.split import ItemCosts, pipeline_split
 from .layout import resolve_layout
 from .memory import a2a_buffer_bytes, head_transient_bytes, layer_activation_bytes, model_state_bytes
-from .schedule import bubble_units, device_chunks, stage_sums, warmup_fraction
+from .overlap import EPPhases
+from .schedule import bubble_units, device_chunks, stage_sums, unpaired_fraction
 
 GB = 1024 ** 3
 
@@ -65,6 +67,10 @@ class Block:
     tp_exposed: float = 0.0
     ep_exposed: float = 0.0
     ep_total: float = 0.0
+    ep_paired: float = 0.0          # exposed EP all-to-all per micro-batch when its passes are paired / alone
+    ep_alone: float = 0.0
+    ep_comm_paired: float = 0.0     # the transfer part of those (without the contention cost)
+    ep_comm_alone: float = 0.0
     swap_exposed: float = 0.0
     cp_exposed: float = 0.0         # context-parallel K/V exchange (fwd + bwd) not hidden behind attention
     act_bytes: float = 0.0          # stored per micro-batch
@@ -101,10 +107,12 @@ class Estimate:
     stage_times_s: list
     details: dict
     config: Config | None = None    # the resolved recipe estimated (sim/recipe.py writes it for training)
+    mfu_by_peak: dict = field(default_factory=dict)   # {dtype: MFU against that dtype's dense peak}
 
     def as_dict(self) -> dict:
         return {
             "mfu": self.mfu,
+            "mfu_by_peak": {f"mfu_vs_{d}_peak": v for d, v in self.mfu_by_peak.items()},
             "peak_flops_per_device": self.peak_flops_per_device,
             "peak_dtype": self.peak_dtype,
             "step_time_s": self.step_time_s,
@@ -139,8 +147,12 @@ class Simulator:
         self.cfg, self.L, self.hw = cfg, layout, hw
         self.cm = ComputeModel(cfg, layout, hw)
         self.comm = CommModel(cfg, layout, hw)
-        self.warm = 0.0 if layout.pipeline_schedule == "dualpipe" else warmup_fraction(layout.pipeline_schedule, layout.pp,
-                                                                                layout.micro_batches, layout.vpp)
+        L = layout
+        self.unpaired = [unpaired_fraction(L.pipeline_schedule, L.pp, L.micro_batches, L.vpp, st)
+                         for st in range(L.pp)]
+        # the stage split sees one time per block: the largest unpaired share (stage 0, whose time the
+        # time-balanced split then equalises with the others'); run() corrects every stage to its own share
+        self.unpaired_split = max(self.unpaired)
 
     # --------------------------------------------------------------- blocks
     def _layer_block(self, moe_layer: bool, name: str) -> Block:
@@ -158,16 +170,21 @@ class Simulator:
         attn_core = sum(t for op, t in c.ops if op.name == "attn.core")
         cp_f, cp_b = self.comm.cp().exposed(attn_core)
         b.cp_exposed = cp_f + cp_b
-        # EP all-to-all: fwd (dispatch + combine) and bwd
-        a2a = 2.0 * lc.ep_a2a
-        b.ep_total = a2a
-        if a2a > 0:
-            if s.ep_overlap or self.L.pipeline_schedule == "dualpipe":
-                steady = max(0.0, a2a - (c.fwd + c.bwd))
-                edge = max(0.5 * a2a, steady)
-                b.ep_exposed = (1.0 - self.warm) * steady + self.warm * edge
-            else:
-                b.ep_exposed = a2a
+        # EP all-to-all (overlap.py): exposed per micro-batch when paired and when alone; run() applies each
+        # stage's own unpaired share (schedule.unpaired_fraction), the block time uses the largest
+        if lc.ep_a2a > 0:
+            ph = EPPhases(attn_fwd=c.fwd - c.expert_fwd, attn_bwd=c.bwd - c.expert_bwd, expert_fwd=c.expert_fwd,
+                          expert_bwd=c.expert_bwd, shared_fwd=c.shared_fwd, shared_bwd=c.shared_bwd,
+                          routed_wgrad=c.routed_wgrad, dispatch_fwd=lc.ep_dispatch, combine_fwd=lc.ep_combine,
+                          dispatch_bwd=lc.ep_combine, combine_bwd=lc.ep_combine)
+            on = s.ep_overlap or self.L.pipeline_schedule == "dualpipe"
+            k = self.hw.comm_compute_slowdown
+            b.ep_total = ph.comm_total
+            b.ep_paired = ph.exposed(on, s.ep_overlap_scope, 0.0, k)
+            b.ep_alone = ph.exposed(on, s.ep_overlap_scope, 1.0, k)
+            b.ep_comm_paired = ph.exposed_comm(on, s.ep_overlap_scope, 0.0, k)
+            b.ep_comm_alone = ph.exposed_comm(on, s.ep_overlap_scope, 1.0, k)
+            b.ep_exposed = (1.0 - self.unpaired_split) * b.ep_paired + self.unpaired_split * b.ep_alone
         # recompute
         rc, frac = s.recompute, s.recompute_fraction
         if rc == "selective":
@@ -302,7 +319,16 @@ class Simulator:
         st_time = stage_sums(chunk_time, p, v)
         st_parts = {a: stage_sums(chunk_sum(a), p, v) for a in
                     ("fwd", "bwd", "recompute", "tp_exposed", "ep_exposed", "swap_exposed", "cp_exposed",
-                     "act_bytes", "dense_params", "expert_params", "ep_total")}
+                     "act_bytes", "dense_params", "expert_params", "ep_total", "ep_paired", "ep_alone",
+                     "ep_comm_paired", "ep_comm_alone")}
+        # each stage's own share of unpaired (warm-up / cool-down) passes for the EP all-to-all
+        st_parts["ep_comm"] = [0.0] * p
+        for i in range(p):
+            ep = ((1.0 - self.unpaired[i]) * st_parts["ep_paired"][i] + self.unpaired[i] * st_parts["ep_alone"][i])
+            st_time[i] += ep - st_parts["ep_exposed"][i]
+            st_parts["ep_exposed"][i] = ep
+            st_parts["ep_comm"][i] = ((1.0 - self.unpaired[i]) * st_parts["ep_comm_paired"][i]
+                                      + self.unpaired[i] * st_parts["ep_comm_alone"][i])
         slow = max(range(p), key=lambda i: st_time[i])
         t_max, t_mean = st_time[slow], sum(st_time) / p
         bubble = bubble_units(L.pipeline_schedule, p, v) * t_mean
@@ -332,6 +358,9 @@ class Simulator:
         tokens = L.global_batch_size * L.seq_length
         peak = hw.mfu_peak
         mfu = fpt * tokens / (step * L.world * peak)
+        # MFU against both the BF16 peak and the peak of the precision the linear GEMMs use (labelled)
+        mfu_by_peak = {d: fpt * tokens / (step * L.world * hw.peak(d)) for d in dict.fromkeys(("bf16", s.precision))
+                       if d in hw.peak_flops}
 
         # memory per device (pipeline stage; DualPipe devices hold stage i and its mirror p-1-i)
         mem_rows = self._memory_rows(blocks, bounds)
@@ -379,13 +408,17 @@ class Simulator:
                        "transient": transient / GB, "reserved": hw.reserved_bytes / GB,
                        "worst_stage": worst, "inflight_chunks": inflight,
                        "activations_per_micro_batch_by_module": act_modules},
-            stage_times_s=st_time, config=cfg,
+            stage_times_s=st_time, config=cfg, mfu_by_peak=mfu_by_peak,
             details={"bubble_fraction": bubble / step, "slowest_stage": slow,
                      "layers_per_virtual_stage": list(split.counts), "stage_split": split.method,
                      "blocks_per_virtual_stage": blocks_per_chunk,
                      "decoder_layers_per_virtual_stage": [len(range(max(a, 1), min(e, cfg.model.num_layers + 1)))
                                                           for a, e in bounds],
                      "ep_alltoall_total_s": m * sp["ep_total"],
+                     "ep_alltoall_hidden_fraction": (1.0 - sp["ep_comm"] / sp["ep_total"]) if sp["ep_total"] else None,
+                     "ep_alltoall_exposed_comm_s": m * sp["ep_comm"],
+                     "ep_overlap_contention_s": m * (sp["ep_exposed"] - sp["ep_comm"]),
+                     "ep_unpaired_fraction_slowest_stage": self.unpaired[slow],
                      "cp_algorithm": s.cp_algorithm if L.cp > 1 else None,
                      "cp_bytes_sent_per_layer_micro": self.comm.cp().bytes_sent,
                      "total_params": stats.total_params, "active_params": stats.active_params,

@@ -23,6 +23,10 @@ A profile YAML (``yaml/hardware/<name>.yaml``) has these keys (SI units: FLOP/s,
         reduce an axis; used only for the unfused reference (CPU) implementation, where ``calibrate`` measures it
         (MindSpore's CPU kernels: ~0.2); defaults to elementwise_efficiency
     op_overhead: fixed seconds per launched kernel (launch / scheduling)
+    fp8_gemm_efficiency_scale: FP8 GEMMs reach this fraction of the BF16 curve's efficiency (relative to the FP8
+        peak); 1.0 = the same curve. Sourced per profile
+    comm_compute_slowdown: fractional slowdown of compute kernels while a communication kernel runs beside them
+        (EP all-to-all overlap, sim/overlap.py); 0 = none. Sourced per profile
     step_overhead: fixed seconds per training-step call (graph launch, inputs, host sync); measured on CPU by
         ``calibrate``, 0 (negligible against multi-second steps) in the accelerator profiles
 
@@ -107,6 +111,8 @@ class HardwareProfile:
     step_overhead: float = 0.0
     description: str = ""
     broadcast_efficiency: float = 0.0      # 0: same as elementwise_efficiency
+    comm_compute_slowdown: float = 0.0     # compute slowdown beside a communication kernel (overlap.py)
+    fp8_gemm_efficiency_scale: float = 1.0  # FP8 GEMM efficiency relative to the BF16 curve
 
     def peak(self, dtype: str) -> float:
         if dtype not in self.peak_flops:
@@ -140,6 +146,8 @@ class HardwareProfile:
             "broadcast_efficiency": self.broadcast_efficiency or self.elementwise_efficiency,
             "op_overhead": self.op_overhead,
             "step_overhead": self.step_overhead,
+            "comm_compute_slowdown": self.comm_compute_slowdown,
+            "fp8_gemm_efficiency_scale": self.fp8_gemm_efficiency_scale,
         }
 
 
@@ -184,6 +192,8 @@ def profile_from_dict(d: dict, name: str = "custom") -> HardwareProfile:
             broadcast_efficiency=float(d.get("broadcast_efficiency", d.get("elementwise_efficiency", 0.7))),
             op_overhead=float(d.get("op_overhead", 0.0)),
             step_overhead=float(d.get("step_overhead", 0.0)),
+            comm_compute_slowdown=float(d.get("comm_compute_slowdown", 0.0)),
+            fp8_gemm_efficiency_scale=float(d.get("fp8_gemm_efficiency_scale", 1.0)),
         )
     except (TypeError, ValueError, KeyError) as e:
         if isinstance(e, ConfigError):

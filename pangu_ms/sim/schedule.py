@@ -68,16 +68,29 @@ def dualpipe_inflight(p: int, m: int, device: int) -> tuple:
     return float(min(half, p - device)), float(min(half, device + 1))
 
 
-def warmup_fraction(schedule: str, p: int, m: int, v: int = 1) -> float:
-    """Fraction of a stage's forward/backward passes that run outside the 1F1B steady state."""
+def unpaired_fraction(schedule: str, p: int, m: int, v: int = 1, stage: int = 0) -> float:
+    """Fraction of stage ``stage``'s forward (and of its backward) passes that run without an independent partner
+    pass of another micro-batch, i.e. outside the FWD-BWD pairs that hide the EP all-to-all (sim/overlap.py).
+
+    * no pipeline (p = 1): the first forward and the last backward (Megatron-Core combined 1F1B): 1 / m;
+    * 1F1B: the p - s - 1 warm-up forwards plus the one extra warm-up forward that makes the steady-state pair
+      independent on the last stage (Megatron-Core, MindSpeed fb-overlap): (p - s) / m;
+    * interleaved: Megatron's 2(p - s - 1) + (v - 1) p warm-up chunk passes + 1, of m v;
+    * DualPipe (deepseek-ai/DualPipe ``step``): with half-rank r = min(s, p-1-s) a device runs
+      2 (m/2 - p + r + 1) paired F&B passes in its main loop and p/2 - r - 1 in the next, of m forwards:
+      unpaired (1.5 p - r - 1) / m.
+    Clamped to [0, 1] (1: every pass is warm-up or cool-down).
+    """
+    if m <= 0:
+        return 1.0
     if p <= 1:
-        return 0.0
+        return min(1.0, 1.0 / m)
     if schedule == "interleaved":
-        w = min(m * v, 2 * (p - 1) + (v - 1) * p)
-        return w / (m * v)
+        return min(1.0, (2 * (p - stage - 1) + (v - 1) * p + 1) / (m * v))
     if schedule == "dualpipe":
-        return min(1.0, (p / 2) / m)
-    return min(1.0, (p - 1) / m)
+        r = min(stage, p - 1 - stage)
+        return min(1.0, max(0.0, (1.5 * p - r - 1) / m))
+    return min(1.0, (p - stage) / m)
 
 
 def stage_sums(chunk_sums: list, p: int, v: int) -> list:

@@ -1,0 +1,103 @@
+"""EP all-to-all overlap model (pangu_ms/sim/overlap.py) and the unpaired share of each schedule, hand-computed."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from pangu_ms.config import load_config
+from pangu_ms.sim import schedule
+from pangu_ms.sim.estimate import estimate
+from pangu_ms.sim.overlap import EPPhases, overlapped
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+
+
+def test_overlapped_hand_computed():
+    assert overlapped(1.0, 0.0, 0.25) == 1.0
+    assert overlapped(1.0, 2.0, 0.25) == 2.0                       # 2 >= 1 x 1.25: compute hides under comm
+    assert overlapped(2.0, 1.0, 0.25) == pytest.approx(2.2)        # 2 + 1 x 0.25 / 1.25
+    assert overlapped(2.0, 1.0, 0.0) == 2.0
+
+
+PH = EPPhases(attn_fwd=1.0, attn_bwd=2.0, expert_fwd=2.0, expert_bwd=4.0, shared_fwd=0.5, shared_bwd=1.0,
+              routed_wgrad=1.5, dispatch_fwd=1.5, combine_fwd=3.0, dispatch_bwd=3.0, combine_bwd=3.0)
+
+
+def test_paired_and_alone_hand_computed():
+    # paired, k = 0: max(1, 3) + max(4, 1.5) + max(2, 3) + max(2, 3) = 3 + 4 + 3 + 3 = 13, minus F + B = 9
+    assert PH.exposed_paired(0.0) == pytest.approx(4.0)
+    # alone, k = 0: fwd max(.5, 1.5) - .5 + 3 = 4; bwd max(1, 3) - 1 + max(1.5, 3) - 1.5 = 3.5
+    assert PH.exposed_alone(0.0) == pytest.approx(7.5)
+    assert PH.exposed(False, "cross_micro_batch", 0.3, 0.0) == PH.comm_total == 10.5
+    assert PH.exposed(True, "intra_layer", 0.0, 0.0) == pytest.approx(7.5)
+    assert PH.exposed(True, "cross_micro_batch", 0.25, 0.0) == pytest.approx(0.75 * 4.0 + 0.25 * 7.5)
+    # contention k = 0.25: stage 2 (compute 4 beside comm 1.5 < 4 x 1.25) takes 4 + 1.5 x 0.2 = 4.3; the other
+    # stages stay comm-bound (3 >= 1.25, 2.5, 2.5): 3 + 4.3 + 3 + 3 - 9 = 4.3. Of that, the transfer not under
+    # (slowed) compute is 3 - 1.25 + 0 + 3 - 2.5 + 3 - 2.5 = 2.75
+    assert PH.exposed_paired(0.25) == pytest.approx(4.3)
+    assert PH.exposed_comm(True, "cross_micro_batch", 0.0, 0.25) == pytest.approx(1.75 + 0.5 + 0.5)
+
+
+def dualpipe_paired_passes(p, m, rank):
+    """Paired F&B passes of one DualPipe rank, counted from the schedule's steps (deepseek-ai/DualPipe):
+    step 4 runs two F&B pairs per iteration, step 5 one."""
+    half = min(rank, p - 1 - rank)
+    step_4 = m // 2 - p + half + 1
+    step_5 = p // 2 - half - 1
+    return 2 * step_4 + step_5
+
+
+@pytest.mark.parametrize("p,m", [(4, 8), (8, 20), (16, 120)])
+def test_unpaired_fraction_dualpipe_counts_the_schedule(p, m):
+    for rank in range(p):
+        assert schedule.unpaired_fraction("dualpipe", p, m, 1, rank) == pytest.approx(
+            1 - dualpipe_paired_passes(p, m, rank) / m)
+
+
+def test_unpaired_fraction_1f1b_interleaved_no_pp():
+    assert schedule.unpaired_fraction("1f1b", 1, 8) == 1 / 8               # first forward, last backward
+    assert schedule.unpaired_fraction("1f1b", 4, 8, 1, 0) == 4 / 8         # 3 warm-up + 1 extra
+    assert schedule.unpaired_fraction("1f1b", 4, 8, 1, 3) == 1 / 8
+    assert schedule.unpaired_fraction("interleaved", 2, 4, 2, 0) == 5 / 8  # 2(p-1) + (v-1)p + 1 of m v
+    assert schedule.unpaired_fraction("interleaved", 16, 16, 2, 0) == 1.0  # the 718B layout: stage 0 never pairs
+
+
+def test_estimate_overlap_on_off_and_contention():
+    path = os.path.join(ROOT, "yaml", "sim", "deepseek_v3_671b.yaml")
+    base = ["sim.pp_schedule=1f1b", "parallel.pipeline_split=balanced", "sim.recompute=selective"]
+    off = estimate(load_config(path, base + ["sim.ep_overlap=false"], validate=False))
+    on = estimate(load_config(path, base, validate=False))
+    assert off.details["ep_alltoall_hidden_fraction"] == pytest.approx(0.0)
+    assert off.breakdown_s["ep_alltoall_exposed"] == pytest.approx(off.details["ep_alltoall_total_s"])
+    assert 0.0 < on.details["ep_alltoall_hidden_fraction"] < 1.0
+    assert on.step_time_s < off.step_time_s
+    d = on.details       # exposed = transfer not under compute + contention of the compute beside it
+    assert on.breakdown_s["ep_alltoall_exposed"] == pytest.approx(d["ep_alltoall_exposed_comm_s"]
+                                                                  + d["ep_overlap_contention_s"])
+    assert d["ep_overlap_contention_s"] > 0        # h800 profile: comm_compute_slowdown 0.25
+
+
+def test_fp8_per_gemm_precision_and_mfu_against_both_peaks():
+    """FP8: linear GEMMs at the FP8 peak x fp8_gemm_efficiency_scale plus a quantisation pass; LM head, router and
+    attention core BF16; MFU printed against the BF16 and the FP8 peak (ratio = the peaks' ratio)."""
+    from pangu_ms.sim.compute import ComputeModel
+    from pangu_ms.sim.hardware import load_hardware
+    from pangu_ms.sim.layout import resolve_layout
+    path = os.path.join(ROOT, "yaml", "sim", "llama3_405b.yaml")
+    hw = load_hardware("h100")
+    cfg, lay = resolve_layout(load_config(path, ["sim.precision=fp8"], validate=False), 16384, 8)
+    cm = ComputeModel(cfg, lay, hw)
+    head = dict((op.name, op) for op, _ in cm.head().ops)["head.lm_head"]
+    assert head.gemm_dtype == "bf16"
+    layer = dict((op.name, (op, t)) for op, t in cm.layer(False).ops)
+    op, t = layer["ffn.swiglu"]
+    assert op.gemm_dtype == "fp8"
+    eff = hw.gemm_efficiency(op.call_flops) * hw.fp8_gemm_efficiency_scale
+    gemm = max(op.hw_flops / (hw.peak("fp8") * eff), op.bytes / hw.hbm_bandwidth)
+    quant = 3.0 * op.quant_elems / (hw.hbm_bandwidth * hw.elementwise_efficiency)
+    assert t == pytest.approx(gemm + quant + op.launch)
+    e = estimate(cfg, hw, 16384)
+    assert e.mfu_by_peak["bf16"] == pytest.approx(e.mfu)
+    assert e.mfu_by_peak["fp8"] == pytest.approx(e.mfu * hw.peak("bf16") / hw.peak("fp8"))
+    assert set(e.as_dict()["mfu_by_peak"]) == {"mfu_vs_bf16_peak", "mfu_vs_fp8_peak"}

@@ -55,6 +55,12 @@ def evaluate(cfg, ckpt, lengths, long_len, long_data, trials, tok, log):
     return pk, loss_long
 
 
+def _mean_acc(pk, length) -> float:
+    """Passkey accuracy at ``length``, mean over depths (fraction; keys are strings once read from JSON)."""
+    table = pk["mean_accuracy"]
+    return float(table[length] if length in table else table[str(length)])
+
+
 def _mean_lp(pk, length):
     i = pk["lengths"].index(length)
     return sum(pk["logprob"][i]) / len(pk["logprob"][i])
@@ -64,10 +70,11 @@ def render_table(res: dict) -> str:
     """The before/after markdown block of docs/long_context.md from ``demo_results.json``."""
     b, a, t = res["passkey_before"], res["passkey_after"], res["timings_s"]
     short, long_len = b["lengths"][0], res["long_length"]
-    acc = lambda pk, L: pk["mean_accuracy"][L] if L in pk["mean_accuracy"] else pk["mean_accuracy"][str(L)]  # noqa
+    acc = _mean_acc
+    load = f"~{res['load_average']:.0f}" if "load_average" in res else "~6"
     return "\n".join([
         f"Schedule: {res['schedule']}. Measured on this 2-core CPU machine (shared with other jobs, load average "
-        f"~6), wall time of the whole demo {res['total_s'] / 60:.1f} min (pretrain {t['pretrain_s']:.0f} s, "
+        f"{load} at the end), wall time of the whole demo {res['total_s'] / 60:.1f} min (pretrain {t['pretrain_s']:.0f} s, "
         f"extension {t['extend_s']:.0f} s, evaluations {t['eval_before_s'] + t['eval_after_s']:.0f} s; rest = "
         f"data preparation and start-up).",
         "",
@@ -108,9 +115,14 @@ def main(argv=None) -> int:
     ap.add_argument("--fresh", action="store_true", help="delete the demo's runs, prepared data and passkey corpora first")
     ap.add_argument("--doc", default=os.path.join(ROOT, "docs/long_context.md"),
                     help="markdown file whose DEMO block receives the table ('' = do not write)")
+    ap.add_argument("--out", default="",
+                    help="put the demo's runs under DIR (DIR/pretrain, DIR/long_context) and write DIR/results.json")
     ap.add_argument("--report-only", action="store_true",
                     help="only re-render the docs table from the last run's demo_results.json")
     args = ap.parse_args(argv)
+    if args.out:
+        out = os.path.abspath(args.out)
+        args.overrides += [f"train.output_dir={out}/long_context", f"stage.init_from={out}/pretrain"]
     t_start = time.perf_counter()
     os.chdir(ROOT)
     if args.report_only:
@@ -200,8 +212,16 @@ def main(argv=None) -> int:
            "pretrain_valid_loss": pre.get("valid_loss"), "timings_s": timings, "total_s": total,
            "trials": args.trials, "sub_stages": [{k: v for k, v in s.items() if k != "losses"}
                                                  for s in summary["sub_stages"]]}
+    res.update(acc_train_len=_mean_acc(pk_before, short), acc_4x_before=_mean_acc(pk_before, long_len),
+               acc_4x_after=_mean_acc(pk_after, long_len), load_average=os.getloadavg()[0])
     with open(os.path.join(out_dir, "demo_results.json"), "w", encoding="utf-8") as f:
         json.dump(res, f, indent=1)
+    if args.out:
+        for name in ("passkey_before.png", "passkey_after.png"):
+            shutil.copy(os.path.join(out_dir, name), os.path.join(args.out, name))
+        with open(os.path.join(args.out, "results.json"), "w", encoding="utf-8") as f:
+            json.dump({k: res[k] for k in ("acc_train_len", "acc_4x_before", "acc_4x_after", "schedule",
+                                           "total_s")}, f, indent=1)
     table = render_table(res)
     print("\n" + format_table(pk_before, "before:") + "\n\n" + format_table(pk_after, "after:") + "\n\n" + table)
     write_doc(args.doc, table)

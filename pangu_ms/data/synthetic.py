@@ -33,13 +33,10 @@ class SyntheticSampler:
     def global_batch(self, step: int) -> np.ndarray:
         return self._rows([self.seed, 0x5359, step], self.g)
 
-    def batch(self, step: int, micro: int = 0, with_segments: bool = False):
-        """This rank's micro-batch ``[micro_batch_size, L+1]``; ``with_segments``: also the segment ids (every
-        synthetic row is one document: zeros), as the prepared-data sampler gives them."""
+    def batch(self, step: int, micro: int = 0) -> np.ndarray:
         per_rank = self.g // self.dp_size
         start = self.dp_rank * per_rank + micro * self.micro_batch_size
-        rows = self.global_batch(step)[start:start + self.micro_batch_size]
-        return (rows, np.zeros(rows.shape, np.int32)) if with_segments else rows
+        return self.global_batch(step)[start:start + self.micro_batch_size]
 
     def valid_batches(self, batch_size: int, n_batches: int):
         for b in range(n_batches):

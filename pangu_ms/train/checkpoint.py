@@ -243,7 +243,8 @@ def load_checkpoint(cell, path: str, rank: int = 0, strict_shapes: bool = True, 
             if name in theirs and not _same_shape(theirs[name], shape, name in local):
                 raise CheckpointError(f"{path}: parameter '{name}' has shape {theirs[name]} in the checkpoint "
                                       f"but {shape} in the model (different model shape)")
-        missing = [n for n in mine if n not in theirs and n not in set(placement_of.values())]
+        tables = set(placement_of.values())
+        missing = [n for n in mine if n not in theirs and n not in tables]
         if missing:
             raise CheckpointError(f"{path}: parameter '{missing[0]}' (and {len(missing) - 1} more) missing "
                                   f"from the checkpoint (different model?)")

@@ -173,7 +173,10 @@ class Trainer:
                 Tensor(document_positions(segments)) if t.reset_position_ids else None)
 
     def _batch(self, step: int, micro: int):
-        return self.sampler.batch(step, micro, with_segments=self._documents())
+        """Rows of (step, micro), with their segment ids when ``_documents()`` (prepared data only: validated)."""
+        if self._documents():
+            return self.sampler.batch(step, micro, with_segments=True)
+        return self.sampler.batch(step, micro)
 
     def run_step(self, step: int):
         vals, load = self._run_step_local(step)

@@ -37,6 +37,11 @@ def test_paired_and_alone_hand_computed():
     # (slowed) compute is 3 - 1.25 + 0 + 3 - 2.5 + 3 - 2.5 = 2.75
     assert PH.exposed_paired(0.25) == pytest.approx(4.3)
     assert PH.exposed_comm(True, "cross_micro_batch", 0.0, 0.25) == pytest.approx(1.75 + 0.5 + 0.5)
+    # unpaired passes pay the within-layer exposure: all unpaired = intra_layer, a share mixes the two linearly
+    alone = PH.exposed_comm(True, "intra_layer", 0.0, 0.25)
+    assert alone != pytest.approx(2.75)
+    assert PH.exposed_comm(True, "cross_micro_batch", 1.0, 0.25) == pytest.approx(alone)
+    assert PH.exposed_comm(True, "cross_micro_batch", 0.25, 0.25) == pytest.approx(0.75 * 2.75 + 0.25 * alone)
 
 
 def dualpipe_paired_passes(p, m, rank):

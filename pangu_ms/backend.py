@@ -19,10 +19,36 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.ops.operations.nn_ops import FlashAttentionScore, RmsNorm
 
 from .config import ConfigError
+from .layers.explicit_broadcast import Softmax, expand_as
+
+
+class RMSNormKernel(nn.Cell):
+    """(x, weight) -> x * rsqrt(mean(x^2, -1) + eps) * weight.
+
+    The [..., 1] inverse RMS is expanded to x's shape with ``BroadcastTo`` before the multiply (implicitly
+    broadcasting elementwise kernels hold four output-sized buffers per call on CPU:
+    ``layers/explicit_broadcast.py``). The [d] weight is still broadcast implicitly: expanding the weight
+    Parameter (``BroadcastTo``, ``Tile``, or a K=1 matmul) inside a recomputed decoder layer of the training step
+    makes MindSpore 2.9's recompute pass build a cyclic graph ("Graph cycle exists").
+    """
+
+    def __init__(self, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.square = ops.Mul()
+        self.mean = ops.ReduceMean(keep_dims=True)
+        self.rsqrt = ops.Rsqrt()
+        self.normalize = ops.Mul()
+        self.scale = ops.Mul()
+
+    def construct(self, x, weight):
+        n = self.normalize(x, expand_as(self.rsqrt(self.mean(self.square(x, x), -1) + self.eps), x))
+        return self.scale(n, weight)
 
 
 class RMSNorm(nn.Cell):
-    """y = x * rsqrt(mean(x^2, -1) + eps) * weight (reference path, in the input dtype: fp32/fp64 on CPU).
+    """y = x * rsqrt(mean(x^2, -1) + eps) * weight (reference path, in the input dtype: fp32/fp64 on CPU;
+    computed by :class:`RMSNormKernel`).
 
     The Ascend plan shards the logical op ``norm`` ([T, d] input, [d] weight); :meth:`shard` maps that strategy
     onto the named primitives of this path.
@@ -35,24 +61,19 @@ class RMSNorm(nn.Cell):
         self.eps = eps
         self.weight = Parameter(Tensor(np.full((dim,), init_value, dtype=np.float32), dtype), name="weight")
         self.out_dtype = dtype
-        self.square = ops.Mul()
-        self.mean = ops.ReduceMean(keep_dims=True)
-        self.rsqrt = ops.Rsqrt()
-        self.normalize = ops.Mul()
-        self.scale = ops.Mul()
+        self.kernel = RMSNormKernel(eps)
 
     def construct(self, x):
-        var = self.mean(self.square(x, x), -1)
-        return self.scale(self.normalize(x, self.rsqrt(var + self.eps)), self.weight)
+        return self.kernel(x, self.weight)
 
     def shard(self, attr: str, in_strategy: tuple) -> dict:
         """Shard the logical ``norm`` op (strategies of x [T, d] and weight [d]); returns {primitive attr: strategy}."""
         x, w = in_strategy
         row = x[:-1] + (1,)
-        plan = {"square": (x, x), "mean": (x,), "rsqrt": (row,), "normalize": (x, row), "scale": (x, w)}
+        plan = {"square": (x, x), "mean": (x,), "rsqrt": (row,), "normalize": (x, x), "scale": (x, w)}
         for name, strategy in plan.items():
-            getattr(self, name).shard(strategy)
-        return plan
+            getattr(self.kernel, name).shard(strategy)
+        return {f"kernel.{name}": strategy for name, strategy in plan.items()}
 
 
 class FusedRMSNorm(RMSNorm):
@@ -109,6 +130,7 @@ class CausalAttention(nn.Cell):
         self.score_matmul = ops.BatchMatMul(transpose_b=True)        # q_nope k_nope^T   [B, N, S, S]
         self.rope_score_matmul = ops.BatchMatMul(transpose_b=True)   # q_rope k_rope^T   [B, N*S, S]
         self.value_matmul = ops.BatchMatMul()                        # probs v           [B, N, S, Dv]
+        self.softmax = Softmax()                                     # explicit broadcasts (CPU memory)
 
     def construct(self, q_nope, q_rope, k_nope, k_rope, v, mask):
         b, n, s, _ = q_nope.shape
@@ -118,7 +140,8 @@ class CausalAttention(nn.Cell):
             dr = q_rope.shape[-1]
             rope = self.rope_score_matmul(q_rope.reshape(b, n * s, dr), k_rope).reshape(b, n, s, sk)
             scores = scores + rope
-        probs = ops.softmax(scores * self.scale + mask, -1)
+        scores = scores * self.scale
+        probs = self.softmax(scores + expand_as(mask, scores))
         return self.value_matmul(probs, v)
 
     def shard(self, attr: str, in_strategy: tuple) -> dict:
@@ -162,7 +185,8 @@ class ChunkedCausalAttention(CausalAttention):
                 dr = q_rope.shape[-1]
                 rope = self.rope_score_matmul(q_rope[:, :, i0:i1].reshape(b, n * c, dr), k_rope[:, :i1])
                 scores = scores + rope.reshape(b, n, c, i1)
-            probs = ops.softmax(scores * self.scale + mask[..., i0:i1, :i1], -1)
+            scores = scores * self.scale
+            probs = self.softmax(scores + expand_as(mask[..., i0:i1, :i1], scores))
             outs = outs + (self.value_matmul(probs, v[:, :, :i1]),)
         return ops.concat(outs, 2)
 

@@ -10,6 +10,8 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
+from ..layers.explicit_broadcast import expand_as
+
 
 def inv_freq(dim: int, base: float) -> np.ndarray:
     return 1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
@@ -141,4 +143,4 @@ class RotaryEmbedding(nn.Cell):
             sin = ops.gather(self.sin, positions.reshape(-1), 0).reshape(table_shape)
         shape = x.shape
         xr = self.matmul(x.reshape(-1, self.dim), self.rot).reshape(shape)
-        return x * cos + xr * sin
+        return x * expand_as(cos, x) + xr * expand_as(sin, x)

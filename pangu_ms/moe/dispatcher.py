@@ -22,6 +22,8 @@ import math
 import mindspore as ms
 from mindspore import nn, ops
 
+from ..layers.explicit_broadcast import expand_as
+
 
 def one_hot(ids, n, dtype):
     """One-hot in ``dtype`` (the OneHot kernel has no fp64 variant: build in fp32 and cast)."""
@@ -52,7 +54,7 @@ class _SlotDispatcher(nn.Cell):
         t = w.shape[0]
         pad = ops.zeros((1, out_rows.shape[-1]), out_rows.dtype)
         gathered = ops.gather(ops.concat((out_rows, pad), 0), slot, 0)   # [T*k, d]
-        return (gathered * w.reshape(-1, 1)).reshape(t, self.top_k, -1).sum(1)
+        return (gathered * expand_as(w.reshape(-1, 1), gathered)).reshape(t, self.top_k, -1).sum(1)
 
 
 class MaskedDenseDispatcher(nn.Cell):
@@ -62,8 +64,8 @@ class MaskedDenseDispatcher(nn.Cell):
 
     def construct(self, x, idx, w, experts, shared=None):
         """``shared``: optional shared-expert MLP folded into the expert matmuls (see ``all_experts``)."""
-        gates = (one_hot(idx, self.num_experts, w.dtype)
-                 * w.reshape(w.shape[0], w.shape[1], 1)).sum(1)
+        chosen = one_hot(idx, self.num_experts, w.dtype)
+        gates = (chosen * expand_as(w.reshape(w.shape[0], w.shape[1], 1), chosen)).sum(1)
         return experts.all_experts(x, gates, shared), ops.zeros((), x.dtype)
 
 

@@ -13,13 +13,15 @@ from __future__ import annotations
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
+from ..layers.explicit_broadcast import expand_as
+
 
 class GateScale(nn.Cell):
     """Activations [T, E, F] times the routing gates [T, E] (no parameters: a Cell of its own so that the
     ``moe_act`` recompute covers the gate multiply with the SwiGLU)."""
 
     def construct(self, a, gates):
-        return a * gates.reshape(gates.shape[0], gates.shape[1], 1)
+        return a * expand_as(gates.reshape(gates.shape[0], gates.shape[1], 1), a)
 
 
 class RoutedExperts(nn.Cell):

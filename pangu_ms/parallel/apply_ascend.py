@@ -82,13 +82,20 @@ def resolve_targets(plan: ShardPlan, cells: dict, cfg, loss_cells: dict | None =
     return targets, missing
 
 
+def _primitive(cell, dotted: str):
+    """The primitive at ``dotted`` ('attr' or 'subcell.attr') under ``cell``."""
+    for part in dotted.split("."):
+        cell = getattr(cell, part)
+    return cell
+
+
 def _shard_target(plan, path, cell, attr, op, layouts):
     """Shard one target; returns ([(primitive attr, primitive, strategy)], problem or None)."""
     from mindspore.ops import Primitive
     strategy = plan.strategy(op)
     if attr in getattr(cell, "plan_attrs", ()):
-        applied = cell.shard(attr, strategy)
-        return [(name, getattr(cell, name), s) for name, s in applied.items()], None
+        applied = cell.shard(attr, strategy)          # {primitive attr, or 'subcell.attr': strategy}
+        return [(name, _primitive(cell, name), s) for name, s in applied.items()], None
     prim = getattr(cell, attr, None)
     if not isinstance(prim, Primitive):
         return [], f"{path}: no primitive '{attr}' for op {op.name} (cell {type(cell).__name__})"
@@ -117,7 +124,9 @@ def shard_network(network, plan: ShardPlan, cfg, mode: str = "semi_auto") -> tup
         applied, problem = _shard_target(plan, path, cell, attr, op, layouts)
         if problem:
             problems.append(problem)
-        sharded += [(path, name, prim, strategy, op.name) for name, prim, strategy in applied]
+        for name, prim, strategy in applied:          # a sub-cell's primitive is reported under that sub-cell
+            sub, _, last = name.rpartition(".")
+            sharded.append((f"{path}.{sub}" if sub else path, last, prim, strategy, op.name))
     for name in plan.stages.stage_of:
         if name not in cells and not (name == "lm_head" and cfg.model.tie_embeddings):   # tied: no lm_head
             problems.append(f"missing cell '{name}' for pipeline stage {plan.stages.stage_of[name]}")

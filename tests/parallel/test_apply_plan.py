@@ -70,7 +70,7 @@ def test_dry_run_binds_every_target(layout):
     assert got["layers.1.attention.o_proj", "matmul"] == ((tokens, p.tp), (1, p.tp))
     assert got["layers.1.attention.q_b_proj", "matmul"] == ((tokens, 1), (p.tp, 1))
     assert got["layers.1.attention.core", "score_matmul"] == ((p.dp, p.tp, p.cp, 1), (p.dp, p.tp, 1, 1))
-    assert got["layers.1.input_norm", "scale"] == ((tokens, 1), (1,))
+    assert got["layers.1.input_norm.kernel", "scale"] == ((tokens, 1), (1,))
     width = p.ep * (p.tp if p.tp_extend_ep else 1)
     ffn_split = 1 if p.tp_extend_ep else p.tp
     assert got["layers.1.moe.experts", "bmm_gate_up"] == ((width, tokens // p.ep, 1), (width, 1, ffn_split))
@@ -78,8 +78,8 @@ def test_dry_run_binds_every_target(layout):
     assert got["embedding", "gather"] == ((p.tp, 1), (tokens,))
     assert got["cross_entropy", "fused"] == ((tokens, p.tp), (tokens,))      # on the loss Cell
     model = net.model
-    for prim in (model.embedding.gather, model.layers[1].attention.o_proj.matmul, model.layers[1].input_norm.scale,
-                 model.layers[1].moe.experts.dense_down, model.final_norm.mean, net.cross_entropy.fused):
+    for prim in (model.embedding.gather, model.layers[1].attention.o_proj.matmul, model.layers[1].input_norm.kernel.scale,
+                 model.layers[1].moe.experts.dense_down, model.final_norm.kernel.mean, net.cross_entropy.fused):
         assert _attached(prim)
 
 

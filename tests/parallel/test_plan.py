@@ -110,7 +110,8 @@ def test_718b_plan(big_plan):
     assert p.strategy(p.op("attention.o_proj")) == ((48, 8), (1, 8))
     assert p.strategy(p.op("moe.experts.gate_up")) == ((32, 12, 1), (32, 1, 1))
     assert p.strategy(p.op("embedding")) == ((8, 1), (48,))  # token ids flattened to [B*S]
-    assert p.layout(p.op("moe.experts.gate_up"))["inputs"][1] == (("ep", "tp"), "None", "None")
+    assert p.layout(p.op("moe.experts.gate_up"))["inputs"][1] == ("ep", "None", "None")   # ep = width 32, etp 1
+    assert p.layout(p.op("moe.experts.gate_up"))["device_matrix"] == (12, 32, 1)
     semi, auto = p.context["semi_auto"], p.context["auto"]
     assert semi["parallel_mode"] == "semi_auto_parallel" and semi["pipeline_stages"] == 16
     assert semi["pipeline_config"]["pipeline_interleave"] is True

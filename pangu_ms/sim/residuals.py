@@ -81,5 +81,28 @@ def mark_ties(rows: list, key: str, band: float) -> list:
     return rows
 
 
+def spearman(a, b) -> float:
+    """Spearman rank correlation of two equal-length sequences (Pearson correlation of their ranks; tied values
+    get the mean of their ranks), with numpy only."""
+    import numpy as np
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape or x.ndim != 1 or x.size < 2:
+        raise ValueError(f"spearman: need two 1-D sequences of the same length >= 2, got {x.shape} and {y.shape}")
+
+    def ranks(v):
+        order = np.argsort(v, kind="mergesort")
+        r = np.empty(v.size)
+        r[order] = np.arange(v.size, dtype=float)
+        for val in np.unique(v):                       # ties: mean rank
+            m = v == val
+            r[m] = r[m].mean()
+        return r
+
+    rx, ry = ranks(x), ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    den = float(np.sqrt((rx * rx).sum() * (ry * ry).sum()))
+    return float((rx * ry).sum() / den) if den else 0.0
+
+
 __all__ = ["RESIDUALS_PATH", "throughput_error", "residual", "write_residuals", "load_residuals",
-           "uncertainty_band", "mark_ties"]
+           "uncertainty_band", "mark_ties", "spearman"]

@@ -47,3 +47,12 @@ def test_stored_residuals_are_current():
     assert row["predicted"] == pytest.approx(e.tokens_per_s_per_device, rel=1e-3)
     assert row["error"] == pytest.approx(R.throughput_error("tokens_per_s", 1575.0, e.tokens_per_s_per_device),
                                          abs=1e-4)
+
+
+def test_spearman_by_hand():
+    assert R.spearman([1, 2, 3], [10, 30, 20]) == pytest.approx(1 - 6 * 2 / (3 * 8))     # 1 - 6 sum d^2 / n(n^2-1)
+    assert R.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert R.spearman([0.1, 5.0, 2.0, 9.0], [1, 3, 2, 40]) == pytest.approx(1.0)          # ranks, not values
+    assert R.spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486833)              # tie: mean ranks
+    with pytest.raises(ValueError, match="same length"):
+        R.spearman([1, 2], [1, 2, 3])

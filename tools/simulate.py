@@ -102,11 +102,24 @@ def _emit(est, args) -> None:
     print(f"wrote {args.emit_recipe}: {_split_line(est.details)}", file=sys.stderr)
 
 
+def _etp_value(x: str):
+    if x == "auto":
+        return None
+    try:
+        v = int(x)
+    except ValueError:
+        v = 0
+    if v <= 0:
+        raise ConfigError(f"search --etp: '{x}' is neither 'auto' nor an integer > 0")
+    return v
+
+
 def _space(args):
     from pangu_ms.sim.search import SearchSpace
 
     sp = SearchSpace(tp=args.tp, pp=args.pp, vpp=args.vpp, ep=args.ep, micro_batch=args.mbs,
                      recompute=args.recompute, tp_extend_ep=[x == "true" for x in args.extend],
+                     etp=[_etp_value(x) for x in args.etp],
                      budget=args.budget or 0.0, tolerance=args.tolerance,
                      active_budget=args.active_budget or 0.0, active_tolerance=args.active_tolerance,
                      rank_by=args.rank_by)
@@ -126,6 +139,7 @@ def _space(args):
 def cmd_search(args) -> int:
     from pangu_ms.sim import search as S
     from pangu_ms.sim.hardware import load_hardware
+    from pangu_ms.sim.residuals import RESIDUALS_PATH, mark_ties, uncertainty_band
 
     cfg = _load(args)
     hw = load_hardware(cfg.sim.hardware)
@@ -141,7 +155,14 @@ def cmd_search(args) -> int:
             raise ConfigError("search --emit-recipe: no candidate fits the memory budget")
         _emit(S.estimate_row(cfg, _space(args), hw, devices, ranked[0]), args)
     shapes = S.shape_ranking(rows, args.rank_by)
-    summary = {"evaluated": res["evaluated"], "invalid_layouts": res["invalid"], "feasible": len(ranked),
+    band, n_cases = uncertainty_band()
+    mark_ties(ranked, args.rank_by, band)
+    mark_ties(shapes, args.rank_by, band)
+    band_line = (f"uncertainty band +-{100 * band:.1f}% (mean |error| of the simulator on {n_cases} published runs, "
+                 f"{os.path.relpath(RESIDUALS_PATH)}); tie = {args.rank_by} within the band of the best: "
+                 f"{sum(r['tie'] for r in ranked)} candidates, {sum(r['tie'] for r in shapes)} shapes")
+    summary = {"uncertainty_band": band, "band_cases": n_cases, "ties": sum(r["tie"] for r in ranked),
+               "shape_ties": sum(r["tie"] for r in shapes),"evaluated": res["evaluated"], "invalid_layouts": res["invalid"], "feasible": len(ranked),
                "oom": len(rows) - len(ranked), "seconds": res["seconds"],
                "candidates_per_minute": res["per_minute"], "peak_flops_per_device": hw.mfu_peak,
                "peak_dtype": hw.mfu_peak_dtype, "shapes": len(res["shapes"])}
@@ -160,7 +181,7 @@ def cmd_search(args) -> int:
         with open(os.path.join(args.out, "search.md"), "w", encoding="utf-8") as f:
             f.write(f"# Search ({hw.name}, {devices} devices; MFU vs {hw.mfu_peak / 1e12:.0f} TFLOPS "
                     f"{hw.mfu_peak_dtype} peak)\n\n## Top candidates\n\n{S.markdown_table(ranked, args.top)}\n\n"
-                    f"## Shapes (best layout each)\n\n{S.markdown_table(shapes, args.top)}\n\n"
+                    f"{band_line}\n\n## Shapes (best layout each)\n\n{S.markdown_table(shapes, args.top)}\n\n"
                     f"```\n{json.dumps(summary, indent=1)}\n```\n")
         from pangu_ms.sim.plots import plot_breakdown, plot_pareto
         plot_pareto(rows, os.path.join(args.out, "pareto.png"), hw.usable_hbm_bytes / 1024 ** 3,
@@ -171,6 +192,7 @@ def cmd_search(args) -> int:
         print(json.dumps({"summary": summary, "top": ranked[:args.top], "shapes": shapes[:args.top]}))
     else:
         print(S.markdown_table(ranked, args.top))
+        print("\n" + band_line)
         print("\nShapes (best layout each):")
         print(S.markdown_table(shapes, args.top))
         print(json.dumps(summary, indent=1))
@@ -249,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["none", "selective", "moe_fine", "full", "auto"])
     s.add_argument("--extend", nargs="+", default=["true", "false"], choices=["true", "false"],
                    help="tp_extend_ep values to try")
+    s.add_argument("--etp", nargs="+", default=["auto"],
+                   help="parallel.etp values to try (expert tensor-parallel size; 'auto' = derived from tp and "
+                        "tp_extend_ep; with an integer, --ep is the EP width)")
     s.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     s.add_argument("--limit", type=int, default=0, help="evaluate only the first N candidates")
     s.add_argument("--top", type=int, default=20, help="rows in the printed tables")

@@ -7,8 +7,13 @@ Cases (recipes in yaml/sim/, every assumption written in the recipe header):
   2. Pangu Ultra MoE shape search at a 718B budget: rank of the paper's shape (61 layers, hidden 7680, 256 experts).
   3. Pangu Ultra 135B dense on 8,192 910B: baseline (43%) and optimised (> 52%) MFU.
   4. DeepSeek-V3 671B on 2,048 H800: GPU-hours per trillion tokens vs 180K.
+  5. Llama 3 405B on H100 (dense GQA + CP); EP overlap ablations; FP8 vs BF16.
+  6. MoE parallel folding (parallel.etp): Qwen3-235B-A22B TP2 EP32 ETP1 and DeepSeek-V3 TP2 EP64 ETP1 on H100.
 
-  python tools/validate_sim_published.py [--skip-search] [--out docs/simulator_validation.md]
+  python tools/validate_sim_published.py [--skip-search] [--out docs/simulator_validation.md] [--write-residuals]
+
+--write-residuals stores every throughput comparison (predicted / published - 1) in yaml/sim/validation/
+residuals.yaml, the file `tools/simulate.py search` reads its uncertainty band from (pangu_ms/sim/residuals.py).
 """
 from __future__ import annotations
 
@@ -17,14 +22,16 @@ import sys
 import os
 
 
-from pangu_ms.config import load_config  # noqa: E402
+from pangu_ms.config import ConfigError, load_config  # noqa: E402
 from pangu_ms.sim.estimate import estimate  # noqa: E402
 from pangu_ms.sim.hardware import load_hardware  # noqa: E402
+from pangu_ms.sim.residuals import residual, uncertainty_band, write_residuals  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 R718 = os.path.join(ROOT, "yaml/sim/pangu_ultra_moe_718b_6k.yaml")
 R135 = os.path.join(ROOT, "yaml/sim/pangu_ultra_135b_dense.yaml")
 RDSV3 = os.path.join(ROOT, "yaml/sim/deepseek_v3_671b.yaml")
+RQWEN3 = os.path.join(ROOT, "yaml/sim/qwen3_235b_a22b.yaml")
 
 # cumulative ablation of the paper's optimisations (sec. 3.2); MC2 fused TP comm is on throughout
 ABLATION = [
@@ -301,21 +308,95 @@ def case_precision(lines):
     return out
 
 
+MBRIDGE = "NVIDIA-NeMo/Megatron-Bridge docs/performance-summary.md, DGX-H100 table"
+DSV3_H100 = ["parallel.tp=2", "parallel.pp=8", "parallel.vpp=4", "parallel.ep=64", "parallel.etp=1",
+             "sim.pp_schedule=interleaved", "train.global_batch_size=8192", "sim.precision=fp8", "sim.recompute=auto"]
+# MoE-parallel-folding runs: (label, source, recipe, devices, hardware, overrides, expressed layout, published
+#  tokens/s/GPU)
+FOLDING_CASES = [
+    ("Qwen3-235B-A22B, 256 H100, FP8-CS, TP2 PP8 VP4 EP32 (DP16, ETP1)", f"{MBRIDGE} (25.11)", RQWEN3, None, None,
+     [], "yaml/sim/qwen3_235b_a22b.yaml: ep 32, etp 1 (EP over DP16 x TP2); GBS 2048, MBS 1", 1575.0),
+    ("DeepSeek-V3, 1,024 H100, dropless, TP2 PP8 VP4 EP64 (DP64, ETP1)", f"{MBRIDGE} (25.09)", RDSV3, 1024, "h100",
+     DSV3_H100, "DeepSeek-V3 recipe with tp 2, pp 8, vpp 4, ep 64, etp 1 (expert-DP 2), GBS 8192, FP8 (the H100 "
+     "row quotes two FP8 granularities), recipe's EP overlap and hierarchical a2a; MTP kept", 1297.0),
+]
+
+
+def case_folding(lines):
+    """Layouts with the expert grid decoupled from attention TP (parallel.etp, config/expert_grid.py): the same
+    run without etp (what the key meant before: expert-TP = tp) and with the EP overlap toggled, for context."""
+    lines.append("### MoE parallel folding layouts (parallel.etp), H100\n")
+    lines.append("| run | source | expressed as | published tokens/s/GPU | predicted | error | EP x ETP x EDP | "
+                 "memory GiB | fits | EP overlap toggled | etp unset (ETP = tp) |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    out = []
+    for label, src, path, devices, hw, ov, expressed, published in FOLDING_CASES:
+        e = estimate(load_config(path, list(ov), validate=False), hw, devices)
+        flip = "false" if load_config(path, list(ov), validate=False).sim.ep_overlap else "true"
+        tog = estimate(load_config(path, list(ov) + [f"sim.ep_overlap={flip}"], validate=False), hw, devices)
+        try:
+            old = estimate(load_config(path, list(ov) + ["parallel.etp=null"], validate=False), hw, devices)
+            old_s = (f"EP{old.layout['ep_width']} ETP{old.layout['etp']}: {old.tokens_per_s_per_device:.0f} "
+                     f"({100 * (old.tokens_per_s_per_device / published - 1):+.1f}%)")
+        except ConfigError as err:
+            old_s = f"rejected: `{err}`"
+        pred = e.tokens_per_s_per_device
+        lay = e.layout
+        out.append((label, e, published))
+        lines.append(f"| {label} | {src} | {expressed} | {published:.0f} | {pred:.0f} | "
+                     f"{100 * (pred / published - 1):+.1f}% | {lay['ep_width']} x {lay['etp']} x {lay['expert_dp']} | "
+                     f"{e.memory_per_device_gb:.1f} | {e.fits} | ep_overlap={flip}: "
+                     f"{tog.tokens_per_s_per_device:.0f} ({100 * (tog.tokens_per_s_per_device / published - 1):+.1f}%)"
+                     f" | {old_s} |")
+    lines.append("")
+    return out
+
+
+def residual_rows(final, dense, dsv3, llama, folding) -> list:
+    """Every throughput comparison of the tables (pangu_ms/sim/residuals.py); lower bounds and ablations out."""
+    rows = [residual("Pangu Ultra MoE 718B, 6,144 910B (final)", "tokens_per_s", 1.46e6, final.tokens_per_s,
+                     "Pangu Ultra MoE report"),
+            residual("Pangu Ultra 135B dense, 8,192 910B (baseline)", "mfu", 0.43, dense[0].mfu,
+                     "Pangu Ultra report"),
+            residual("DeepSeek-V3 671B, 2,048 H800", "gpu_hours", 180e3, dsv3[1], "DeepSeek-V3 report")]
+    rows += [residual(f"Llama 3 405B, {label}", "mfu", rep, e.mfu, "Llama 3 paper Table 4")
+             for label, e, rep, _ in llama[0]]
+    rows += [residual(label, "tokens_per_s", published, e.tokens_per_s_per_device, MBRIDGE)
+             for label, e, published in folding]
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--skip-search", action="store_true")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", help="also write the markdown here")
+    ap.add_argument("--write-residuals", action="store_true",
+                    help="store the throughput residuals for the search's uncertainty band "
+                         "(yaml/sim/validation/residuals.yaml)")
     args = ap.parse_args(argv)
     lines = []
-    case_718b(lines)
+    final = case_718b(lines)
     if not args.skip_search:
         case_search(lines, args.workers)
-    case_135b(lines)
-    case_dsv3(lines)
-    case_llama3(lines)
+    dense = case_135b(lines)
+    dsv3 = case_dsv3(lines)
+    llama = case_llama3(lines)
     case_overlap(lines)
     case_precision(lines)
+    folding = case_folding(lines)
+    rows = residual_rows(final, dense, dsv3, llama, folding)
+    band, n = uncertainty_band(rows)
+    lines.append("### Throughput residuals (the search's uncertainty band)\n")
+    lines.append("| case | metric | published | predicted | error |")
+    lines.append("|---|---|---|---|---|")
+    for r in rows:
+        lines.append(f"| {r['case']} | {r['metric']} | {r['published']:.4g} | {r['predicted']:.4g} | "
+                     f"{100 * r['error']:+.1f}% |")
+    lines.append(f"\nMean absolute error over {n} published runs: {100 * band:.1f}% (the band "
+                 f"`tools/simulate.py search` prints and uses to mark ties).\n")
+    if args.write_residuals:
+        write_residuals(rows)
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .expert_grid import expert_grid
 from .long_context import LongContextConfig
 from .post_training import RLConfig, SFTConfig
 from .sim import SimConfig
@@ -198,16 +199,18 @@ class MoEConfig:
 
 @dataclass
 class ParallelConfig:
-    """Parallel layout. world = dp * tp * pp * cp; ep divides dp * cp (EP groups come from the data-parallel ranks;
-    with tp_extend_ep the expert-parallel width is tp * ep).
+    """Parallel layout. world = dp * tp * pp * cp; in MoE layers a stage's dp * cp * tp ranks are re-factored as
+    expert-DP x EP x ETP (config/expert_grid.py), so EP width x ETP divides dp * cp * tp.
 
     Attributes:
         dp / tp / pp / vpp / ep / cp: data, tensor, pipeline, virtual-pipeline (chunks per stage), expert and
-            context parallel degrees.
+            context parallel degrees (ep = the expert-parallel width, or ep * tp with tp_extend_ep).
+        etp: expert tensor-parallel size (each routed expert's FFN dim is split over etp ranks), independent of
+            tp (MoE parallel folding); null = derived: tp, or 1 with tp_extend_ep.
         micro_batch_size: sequences per micro-batch per data-parallel rank; gradient accumulation steps =
             global_batch_size / (micro_batch_size * dp).
         tp_extend_ep: in MoE layers the TP group shards the expert set instead of expert weights
-            (expert-parallel width tp * ep).
+            (expert-parallel width tp * ep): the special case etp = 1 with EP width ep * tp.
         hierarchical_alltoall: EP dispatch as inter-node AllGather + intra-node all-to-all.
         ranks_per_node: ranks per node (for the hierarchical dispatcher and the simulator).
         optimizer_shard: shard optimizer states over DP (ZeRO-1).
@@ -232,6 +235,7 @@ class ParallelConfig:
     ep: int = 1
     cp: int = 1
     micro_batch_size: int = 1
+    etp: int | None = None
     tp_extend_ep: bool = False
     hierarchical_alltoall: bool = False
     ranks_per_node: int = 8
@@ -243,6 +247,11 @@ class ParallelConfig:
     @property
     def world_size(self) -> int:
         return self.dp * self.tp * self.pp * self.cp
+
+    def expert_grid(self) -> tuple[int, int]:
+        """(EP width, expert TP size) of this layout (config/expert_grid.py; ConfigError when it cannot form).
+        Callers that know the model has no experts pass tp_extend_ep=False themselves (ParallelDims)."""
+        return expert_grid(self.dp, self.cp, self.tp, self.ep, self.etp, self.tp_extend_ep)
 
 
 @dataclass

@@ -9,7 +9,7 @@ memory        recompute granularity, activation swapping, optimizer-state swappi
 communication overlap switches (TP collectives fused with GEMMs, cross-micro-batch EP overlap, DP overlap)
               and the expert-placement load-imbalance factor.
 
-The parallel degrees themselves (dp, tp, pp, vpp, ep, cp, micro_batch_size, tp_extend_ep,
+The parallel degrees themselves (dp, tp, pp, vpp, ep, etp, cp, micro_batch_size, tp_extend_ep,
 hierarchical_alltoall, optimizer_shard) and the pipeline split (pipeline_split, layers_per_virtual_stage) live
 in the ``parallel:`` section, shared with training.
 """

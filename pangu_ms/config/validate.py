@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 from .errors import ConfigError
+from .expert_grid import expert_grid_problem, expert_sizes
 from .recompute import AUTO, resolve_recompute
 from .schema import Config
 
@@ -85,7 +86,7 @@ def validate_placement(cfg: Config) -> None:
         raise ConfigError(f"moe.placement_threshold: must be in [0, 1], got {e.placement_threshold}")
     if not e.expert_placement:
         return
-    width = p.ep * (p.tp if p.tp_extend_ep else 1)
+    width = expert_sizes(p.tp, p.ep, p.etp, p.tp_extend_ep)[0]
     if width <= 1:
         raise ConfigError("moe.expert_placement: needs expert parallelism (parallel.ep > 1); with one EP rank "
                           "there is nothing to re-place")
@@ -101,14 +102,16 @@ def validate_parallel(cfg: Config) -> None:
         raise ConfigError(f"parallel.device_num: {p.device_num} != dp*tp*pp*cp = "
                           f"{p.dp}*{p.tp}*{p.pp}*{p.cp} = {p.world_size}")
     if e.enabled:
-        width = p.ep * (p.tp if p.tp_extend_ep else 1)
+        # the expert grid (EP width x expert TP x expert DP = dp*cp*tp): config/expert_grid.py
+        problem = expert_grid_problem(p.dp, p.cp, p.tp, p.ep, p.etp, p.tp_extend_ep)
+        if problem and not problem.startswith("parallel.ep:"):
+            raise ConfigError(problem)             # etp itself (type, contradiction with tp_extend_ep)
+        width = expert_sizes(p.tp, p.ep, p.etp, p.tp_extend_ep)[0]
         if e.num_experts % width:
             what = "tp*ep" if p.tp_extend_ep else "ep"
             raise ConfigError(f"parallel.ep: moe.num_experts={e.num_experts} is not divisible by {what}={width}")
-        if (p.dp * p.cp) % p.ep:
-            # EP groups are drawn from the data(-and-context)-parallel ranks of a stage; with tp_extend_ep the
-            # TP ranks are added on top, so the expert-parallel width tp*ep divides dp*cp*tp either way.
-            raise ConfigError(f"parallel.ep: ep={p.ep} does not divide dp*cp={p.dp * p.cp}")
+        if problem:
+            raise ConfigError(problem)
     elif p.ep != 1:
         raise ConfigError(f"parallel.ep: {p.ep} > 1 but the model has no experts (moe.num_experts=0)")
     if m.num_heads % p.tp:

@@ -14,7 +14,7 @@ Kinds
 
 Shardable dims (MindSpore ``[out, in]`` dense weights, see ``parallel/plan``)
     ``tp_dim``: the dim tensor parallelism splits (0 = column-parallel / vocab-parallel, 1 = row-parallel, ``None``
-    = replicated); for routed experts the FFN dim (split over tp unless ``tp_extend_ep``).
+    = replicated); for routed experts the FFN dim (split over the expert-TP size ``etp``, config/expert_grid.py).
     ``expert_dim``: the dim expert parallelism splits (routed experts only).
     ``fused_halves``: 2 for fused gate|up weights (a contiguous split needs per-shard row order).
 """

@@ -11,18 +11,20 @@ so a pipeline stage owns the contiguous block ``[pp * S, (pp + 1) * S)`` with ``
 MindSpore's ``pipeline_stages`` splits the devices), and inside a stage the local index ``l = rank - pp * S``
 is the row-major index of the device matrix ``(dp, cp, tp)``.
 
-Expert grid. In MoE layers the ``S`` ranks of a stage are re-factored as ``(edp, ep, tp)`` with the same local
-index, i.e. ``dc = dp * CP + cp`` is split as ``edp = dc // EP``, ``ep = dc % EP``:
+Expert grid (MoE parallel folding, see ``config/expert_grid.py`` for the keys). In MoE layers the ``S`` ranks of a
+stage are re-factored as ``(edp, ep, etp)`` with the same local index, independently of ``(dp, cp, tp)``::
 
-* ``tp_extend_ep = False``: the expert-parallel group has ``EP`` members (same ``tp``, consecutive ``dc``), the
-  TP group shards each expert's FFN dimension (expert-TP = TP).
-* ``tp_extend_ep = True`` (MindSpeed ``moe_tp_extend_ep``): the TP group shards the *expert set* instead, so the
-  expert-parallel group is the ``EP * TP`` consecutive local ranks and expert-TP is 1.
+    l = (edp * W + ep) * ETP + etp,    W * ETP * EDP = S
 
-The expert-parallel rank inside its group is ``r = ep`` (or ``ep * TP + tp`` with tp_extend_ep) and that rank owns
-experts ``[r * E / W, (r + 1) * E / W)`` with ``W`` the expert-parallel width. Ranks with the same expert
-coordinates in different ``edp`` slices hold replicas of the same experts (group ``expert_dp``): expert gradients
-are reduced over that group only, dense gradients over ``dp_cp``.
+with ``W = ep_width`` (experts split over W ranks) and ``ETP = etp`` (each expert's FFN dim split over ETP
+consecutive ranks). The two older layouts are special cases: without ``tp_extend_ep`` ETP = TP and W = ep (the
+expert-TP group is the TP group, the EP group has the same tp rank and consecutive ``dc = dp * CP + cp``); with
+``tp_extend_ep`` (MindSpeed ``moe_tp_extend_ep``) ETP = 1 and the EP group is the ``ep * TP`` consecutive local
+ranks (the TP group shards the *expert set*).
+
+The expert-parallel rank inside its group is ``r = ep`` and that rank owns experts ``[r * E / W, (r + 1) * E / W)``.
+Ranks with the same (ep, etp) in different ``edp`` slices hold replicas of the same expert shards (group
+``expert_dp``): expert gradients are reduced over that group only, dense gradients over ``dp_cp``.
 
 Hierarchical all-to-all: each EP group is cut by node (``rank // ranks_per_node``) into *inner* groups (members on
 one node; intra-node all-to-all) and *outer* groups (the j-th member of every node; inter-node AllGather). For the
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from ..config import ConfigError
+from ..config.expert_grid import expert_grid, expert_grid_problem
 from .split import split_problems
 
 #: Group kinds, see :meth:`ParallelDims.groups`.
@@ -64,7 +67,7 @@ class ParallelDims:
     list of checks with readable messages).
     """
 
-    def __init__(self, dp=1, tp=1, pp=1, cp=1, ep=1, vpp=1, tp_extend_ep=False, ranks_per_node=8,
+    def __init__(self, dp=1, tp=1, pp=1, cp=1, ep=1, vpp=1, tp_extend_ep=False, etp=None, ranks_per_node=8,
                  num_experts=0, micro_batch_size=1, seq_length=0, global_batch_size=0,
                  hierarchical_alltoall=False, optimizer_shard=False, pipeline_schedule="1f1b"):
         self.dp, self.tp, self.pp, self.cp, self.ep, self.vpp = int(dp), int(tp), int(pp), int(cp), int(ep), int(vpp)
@@ -79,14 +82,16 @@ class ParallelDims:
         for n in ("dp", "tp", "pp", "cp", "ep", "vpp", "ranks_per_node", "micro_batch_size"):
             if getattr(self, n) <= 0:
                 raise ConfigError(f"parallel.{n}: must be > 0, got {getattr(self, n)}")
-        if (self.dp * self.cp) % self.ep:
-            raise ConfigError(_ep_grid_message(self.dp, self.cp, self.ep, self.tp_extend_ep))
+        self.etp_setting = None if etp is None else int(etp)
+        self._width, self._etp = expert_grid(self.dp, self.cp, self.tp, self.ep, self.etp_setting,
+                                             self.tp_extend_ep)
 
     @classmethod
     def from_config(cls, cfg) -> "ParallelDims":
         p, t = cfg.parallel, cfg.train
         return cls(dp=p.dp, tp=p.tp, pp=p.pp, cp=p.cp, ep=p.ep, vpp=p.vpp,
-                   tp_extend_ep=p.tp_extend_ep and cfg.moe.enabled, ranks_per_node=p.ranks_per_node,
+                   tp_extend_ep=p.tp_extend_ep and cfg.moe.enabled, etp=p.etp if cfg.moe.enabled else None,
+                   ranks_per_node=p.ranks_per_node,
                    num_experts=cfg.moe.num_experts, micro_batch_size=p.micro_batch_size, seq_length=t.seq_length,
                    global_batch_size=t.global_batch_size, hierarchical_alltoall=p.hierarchical_alltoall,
                    optimizer_shard=p.optimizer_shard, pipeline_schedule=pipeline_schedule(cfg))
@@ -103,23 +108,40 @@ class ParallelDims:
 
     @property
     def ep_width(self) -> int:
-        """Members of one expert-parallel group (ep, or ep * tp with tp_extend_ep)."""
-        return self.ep * (self.tp if self.tp_extend_ep else 1)
+        """Members of one expert-parallel group W (ep; ep * tp with tp_extend_ep): config/expert_grid.py."""
+        return self._width
 
     @property
     def etp(self) -> int:
-        """Expert tensor-parallel degree (tp, or 1 with tp_extend_ep)."""
-        return 1 if self.tp_extend_ep else self.tp
+        """Expert tensor-parallel size (parallel.etp; derived: tp, or 1 with tp_extend_ep)."""
+        return self._etp
 
     @property
     def edp(self) -> int:
-        """Replicas of each expert inside a stage (dp * cp / ep)."""
-        return self.dp * self.cp // self.ep
+        """Replicas of each expert shard inside a stage (dp * cp * tp / (ep_width * etp))."""
+        return self.stage_size // (self._width * self._etp)
 
     @property
     def expert_shards(self) -> int:
-        """Devices one expert's weights are divided among x devices holding different experts (= tp * ep)."""
-        return self.tp * self.ep
+        """Devices one expert's weights are divided among x devices holding different experts (ep_width * etp)."""
+        return self._width * self._etp
+
+    def routed_rows(self, top_k: int, ffn: int) -> tuple[float, float]:
+        """(routed token copies per micro-batch token, FFN width) one device's expert GEMMs see.
+
+        A device routes tok/tp tokens (sequence parallel); its ETP group gathers the routed rows of its etp
+        members, each computing a 1/etp slice of the FFN dim: rows = top_k * etp / tp, width = ffn / etp."""
+        return top_k * self._etp / self.tp, ffn / self._etp
+
+    def ep_node_span(self, ranks_per_node: int | None = None) -> tuple[int, int]:
+        """(members of an EP group on one node, nodes the group spans), from the first EP group's ranks
+        (members are ``etp`` apart inside a stage)."""
+        rpn = ranks_per_node or self.ranks_per_node
+        nodes: dict = {}
+        for j in range(self._width):
+            n = (j * self._etp) // rpn
+            nodes[n] = nodes.get(n, 0) + 1
+        return max(nodes.values()), len(nodes)
 
     @property
     def micro_batches(self) -> int:
@@ -161,12 +183,9 @@ class ParallelDims:
         cp = (rank // self.tp) % self.cp
         dp = (rank // (self.tp * self.cp)) % self.dp
         pp = rank // self.stage_size
-        dc = dp * self.cp + cp
-        edp, e = divmod(dc, self.ep)
-        if self.tp_extend_ep:
-            ep, etp = e * self.tp + tp, 0
-        else:
-            ep, etp = e, tp
+        local = rank - pp * self.stage_size
+        etp = local % self._etp
+        edp, ep = divmod(local // self._etp, self._width)
         return Coord(rank=rank, pp=pp, dp=dp, cp=cp, tp=tp, edp=edp, ep=ep, etp=etp,
                      node=rank // self.ranks_per_node)
 
@@ -279,7 +298,8 @@ class ParallelDims:
     def summary(self) -> dict:
         return {
             "world": self.world, "dp": self.dp, "tp": self.tp, "pp": self.pp, "vpp": self.vpp, "cp": self.cp,
-            "ep": self.ep, "tp_extend_ep": self.tp_extend_ep, "stage_size": self.stage_size,
+            "ep": self.ep, "etp_setting": self.etp_setting, "tp_extend_ep": self.tp_extend_ep,
+            "stage_size": self.stage_size,
             "ep_width": self.ep_width, "expert_tp": self.etp, "expert_dp": self.edp,
             "experts_per_rank": self.experts_per_rank, "ranks_per_node": self.ranks_per_node,
             "num_nodes": self.num_nodes,
@@ -299,15 +319,6 @@ def group_name(kind: str, ranks) -> str:
 def _short(ranks) -> str:
     ranks = list(ranks)
     return str(ranks) if len(ranks) <= 8 else f"[{ranks[0]}, {ranks[1]}, ..., {ranks[-1]}] ({len(ranks)} ranks)"
-
-
-def _ep_grid_message(dp, cp, ep, extend) -> str:
-    if extend:
-        return (f"parallel.ep: ep={ep} does not divide dp*cp={dp * cp}; with tp_extend_ep the expert-parallel "
-                f"group is tp*ep consecutive ranks of a stage, which needs ep | dp*cp")
-    return (f"parallel.ep: ep={ep} does not divide dp*cp={dp * cp}; without tp_extend_ep the expert-parallel "
-            f"group is taken from the data ranks (tp shards each expert); set parallel.tp_extend_ep=true to "
-            f"fold tp into ep")
 
 
 def pipeline_schedule(cfg) -> str:
@@ -340,10 +351,12 @@ def layout_problems(cfg, world_size: int | None = None) -> list[str]:
     if world_size is not None and world_size != world:
         out.append(f"parallel: launched with {world_size} ranks but dp*tp*pp*cp = {p.dp}*{p.tp}*{p.pp}*{p.cp} "
                    f"= {world}")
-    # expert grid
-    if e.enabled and (p.dp * p.cp) % p.ep:
-        out.append(_ep_grid_message(p.dp, p.cp, p.ep, p.tp_extend_ep))
-    etp = 1 if p.tp_extend_ep else p.tp
+    # expert grid (config/expert_grid.py)
+    grid_problem = expert_grid_problem(p.dp, p.cp, p.tp, p.ep, p.etp, p.tp_extend_ep) if e.enabled else None
+    if grid_problem:
+        out.append(grid_problem)
+    etp = 1 if grid_problem or not e.enabled else p.expert_grid()[1]
+    etp_key = "tp" if p.etp is None else "etp"
     # tensor-parallel divisibility of every sharded dimension
     if p.tp > 1:
         if m.vocab_size % p.tp:
@@ -358,13 +371,17 @@ def layout_problems(cfg, world_size: int | None = None) -> list[str]:
         if m.attention_type == "gqa" and m.num_kv_heads % p.tp:
             out.append(f"parallel.tp: model.num_kv_heads={m.num_kv_heads} is not divisible by tp={p.tp}")
     if e.enabled and etp > 1 and e.expert_ffn_hidden % etp:
-        out.append(f"parallel.tp: moe.expert_ffn_hidden={e.expert_ffn_hidden} is not divisible by tp={etp} "
-                   f"(experts are tensor-parallel without tp_extend_ep; set parallel.tp_extend_ep=true)")
-    if e.enabled and p.tp_extend_ep and p.tp > 1 and e.dispatcher == "drop_and_pad":
-        out.append("parallel.tp_extend_ep: needs moe.dispatcher=dropless (the TP-extended expert groups use "
-                   "grouped GEMM without drop-and-pad)")
+        out.append(f"parallel.{etp_key}: moe.expert_ffn_hidden={e.expert_ffn_hidden} is not divisible by "
+                   f"{etp_key}={etp} (experts are tensor-parallel over etp={etp}; set parallel.etp to a divisor, "
+                   f"e.g. parallel.etp=1)")
+    if e.enabled and etp != p.tp and e.dispatcher == "drop_and_pad" and not grid_problem:
+        key = "tp_extend_ep" if p.tp_extend_ep else "etp"
+        out.append(f"parallel.{key}: expert TP etp={etp} != tp={p.tp} needs moe.dispatcher=dropless (the "
+                   f"re-factored expert groups use grouped GEMM without drop-and-pad)")
     if not e.enabled and p.tp_extend_ep and p.tp > 1:
         out.append("parallel.tp_extend_ep: set but the model has no experts (moe.num_experts=0)")
+    if not e.enabled and p.etp not in (None, 1):
+        out.append(f"parallel.etp: {p.etp} but the model has no experts (moe.num_experts=0)")
     # pipeline
     n_micro = t.global_batch_size // max(1, p.micro_batch_size * p.dp)
     if p.pp > 1 and p.vpp > 1 and n_micro % p.pp:
@@ -377,13 +394,15 @@ def layout_problems(cfg, world_size: int | None = None) -> list[str]:
     if p.tp > p.ranks_per_node:
         out.append(f"parallel.tp: {p.tp} > parallel.ranks_per_node={p.ranks_per_node}; a TP group must lie inside "
                    f"one node (TP collectives run on every layer; the simulator does not model TP across nodes)")
+    if e.enabled and etp != p.tp and etp > p.ranks_per_node:
+        out.append(f"parallel.etp: {etp} > parallel.ranks_per_node={p.ranks_per_node}; an expert-TP group must "
+                   f"lie inside one node")
     # hierarchical all-to-all
-    if p.hierarchical_alltoall and e.enabled:
-        width = p.ep * (p.tp if p.tp_extend_ep else 1)
+    if p.hierarchical_alltoall and e.enabled and not grid_problem:
         if world > p.ranks_per_node and world % p.ranks_per_node:
             out.append(f"parallel.ranks_per_node: world size {world} is not a multiple of ranks_per_node="
                        f"{p.ranks_per_node} (hierarchical_alltoall needs whole nodes)")
-        elif width > 1 and (p.dp * p.cp) % p.ep == 0:
+        elif p.expert_grid()[0] > 1:
             dims = ParallelDims.from_config(cfg)
             try:
                 dims.hierarchical_split(dims.groups("ep")[0])
@@ -398,10 +417,11 @@ def layout_notes(cfg) -> list[str]:
     """Non-fatal remarks (settings that are legal but have no effect)."""
     p, e = cfg.parallel, cfg.moe
     notes = []
-    width = p.ep * (p.tp if p.tp_extend_ep else 1)
+    grid_ok = e.enabled and not expert_grid_problem(p.dp, p.cp, p.tp, p.ep, p.etp, p.tp_extend_ep)
+    width, etp = p.expert_grid() if grid_ok else (1, 1)
     if p.hierarchical_alltoall and (not e.enabled or width == 1):
         notes.append("parallel.hierarchical_alltoall: no effect (expert-parallel width is 1)")
-    elif p.hierarchical_alltoall and p.dp * p.cp % p.ep == 0 and p.world_size > 0:
+    elif p.hierarchical_alltoall and grid_ok and p.world_size > 0:
         try:
             dims = ParallelDims.from_config(cfg)
             inner, outer = dims.hierarchical_split(dims.groups("ep")[0])
@@ -412,6 +432,9 @@ def layout_notes(cfg) -> list[str]:
             pass
     if p.tp_extend_ep and p.tp == 1:
         notes.append("parallel.tp_extend_ep: no effect with tp=1")
+    if grid_ok and p.etp is None and etp > 1:
+        notes.append(f"parallel.etp: not set, so the routed experts are tensor-parallel over tp={etp} with EP width "
+                     f"{width}; set parallel.etp (e.g. 1) to re-factor the expert grid independently of tp")
     if p.optimizer_shard and p.dp * p.cp == 1:
         notes.append("parallel.optimizer_shard: no effect with dp*cp=1 (no replicas to shard over)")
     if p.world_size > 4096:

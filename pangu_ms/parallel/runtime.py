@@ -171,6 +171,9 @@ def _check_explicit(cfg):
     if bad:
         raise ConfigError(f"parallel: the explicit msrun path implements data and expert parallelism only "
                           f"({', '.join(bad)} needs the Ascend plan, pangu_ms/parallel/apply_ascend.py)")
+    if cfg.moe.enabled and p.etp not in (None, 1):
+        raise ConfigError(f"parallel.etp: {p.etp}: the explicit msrun path has no expert tensor parallelism "
+                          f"(etp must be 1; etp > 1 needs the Ascend plan, pangu_ms/parallel/apply_ascend.py)")
 
 
 def build_groups(dims: ParallelDims, rank: int, world: int, create: bool = True, world_name: str | None = None,

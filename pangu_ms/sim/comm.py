@@ -96,15 +96,9 @@ def p2p_time(nbytes: float, hw: HardwareProfile, spans_nodes: bool) -> float:
 
 
 def ep_group_geometry(layout: ParallelDims, devices_per_node: int) -> tuple[int, int]:
-    """(n_loc, n_nodes): EP-group members sharing a node with a given member, and nodes the group spans.
-
-    Rank order tp (innermost) < cp < dp: EP members are ``i + tp*cp*j`` (i < tp with tp_extend_ep, j < ep).
-    """
-    stride = layout.tp * layout.cp
-    dp_in_node = min(layout.ep, max(1, devices_per_node // stride))
-    n_loc = dp_in_node * (layout.tp if layout.tp_extend_ep else 1)
-    n_loc = max(1, min(n_loc, layout.ep_width))
-    return n_loc, max(1, layout.ep_width // n_loc)
+    """(n_loc, n_nodes): EP-group members sharing a node with a given member, and nodes the group spans
+    (members are ``etp`` local ranks apart: ``ParallelDims.ep_node_span``)."""
+    return layout.ep_node_span(devices_per_node)
 
 
 def expected_remote_nodes(num_experts: int, top_k: int, n_nodes: int) -> float:
@@ -161,7 +155,7 @@ class LayerComm:
     ep_a2a: float = 0.0       # dispatch + combine (busiest device)
     ep_dispatch: float = 0.0  # forward dispatch alone (FP8 rows with sim.precision fp8)
     ep_combine: float = 0.0   # forward combine alone; each backward all-to-all moves gradients of this size
-    tp_expert: float = 0.0    # TP gather / scatter of routed rows (EP without tp_extend_ep)
+    tp_expert: float = 0.0    # expert-TP gather / scatter of routed rows (etp > 1)
     a2a_bytes: float = 0.0    # bytes sent per device (dispatch + combine, mean device)
 
 
@@ -267,7 +261,7 @@ class CommModel:
             c.tp_mlp = pair
             return c
         e, h = cfg.moe, cfg.model.hidden_size
-        c.tp_mlp = pair if (e.num_shared_experts or not L.tp_extend_ep) else 0.0
+        c.tp_mlp = pair if (e.num_shared_experts or L.etp > 1) else 0.0
         n_loc, _ = ep_group_geometry(L, hw.devices_per_node)
         owned = L.tokens_per_micro / L.tp                       # tokens this rank routes (sequence parallel)
         if L.ep_width > 1:
@@ -280,9 +274,11 @@ class CommModel:
             c.ep_combine = imb * alltoall_time(comb, n_loc, hw)
             c.ep_a2a = c.ep_dispatch + c.ep_combine
             c.a2a_bytes = disp.intra_bytes + disp.inter_bytes + comb.intra_bytes + comb.inter_bytes
-        if not L.tp_extend_ep and L.tp > 1:
-            rows = L.tokens_per_micro * e.top_k * h * self.act_bytes
-            c.tp_expert = cfg.sim.expert_imbalance * 2.0 * allgather_time(rows, L.tp, hw, False)
+        if L.etp > 1:
+            # the ETP group gathers its members' routed rows before the experts and reduce-scatters after
+            rows = L.tokens_per_micro * L.routed_rows(e.top_k, e.expert_ffn_hidden)[0] * h * self.act_bytes
+            c.tp_expert = cfg.sim.expert_imbalance * 2.0 * allgather_time(rows, L.etp, hw,
+                                                                          L.etp > hw.devices_per_node)
         return c
 
     def cp(self) -> CPComm:
@@ -309,9 +305,8 @@ class CommModel:
         gb = 4.0 if self.cfg.sim.grad_reduce_dtype == "fp32" else 2.0
         pb = self.act_bytes
         total = 0.0
-        # DP ranks stride tp (dense; cp folded into the group), expert-DP ranks stride tp*cp*ep
-        for params, n, stride in ((dense_params, L.dp * L.cp, L.tp), (expert_params, L.edp,
-                                                                       L.tp * L.cp * L.ep)):
+        # DP ranks stride tp (dense; cp folded into the group), expert-DP ranks stride ep_width * etp
+        for params, n, stride in ((dense_params, L.dp * L.cp, L.tp), (expert_params, L.edp, L.expert_shards)):
             if n <= 1 or params <= 0:
                 continue
             spans = n * stride > hw.devices_per_node

@@ -251,13 +251,11 @@ class ComputeModel:
         blk.add(op, self.time(op), "mlp")
         op = self._elem("moe.router_topk", tok / t * 3 * e.num_experts * 2, recompute=R_NONE, calls=3)
         blk.add(op, self.time(op), "mlp")
-        # routed experts: every device holds E_loc experts and, on average, rows = tok*k/t routed token copies
-        if L.tp_extend_ep:
-            e_loc = e.num_experts / L.ep_width
-            rows, n_w = tok * k / t, f
-        else:
-            e_loc = e.num_experts / L.ep
-            rows, n_w = tok * k, f / t
+        # routed experts: every device holds E_loc = E / W experts (a 1/etp slice of each) and, on average,
+        # rows = tok*k*etp/t routed token copies at width f/etp (ParallelDims.routed_rows)
+        e_loc = e.num_experts / L.ep_width
+        rows_per_tok, n_w = L.routed_rows(k, f)
+        rows = tok * rows_per_tok
         routed = 2.0 * tok * p["routed_active"] / t                     # = 2 * rows * 3 h n_w
         hw_scale = 1.0
         per_call = 2.0 * (rows / e_loc) * h * n_w                        # one expert's GEMM (grouped matmul)

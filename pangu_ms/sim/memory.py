@@ -5,8 +5,8 @@ Model states (bytes per parameter held by the device; mixed precision as Megatro
     bf16 / fp8 runs: weight 2 (bf16)  + gradient 4 (fp32 main grad)  + optimizer 12 (fp32 master, Adam m, v)
     fp32 runs:       weight 4         + gradient 4                    + optimizer 8  (Adam m, v)
 
-* dense (non-expert) parameters of a stage are divided by tp; expert parameters by tp*ep (with tp_extend_ep the
-  TP group holds different experts, without it each expert's weights are TP-sharded; both give tp*ep);
+* dense (non-expert) parameters of a stage are divided by tp; expert parameters by ep_width * etp (experts over
+  the EP group, each expert's FFN dim over the expert-TP group; with the derived etp both give tp*ep);
 * ``optimizer_shard`` (ZeRO-1 / distributed optimizer) divides the optimizer bytes by the DP group of the
   parameter (dp*cp for dense, the expert-DP group for experts); gradients stay whole (fp32 grad buffer);
 * ``swap_optimizer`` keeps the optimizer bytes in host memory (0 on device);
@@ -24,7 +24,7 @@ t = tp (sequence parallel: token-wise tensors are split over TP), H heads, f / f
                post-norm input h/t (sandwich norm)
     dense FFN  norm in h/t, norm out h/t [S], gate f/t, up f/t, act f/t [S], post-norm in h/t
     MoE        norm in h/t, norm out h/t [S], router probabilities 2*E/t (fp32),
-               per routed row (k*T/t rows with tp_extend_ep, else k*T rows at width n_w = f/t), times the
+               per routed row (k*T*etp/t rows at width n_w = f/etp: ParallelDims.routed_rows), times the
                expert imbalance: dispatched input h, fc1 output 2*n_w [F], act n_w [S][F], expert output h
                (only when the routing weight multiplies the expert *output*: with ``sim.moe_probs_before_fc2`` it
                scales the SwiGLU output before fc2, as pangu_ms/moe/experts.py does, and the gate gradient
@@ -106,10 +106,7 @@ def _elems_dense_ffn(cfg: Config, t: int, ffn: int, drop_sel: bool) -> float:
 def _elems_moe(cfg: Config, layout: ParallelDims, drop_sel: bool, drop_fine: bool) -> dict:
     m, e, t = cfg.model, cfg.moe, layout.tp
     h, f = m.hidden_size, e.expert_ffn_hidden
-    if layout.tp_extend_ep:
-        rows, n_w = e.top_k / t, f
-    else:
-        rows, n_w = float(e.top_k), f / t
+    rows, n_w = layout.routed_rows(e.top_k, f)
     fp8_scale = 0.5 if cfg.sim.precision == "fp8" else 1.0     # expert inputs / fc1 outputs cached in FP8
     out_h = 0.0 if cfg.sim.moe_probs_before_fc2 else h          # expert output kept for the gate gradient
     per_row = (h * fp8_scale + out_h + (0.0 if drop_fine else 2 * n_w * fp8_scale)

@@ -18,7 +18,8 @@ compute per token in training and inference. With a target, shapes whose activat
 than ``active_tolerance`` (default: the total's ``tolerance``) are dropped, so the ranking compares hardware
 efficiency at matched compute per token.
 
-Layouts: every combination of ``tp x pp x vpp x ep x micro_batch x tp_extend_ep x recompute``; dp is derived
+Layouts: every combination of ``tp x pp x vpp x ep x etp x micro_batch x tp_extend_ep x recompute`` (etp None =
+derived from tp and tp_extend_ep, config/expert_grid.py; contradicting pairs are invalid layouts); dp is derived
 from the cluster size; the pipeline split is the base recipe's ``parallel.pipeline_split``. Invalid layouts
 (validate_config + layout_problems, the checks training runs) are counted and skipped; layouts over
 the HBM budget are kept in the results with ``fits = False`` but excluded from the ranking.
@@ -37,6 +38,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from ..config.expert_grid import expert_sizes
 from ..config.loader import ConfigError
 from ..config.schema import Config
 from ..model.stats import compute_stats
@@ -57,6 +59,7 @@ class SearchSpace:
     ep: list = field(default_factory=lambda: [1, 2, 4, 8, 16])
     micro_batch: list = field(default_factory=lambda: [1, 2])
     tp_extend_ep: list = field(default_factory=lambda: [True, False])
+    etp: list = field(default_factory=lambda: [None])        # None = derived (tp, or 1 with tp_extend_ep)
     recompute: list = field(default_factory=lambda: ["none", "moe_fine", "full"])
     budget: float = 0.0            # total parameters (without MTP); 0 = keep the base expert width
     tolerance: float = 0.05
@@ -124,10 +127,12 @@ def shapes(base: Config, space: SearchSpace) -> list:
 
 
 def layouts(space: SearchSpace) -> list:
-    return [dict(tp=tp, pp=pp, vpp=v, ep=ep, micro_batch_size=mb, tp_extend_ep=x, recompute=rc)
-            for tp, pp, v, ep, mb, x, rc in itertools.product(space.tp, space.pp, space.vpp, space.ep,
-                                                               space.micro_batch, space.tp_extend_ep,
-                                                               space.recompute)]
+    """Layout dicts; an explicit etp equal to the derived one is the same layout and is listed once."""
+    return [dict(tp=tp, pp=pp, vpp=v, ep=ep, etp=et, micro_batch_size=mb, tp_extend_ep=x, recompute=rc)
+            for tp, pp, v, ep, et, mb, x, rc in itertools.product(space.tp, space.pp, space.vpp, space.ep, space.etp,
+                                                                   space.micro_batch, space.tp_extend_ep,
+                                                                   space.recompute)
+            if et is None or None not in space.etp or expert_sizes(tp, ep, et, x) != expert_sizes(tp, ep, None, x)]
 
 
 def candidate_config(cfg: Config, lay: dict) -> Config:
@@ -150,7 +155,8 @@ def evaluate(cfg: Config, lay: dict, hw: HardwareProfile, devices: int) -> dict 
     except (ConfigError, ValueError):
         return None
     b = est.breakdown_s
-    return {"recompute": est.layout["recompute"], "mfu": est.mfu, "tokens_per_s": est.tokens_per_s, "step_time_s": est.step_time_s,
+    return {"recompute": est.layout["recompute"], "etp_size": est.layout["etp"], "mfu": est.mfu,
+            "tokens_per_s": est.tokens_per_s, "step_time_s": est.step_time_s,
             "memory_gb": est.memory_per_device_gb, "fits": est.fits, "dp": est.layout["dp"],
             "stage_split": est.details["stage_split"],
             "layers_per_virtual_stage": " ".join(map(str, est.details["layers_per_virtual_stage"])),
@@ -269,8 +275,8 @@ def shape_ranking(rows: list, rank_by: str = "mfu") -> list:
 
 
 COLUMNS = ("layers", "hidden", "experts", "top_k", "expert_ffn", "total_params_b", "active_params_b", "tp", "pp",
-           "vpp", "ep", "dp", "micro_batch_size", "tp_extend_ep", "recompute", "mfu", "tokens_per_s",
-           "step_time_s", "memory_gb", "fits")
+           "vpp", "ep", "etp_size", "dp", "micro_batch_size", "tp_extend_ep", "recompute", "mfu", "tokens_per_s",
+           "step_time_s", "memory_gb", "fits", "tie")
 
 
 def _fmt(v):

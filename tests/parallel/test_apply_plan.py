@@ -20,6 +20,7 @@ LAYOUTS = {
     "tp2": ["parallel.tp=2"],
     "ep2": ["parallel.dp=2", "parallel.ep=2"],
     "ep2_tp2_extend": ["parallel.dp=2", "parallel.tp=2", "parallel.ep=2", "parallel.tp_extend_ep=true"],
+    "ep4_tp2_etp1": ["parallel.dp=4", "parallel.tp=2", "parallel.ep=4", "parallel.etp=1"],   # MoE folding
     "pp2_vpp2": ["parallel.pp=2", "parallel.vpp=2", "parallel.dp=2", "parallel.ep=2", "train.global_batch_size=8"],
     # MTP predicts S-1 positions: 15 is not divisible by cp=2 (see test_cp_with_mtp_is_reported)
     "cp2": ["parallel.dp=2", "parallel.cp=2", "parallel.ep=2", "train.global_batch_size=4", "model.mtp_depth=0"],
@@ -71,10 +72,10 @@ def test_dry_run_binds_every_target(layout):
     assert got["layers.1.attention.q_b_proj", "matmul"] == ((tokens, 1), (p.tp, 1))
     assert got["layers.1.attention.core", "score_matmul"] == ((p.dp, p.tp, p.cp, 1), (p.dp, p.tp, 1, 1))
     assert got["layers.1.input_norm.kernel", "scale"] == ((tokens, 1), (1,))
-    width = p.ep * (p.tp if p.tp_extend_ep else 1)
-    ffn_split = 1 if p.tp_extend_ep else p.tp
-    assert got["layers.1.moe.experts", "bmm_gate_up"] == ((width, tokens // p.ep, 1), (width, 1, ffn_split))
-    assert got["layers.1.moe.experts", "dense_gate_up"] == ((tokens // p.ep, 1), (width * ffn_split, 1))
+    width, ffn_split, edp = plan.dims.ep_width, plan.dims.etp, plan.dims.edp      # config/expert_grid.py
+    assert edp == tokens * p.tp // (width * ffn_split)
+    assert got["layers.1.moe.experts", "bmm_gate_up"] == ((width, edp, 1), (width, 1, ffn_split))
+    assert got["layers.1.moe.experts", "dense_gate_up"] == ((edp, 1), (width * ffn_split, 1))
     assert got["embedding", "gather"] == ((p.tp, 1), (tokens,))
     assert got["cross_entropy", "fused"] == ((tokens, p.tp), (tokens,))      # on the loss Cell
     model = net.model

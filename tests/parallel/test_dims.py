@@ -226,3 +226,103 @@ def test_hierarchical_unequal_via_config():
     assert layout_problems(cfg) == []
     d = ParallelDims.from_config(cfg)
     assert d.hierarchical_of(4) == ((3, 4, 5), (1, 4))
+
+
+# ------------------------------------------------------------------ expert grid (parallel.etp, MoE parallel folding)
+# hand-computed: rank -> (edp, ep, etp) with local index l = (edp * W + ep) * ETP + etp
+GRID_TABLES = [
+    # dp4 tp2 ep4 etp1: S = 8, W = 4, ETP = 1, EDP = 2
+    (dict(dp=4, tp=2, ep=4, etp=1), (4, 1, 2),
+     [(0, 0, 0), (0, 1, 0), (0, 2, 0), (0, 3, 0), (1, 0, 0), (1, 1, 0), (1, 2, 0), (1, 3, 0)],
+     {"ep": [(0, 1, 2, 3), (4, 5, 6, 7)], "expert_dp": [(0, 4), (1, 5), (2, 6), (3, 7)],
+      "expert_tp": [(r,) for r in range(8)]}),
+    # dp2 tp2 ep2 etp2: S = 4, W = 2, ETP = 2, EDP = 1
+    (dict(dp=2, tp=2, ep=2, etp=2), (2, 2, 1),
+     [(0, 0, 0), (0, 0, 1), (0, 1, 0), (0, 1, 1)],
+     {"ep": [(0, 2), (1, 3)], "expert_dp": [(r,) for r in range(4)], "expert_tp": [(0, 1), (2, 3)]}),
+    # dp2 tp4 ep2 etp2 (1 < etp < tp): S = 8, W = 2, ETP = 2, EDP = 2
+    (dict(dp=2, tp=4, ep=2, etp=2), (2, 2, 2),
+     [(0, 0, 0), (0, 0, 1), (0, 1, 0), (0, 1, 1), (1, 0, 0), (1, 0, 1), (1, 1, 0), (1, 1, 1)],
+     {"ep": [(0, 2), (1, 3), (4, 6), (5, 7)], "expert_dp": [(0, 4), (1, 5), (2, 6), (3, 7)],
+      "expert_tp": [(0, 1), (2, 3), (4, 5), (6, 7)]}),
+    # dp4 tp1 ep2 etp2 (etp > tp: experts tensor-parallel over data ranks): S = 4, W = 2, ETP = 2, EDP = 1
+    (dict(dp=4, tp=1, ep=2, etp=2), (2, 2, 1),
+     [(0, 0, 0), (0, 0, 1), (0, 1, 0), (0, 1, 1)],
+     {"ep": [(0, 2), (1, 3)], "expert_dp": [(r,) for r in range(4)], "expert_tp": [(0, 1), (2, 3)]}),
+]
+
+
+@pytest.mark.parametrize("kw,sizes,coords,groups", GRID_TABLES)
+def test_expert_grid_hand_table(kw, sizes, coords, groups):
+    d = _dims(**kw)
+    assert (d.ep_width, d.etp, d.edp) == sizes
+    assert [(c.edp, c.ep, c.etp) for c in map(d.coord, range(d.world))] == coords
+    for kind, want in groups.items():
+        assert d.groups(kind) == want, kind
+    for r in range(d.world):
+        c = d.coord(r)
+        assert d.expert_rank_of(c.pp, c.edp, c.ep, c.etp) == r
+        assert d.experts_of(r) == range(c.ep * 16 // d.ep_width, (c.ep + 1) * 16 // d.ep_width)
+
+
+@pytest.mark.parametrize("kw", [dict(dp=4, tp=2, ep=4, etp=1), dict(dp=2, tp=4, ep=2, etp=2, pp=2),
+                                dict(dp=4, tp=2, cp=2, ep=8, etp=2, ranks_per_node=4),
+                                dict(dp=16, tp=2, ep=32, etp=1, num_experts=128)])
+def test_expert_groups_partition_each_stage(kw):
+    """ep x expert_tp x expert_dp partition the world; inside a stage each pair of them meets in one rank."""
+    d = _dims(**kw)
+    sizes = {"ep": d.ep_width, "expert_tp": d.etp, "expert_dp": d.edp}
+    assert d.ep_width * d.etp * d.edp == d.stage_size
+    for kind, n in sizes.items():
+        gs = d.groups(kind)
+        assert partitions_world(gs, d.world) and {len(g) for g in gs} == {n}, kind
+        assert all(len({d.coord(r).pp for r in g}) == 1 for g in gs)        # never across stages
+    for r in range(d.world):
+        ep, tp_, dp_ = (set(d.group_of(k, r)) for k in ("ep", "expert_tp", "expert_dp"))
+        assert ep & tp_ == ep & dp_ == tp_ & dp_ == {r}
+
+
+@pytest.mark.parametrize("legacy,folded", [
+    (dict(dp=4, tp=2, ep=2, tp_extend_ep=True), dict(dp=4, tp=2, ep=4, etp=1)),      # extend == etp 1, W = ep*tp
+    (dict(dp=4, tp=2, ep=2, tp_extend_ep=True), dict(dp=4, tp=2, ep=2, etp=1, tp_extend_ep=True)),
+    (dict(dp=2, tp=2, ep=2), dict(dp=2, tp=2, ep=2, etp=2)),                         # no extend == etp tp
+    (dict(dp=4, tp=2, pp=2, ep=4, tp_extend_ep=True, ranks_per_node=4),
+     dict(dp=4, tp=2, pp=2, ep=8, etp=1, ranks_per_node=4)),
+])
+def test_tp_extend_ep_is_a_special_case_of_etp(legacy, folded):
+    a, b = _dims(**legacy), _dims(**folded)
+    assert (a.ep_width, a.etp, a.edp, a.expert_shards) == (b.ep_width, b.etp, b.edp, b.expert_shards)
+    assert [a.coord(r) for r in range(a.world)] == [b.coord(r) for r in range(b.world)]
+    for kind in GROUP_KINDS:
+        assert a.groups(kind) == b.groups(kind), kind
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(dp=2, tp=2, ep=2, etp=2, tp_extend_ep=True), r"parallel\.etp / parallel\.tp_extend_ep: etp=2 contradicts"),
+    (dict(dp=16, tp=2, ep=32), r"ep=32 does not divide dp\*cp=16.*set parallel\.etp=1"),
+    (dict(dp=16, tp=2, ep=64, etp=1), r"parallel\.ep: ep\*etp = 64\*1 = 64 does not divide dp\*cp\*tp = 16\*1\*2 = 32"),
+    (dict(dp=4, tp=2, ep=2, etp=0), r"parallel\.etp: must be an integer > 0"),
+    (dict(dp=4, tp=2, ep=4, etp=4), r"ep\*etp = 4\*4 = 16 does not divide"),
+])
+def test_bad_expert_grid_one_clear_error(kw, msg):
+    with pytest.raises(ConfigError, match=msg):
+        _dims(**kw)
+
+
+def test_etp_through_config_validation_and_explicit_path():
+    from pangu_ms.config import validate_config
+    from pangu_ms.parallel.runtime import _check_explicit
+    base = ["parallel.dp=4", "parallel.ep=2"]
+    cfg = _load(TINY, base + ["parallel.etp=2"])
+    d = validate_layout(cfg, 4)
+    assert (d.ep_width, d.etp, d.edp) == (2, 2, 1)
+    with pytest.raises(ConfigError, match=r"^parallel\.etp: 2: the explicit msrun path has no expert tensor"):
+        _check_explicit(cfg)
+    _check_explicit(_load(TINY, base + ["parallel.etp=1"]))          # etp 1 runs on the explicit path
+    with pytest.raises(ConfigError, match=r"parallel\.etp / parallel\.tp_extend_ep"):
+        validate_config(_load_config(TINY, base + ["parallel.tp=2", "parallel.dp=2", "parallel.etp=2",
+                                                   "parallel.tp_extend_ep=true", "parallel.micro_batch_size=1"],
+                                     validate=False))
+    probs = layout_problems(_load(TINY, ["parallel.dp=3", "parallel.ep=1", "parallel.etp=3",
+                                         "train.global_batch_size=3"]))
+    assert probs and probs[0].startswith("parallel.etp: moe.expert_ffn_hidden=") and "etp=3" in probs[0]

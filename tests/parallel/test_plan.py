@@ -33,6 +33,9 @@ TINY_LAYOUTS = [
     ["parallel.dp=2", "parallel.tp=2", "parallel.pp=2", "parallel.ep=2", "train.global_batch_size=8"],
     ["parallel.dp=2", "parallel.cp=2", "parallel.ep=2", "train.global_batch_size=4"],
     ["parallel.pp=2", "parallel.vpp=2", "parallel.dp=2", "parallel.ep=2", "train.global_batch_size=8"],
+    # expert grid decoupled from tp (parallel.etp): EP 4 x ETP 1 x EDP 2 at tp 2; EP 2 x ETP 2 x EDP 2 at tp 4
+    ["parallel.dp=4", "parallel.tp=2", "parallel.ep=4", "parallel.etp=1", "train.global_batch_size=4"],
+    ["parallel.dp=2", "parallel.tp=4", "parallel.ep=2", "parallel.etp=2"],
 ]
 CASES = [(TINY, s) for s in TINY_LAYOUTS] + [(BIG, [])]
 
@@ -85,11 +88,11 @@ def test_ep_strategy_matches_dispatcher(path, sets):
             assert range(lo, hi) == d.experts_of(r), (pat, r)
             ep_rank = d.group_of("ep", r).index(r)
             assert (lo, hi) == (ep_rank * E // d.ep_width, (ep_rank + 1) * E // d.ep_width)
-            if d.etp > 1:  # without tp_extend_ep the FFN dim is split over the TP group
+            if d.etp > 1:  # the FFN dim is split over the expert-TP group (etp; = tp without tp_extend_ep)
                 fdim = 2 if pat.endswith("w_gate_up") else 1
                 k = local_slice(plan, spec, r)[fdim]
                 assert (k[1] - k[0]) * d.etp == spec.shape[fdim]
-                assert k[0] // (k[1] - k[0]) == d.coord(r).tp
+                assert k[0] // (k[1] - k[0]) == d.coord(r).etp == d.group_of("expert_tp", r).index(r)
 
 
 @pytest.mark.parametrize("path,sets", CASES[:3] + CASES[-1:])
@@ -110,7 +113,8 @@ def test_718b_plan(big_plan):
     assert p.strategy(p.op("attention.o_proj")) == ((48, 8), (1, 8))
     assert p.strategy(p.op("moe.experts.gate_up")) == ((32, 12, 1), (32, 1, 1))
     assert p.strategy(p.op("embedding")) == ((8, 1), (48,))  # token ids flattened to [B*S]
-    assert p.layout(p.op("moe.experts.gate_up"))["inputs"][1] == (("ep", "tp"), "None", "None")
+    assert p.layout(p.op("moe.experts.gate_up"))["inputs"][1] == ("ep", "None", "None")   # ep = width 32, etp 1
+    assert p.layout(p.op("moe.experts.gate_up"))["device_matrix"] == (12, 32, 1)
     semi, auto = p.context["semi_auto"], p.context["auto"]
     assert semi["parallel_mode"] == "semi_auto_parallel" and semi["pipeline_stages"] == 16
     assert semi["pipeline_config"]["pipeline_interleave"] is True

@@ -150,3 +150,53 @@ def test_mixtral_is_gqa_softmax_top2_without_shared_expert():
     assert e.num_shared_experts == 0 and m.num_dense_layers == 0
     st = compute_stats(cfg)
     assert abs(st.total_params / 46.7e9 - 1) < 0.02 and abs(st.active_params / 12.9e9 - 1) < 0.03
+
+
+# ------------------------------------------------------------------ expert grid (parallel.etp) in the comm model
+QWEN3 = os.path.join(ROOT, "yaml", "sim", "qwen3_235b_a22b.yaml")
+
+
+def tiny_moe(etp=None, tp=2, dp=4, ep=4, extend=False):
+    cfg = from_dict({"model": {"vocab_size": 1024, "hidden_size": 256, "num_layers": 2, "num_dense_layers": 0,
+                               "num_heads": 8, "mtp_depth": 0, "q_lora_rank": 64, "kv_lora_rank": 32,
+                               "qk_nope_head_dim": 16, "qk_rope_head_dim": 8, "v_head_dim": 16},
+                     "moe": {"num_experts": 16, "top_k": 4, "expert_ffn_hidden": 128, "num_shared_experts": 0},
+                     "train": {"seq_length": 512, "global_batch_size": dp},
+                     "parallel": {"dp": dp, "tp": tp, "ep": ep, "etp": etp, "tp_extend_ep": extend}})
+    return resolve_layout(cfg, None, 8)
+
+
+def test_ep_group_node_span_follows_the_expert_grid():
+    """EP members are etp local ranks apart: W 32 ETP 1 on 8-rank nodes = 4 nodes x 8; W 8 ETP 2 = 2 x 4."""
+    from pangu_ms.parallel.dims import ParallelDims
+    assert comm.ep_group_geometry(ParallelDims(dp=16, tp=2, ep=32, etp=1, num_experts=128), 8) == (8, 4)
+    assert comm.ep_group_geometry(ParallelDims(dp=8, tp=2, ep=8, etp=2, num_experts=128), 8) == (4, 2)
+    assert comm.ep_group_geometry(ParallelDims(dp=8, tp=8, ep=4, tp_extend_ep=True, num_experts=128), 8) == (8, 4)
+    assert comm.ep_group_geometry(ParallelDims(dp=2, tp=2, ep=2, num_experts=16), 8) == (2, 1)
+
+
+def test_expert_tp_gather_only_with_etp_above_one():
+    """ETP > 1: the ETP group all-gathers its members' routed rows (etp * tok * k / tp rows of h) and
+    reduce-scatters them after the experts; ETP = 1 pays neither (and no TP collective around the experts)."""
+    hw = flat_hw()
+    cfg1, L1 = tiny_moe(etp=1)
+    cfg2, L2 = tiny_moe(etp=2)
+    c1, c2 = comm.CommModel(cfg1, L1, hw).layer(True), comm.CommModel(cfg2, L2, hw).layer(True)
+    assert (L1.ep_width, L1.etp, L1.edp) == (4, 1, 2) and (L2.ep_width, L2.etp, L2.edp) == (4, 2, 1)
+    assert c1.tp_expert == 0.0 and c1.tp_mlp == 0.0
+    rows = 512 * (4 * 2 / 2) * 256 * 2                                     # tok * k * etp / tp * h * bf16
+    assert c2.tp_expert == pytest.approx(2 * comm.allgather_time(rows, 2, hw, False))
+    assert L2.routed_rows(4, 128) == (4.0, 64.0) and L1.routed_rows(4, 128) == (2.0, 128.0)
+
+
+def test_published_tp2_ep32_etp1_layout_validates_and_estimates():
+    """Megatron-Bridge's Qwen3-235B-A22B layout on 256 H100 (TP2 PP8 VP4 EP32 over DP16, ETP1): rejected before
+    etp existed (ep 32 does not divide dp*cp 16); now EP 32 x ETP 1 x expert-DP 1 = the 32 ranks of a stage."""
+    cfg = load_config(QWEN3, [], validate=False)
+    st = compute_stats(cfg)
+    assert abs(st.total_params / 235e9 - 1) < 0.01 and abs(st.active_params / 22e9 - 1) < 0.03
+    e = estimate(cfg)
+    assert (e.layout["dp"], e.layout["ep_width"], e.layout["etp"], e.layout["expert_dp"]) == (16, 32, 1, 1)
+    assert e.fits and abs(e.tokens_per_s_per_device / 1575 - 1) < 0.15     # published 1575 tokens/s/GPU
+    with pytest.raises(ConfigError, match=r"ep=32 does not divide dp\*cp=16.*parallel\.etp=1"):
+        estimate(load_config(QWEN3, ["parallel.etp=null"], validate=False))

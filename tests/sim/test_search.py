@@ -167,7 +167,8 @@ def test_cli_active_budget_and_rank_by():
                         os.path.join(root, "yaml", "sim", "pangu_ultra_moe_718b_6k.yaml"), "--budget", "718e9",
                         "--tolerance", "0.02", "--ffn-multiple", "64", "--layers", "58", "61",
                         "--hidden", "6144", "7680", "--experts", "256", "--tp", "8", "--pp", "16", "--vpp", "2",
-                        "--ep", "8", "--mbs", "1", "--extend", "true", "--recompute", "none",
+                        "--ep", "8", "32", "--etp", "auto", "1", "--mbs", "1", "--extend", "true", "false",
+                        "--recompute", "none",
                         "--active-budget", "39e9", "--rank-by", "tokens_per_s", "--workers", "1",
                         "--mark-shape", "61,7680,256", "--json"], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -179,3 +180,13 @@ def test_cli_active_budget_and_rank_by():
     tok = [s["tokens_per_s"] for s in d["shapes"]]
     assert tok == sorted(tok, reverse=True)
     assert d["summary"]["marked_shape"]["of"] == 2
+    # etp: ep 32 with etp 1 (EP width 32, ETP 1) is searched next to the tp_extend_ep and derived layouts
+    assert any((c["ep"], c["etp"], c["tp_extend_ep"], c["etp_size"]) == (32, 1, False, 1) for c in d["top"])
+    assert any((c["ep"], c["etp"], c["tp_extend_ep"]) == (8, None, True) for c in d["top"])   # EP width 64
+    # uncertainty band from the stored validation residuals; ties = within the band of the best
+    from pangu_ms.sim.residuals import uncertainty_band
+    band = d["summary"]["uncertainty_band"]
+    assert band == pytest.approx(uncertainty_band()[0]) and band > 0
+    best = d["shapes"][0]["tokens_per_s"]
+    assert all(s["tie"] == (s["tokens_per_s"] >= best * (1 - band)) for s in d["shapes"])
+    assert d["summary"]["shape_ties"] == sum(s["tie"] for s in d["shapes"]) >= 1

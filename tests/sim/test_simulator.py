@@ -337,3 +337,30 @@ def test_calibration_combine_and_profile_hand_computed():
     assert hw.gemm_efficiency(1.0e9) == pytest.approx(1.0)
     assert hw.gemm_efficiency(4.0e6) < 0.35
     assert hw.broadcast_efficiency == pytest.approx(0.2)                   # median of 0.2, 0.1, 0.2
+
+
+# ------------------------------------------------------------------ expert grid (parallel.etp)
+@pytest.mark.parametrize("path,legacy,folded", [
+    ("yaml/sim/pangu_ultra_moe_718b_6k.yaml", [], ["parallel.tp_extend_ep=false", "parallel.ep=32", "parallel.etp=1"]),
+    ("yaml/sim/mixtral_8x7b.yaml", [], ["parallel.etp=2"]),
+])
+def test_tp_extend_ep_and_etp_estimate_identically(path, legacy, folded):
+    """tp_extend_ep=true is etp=1 with EP width ep*tp, no tp_extend_ep is etp=tp: every reader (comm incl. node
+    spans, compute, memory, DP reduction) sees the same grid, so the estimates are equal to the last bit."""
+    a = estimate(load_config(os.path.join(ROOT, path), legacy, validate=False))
+    b = estimate(load_config(os.path.join(ROOT, path), folded, validate=False))
+    assert (a.layout["ep_width"], a.layout["etp"]) == (b.layout["ep_width"], b.layout["etp"])
+    assert a.step_time_s == b.step_time_s and a.memory_per_device_gb == b.memory_per_device_gb
+    assert a.breakdown_s == b.breakdown_s and a.memory_gb == b.memory_gb
+
+
+def test_etp_changes_expert_costs_like_the_grid_says():
+    """Same 718B run: ETP 1 over EP 32 (tp_extend_ep) vs ETP 8 over EP 4: expert weights are cut 32 ways either
+    way, but ETP 8 pays the expert-TP gather / scatter of routed rows (exposed TP time)."""
+    a = estimate(load_config(os.path.join(ROOT, "yaml/sim/pangu_ultra_moe_718b_6k.yaml"), [], validate=False))
+    b = estimate(load_config(os.path.join(ROOT, "yaml/sim/pangu_ultra_moe_718b_6k.yaml"),
+                             ["parallel.tp_extend_ep=false", "parallel.ep=4", "parallel.etp=8",
+                              "moe.dispatcher=dropless"], validate=False))
+    assert (b.layout["ep_width"], b.layout["etp"], b.layout["expert_dp"]) == (4, 8, 12)
+    assert b.breakdown_s["tp_comm_exposed"] > 1.5 * a.breakdown_s["tp_comm_exposed"]
+    assert b.step_time_s > a.step_time_s

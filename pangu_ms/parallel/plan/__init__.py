@@ -7,8 +7,9 @@ Generated from a :class:`~pangu_ms.config.Config` alone (no MindSpore import, ru
 Meshes (one pipeline stage; MindSpore strategies describe the devices of one stage)
 
 * ``dense``  device matrix ``(dp, cp, tp)``: attention, dense FFN, shared expert, norms, embedding, LM head.
-* ``expert`` device matrix ``(edp, ep, tp)`` with ``edp = dp*cp/ep``: the routed experts. The expert dim is
-  sharded over ``ep`` (or ``(ep, tp)`` with tp_extend_ep), each expert's FFN dim over ``tp`` without it.
+* ``expert`` device matrix ``(edp, ep, etp)`` with ``edp = dp*cp*tp/(ep*etp)``: the routed experts. The expert dim is
+  sharded over ``ep`` (the EP width), each expert's FFN dim over ``etp`` (the expert-TP size, = tp without
+  tp_extend_ep unless parallel.etp says otherwise).
 
 Both matrices are row-major over the stage's local rank ``rank - stage * stage_size`` (last axis fastest), which
 is exactly the coordinate system of :class:`pangu_ms.parallel.dims.ParallelDims`; :func:`local_slice` computes

@@ -20,12 +20,12 @@ def build_plan(cfg, shard_size: int | None = None, threshold_kb: int = 64, sched
         raise ConfigError(problems[0])
     d = ParallelDims.from_config(cfg)
     p, t = cfg.parallel, cfg.train
-    extend = p.tp_extend_ep and p.tp > 1
-    axis_sizes = {"dp": p.dp, "cp": p.cp, "tp": p.tp, "edp": d.edp, "ep": p.ep}
+    expert_tp = d.etp > 1           # routed experts' FFN dim split over the expert-TP axis
+    axis_sizes = {"dp": p.dp, "cp": p.cp, "tp": p.tp, "edp": d.edp, "ep": d.ep_width, "etp": d.etp}
     tokens = p.micro_batch_size * p.dp * t.seq_length
     stages = assign_from_config(cfg)
-    params = param_plans(cfg, extend)
-    ops = plan_ops(cfg, extend, tokens)
+    params = param_plans(cfg, expert_tp)
+    ops = plan_ops(cfg, expert_tp, tokens)
     counts = _heaviest_counts(cfg, stages, params, axis_sizes)
     counts.update({q.pattern: 1 for q in params if q.layers == "none"})
     if shard_size is None:

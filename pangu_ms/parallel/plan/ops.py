@@ -14,14 +14,14 @@ from .tensors import layer_specs
 NORMS = ("input_norm", "post_attn_norm", "pre_mlp_norm", "post_mlp_norm")
 
 
-def plan_ops(cfg, extend: bool, tokens: int) -> list[OpPlan]:
+def plan_ops(cfg, expert_tp: bool, tokens: int) -> list[OpPlan]:
     """Logical ops with the specs of their inputs; ``tokens`` = tokens of one stage-global micro-batch."""
     m, e, t = cfg.model, cfg.moe, cfg.train
     hidden, vocab = m.hidden_size, m.vocab_size
     tokens_dims, TP, N = ("dp", "cp"), ("tp",), ()
     batch = cfg.parallel.micro_batch_size * cfg.parallel.dp
     seq = t.seq_length
-    layer = layer_specs(cfg, extend)
+    layer = layer_specs(cfg, expert_tp)
 
     def w(suffix):
         return layer[suffix][0]
@@ -78,8 +78,7 @@ def plan_ops(cfg, extend: bool, tokens: int) -> list[OpPlan]:
     if e.enabled:
         experts, ffn = e.num_experts, e.expert_ffn_hidden
         ops.append(linear("moe.router.weight", "replicated"))
-        edim = ("ep", "tp") if extend else ("ep",)
-        fdim = N if extend else TP
+        edim, fdim = ("ep",), (("etp",) if expert_tp else N)
         cap = tokens * e.top_k // experts  # nominal tokens per expert per micro-batch (balanced routing)
         ops += [OpPlan("moe.experts.gate_up", "layers.{i}.moe.experts", "BatchMatMul", "bmm_gate_up", "expert",
                        [TensorSpec("dispatched", (experts, cap, hidden), (edim, ("edp",), N), "expert"),
@@ -88,8 +87,8 @@ def plan_ops(cfg, extend: bool, tokens: int) -> list[OpPlan]:
                 OpPlan("moe.experts.down", "layers.{i}.moe.experts", "BatchMatMul", "bmm_down", "expert",
                        [TensorSpec("expert_hidden", (experts, cap, ffn), (edim, ("edp",), fdim), "expert"),
                         w("moe.experts.w_down")], layers="moe", seed=True,
-                       comm=("EP all-to-all combine after" if extend else
-                             "AllReduce(tp) of the partial output, then EP all-to-all combine"))]
+                       comm=("AllReduce(etp) of the partial output, then EP all-to-all combine" if expert_tp
+                             else "EP all-to-all combine after"))]
         if e.num_shared_experts:
             ops += [linear("moe.shared_expert.gate_up_proj.weight", "column"),
                     linear("moe.shared_expert.down_proj.weight", "row")]

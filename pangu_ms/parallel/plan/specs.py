@@ -9,7 +9,7 @@ from math import prod
 from ..dims import ParallelDims
 from ..stages import StageAssignment
 
-MESHES = {"dense": ("dp", "cp", "tp"), "expert": ("edp", "ep", "tp")}
+MESHES = {"dense": ("dp", "cp", "tp"), "expert": ("edp", "ep", "etp")}
 BYTES_PER_OPT_PARAM = 12  # fp32 master/param + two fp32 Adam moments (what optimizer_level=level1 shards)
 
 

@@ -12,7 +12,8 @@ def summarize(plan: ShardPlan) -> str:
     lines = ["== layout =="]
     lines.append(f"world {d.world} = dp {d.dp} x tp {d.tp} x pp {d.pp} x cp {d.cp}; vpp {d.vpp}; stage size "
                  f"{d.stage_size}; ranks/node {d.ranks_per_node} ({d.num_nodes} nodes)")
-    lines.append(f"experts: ep {d.ep}, tp_extend_ep {d.tp_extend_ep} -> EP width {d.ep_width}, expert-TP {d.etp}, "
+    lines.append(f"experts: ep {d.ep}, etp {d.etp_setting}, tp_extend_ep {d.tp_extend_ep} -> EP width {d.ep_width}, "
+                 f"expert-TP {d.etp}, "
                  f"expert-DP {d.edp}, {d.experts_per_rank} experts/rank")
     lines.append(f"micro-batch: {plan.tokens_per_microbatch} tokens per stage-global micro-batch, "
                  f"{plan.num_micro_batches} micro-batches per step")
@@ -35,7 +36,7 @@ def summarize(plan: ShardPlan) -> str:
     lines.append(f"== pipeline stages (pp {d.pp} x vpp {d.vpp}) ==")
     lines.append(plan.stages.table())
     lines.append("== op strategies (in_strategy per input; mesh dense=(dp,cp,tp) "
-                 f"{tuple(s[a] for a in MESHES['dense'])}, expert=(edp,ep,tp) "
+                 f"{tuple(s[a] for a in MESHES['dense'])}, expert=(edp,ep,etp) "
                  f"{tuple(s[a] for a in MESHES['expert'])}) ==")
     for o in plan.ops:
         seed = " [seed]" if o.seed else ""

@@ -2,8 +2,8 @@
 
 Every inventory entry becomes a pattern (``layers.{i}.<suffix>`` for decoder layers, ``mtp.{j}.<...>`` for the
 MTP modules, the name itself for model-level tensors) with its TensorSpec: the inventory's ``tp_dim`` is split
-over ``tp`` (dense mesh), a routed expert's ``expert_dim`` over ``ep`` (or ``(ep, tp)`` with tp_extend_ep, its
-FFN dim then unsplit).
+over ``tp`` (dense mesh), a routed expert's ``expert_dim`` over ``ep`` (the EP width) and its FFN dim over ``etp``
+when the expert-TP size is > 1 (expert mesh ``(edp, ep, etp)``, config/expert_grid.py).
 """
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from ...model.inventory import ParamEntry, layer_entries, layer_template, parame
 from .specs import ParamPlan, TensorSpec
 
 
-def spec_of(entry: ParamEntry, pattern: str, extend: bool) -> TensorSpec:
+def spec_of(entry: ParamEntry, pattern: str, expert_tp: bool) -> TensorSpec:
     dims = [()] * len(entry.shape)
     mesh = "dense"
     if entry.expert_dim is not None:
         mesh = "expert"
-        dims[entry.expert_dim] = ("ep", "tp") if extend else ("ep",)
-        if entry.tp_dim is not None and not extend:
-            dims[entry.tp_dim] = ("tp",)
+        dims[entry.expert_dim] = ("ep",)
+        if entry.tp_dim is not None and expert_tp:
+            dims[entry.tp_dim] = ("etp",)
     elif entry.tp_dim is not None:
         dims[entry.tp_dim] = ("tp",)
     return TensorSpec(pattern, entry.shape, tuple(dims), mesh, entry.fused_halves)
@@ -41,13 +41,13 @@ def _where(cfg, suffix: str) -> str:
     return "dense" if in_dense else "moe"
 
 
-def layer_specs(cfg, extend: bool) -> dict:
+def layer_specs(cfg, expert_tp: bool) -> dict:
     """suffix -> (TensorSpec of ``layers.{i}.<suffix>``, where) for the tensors of the decoder layers."""
     out = {}
     for moe_layer in ((False, True) if cfg.moe.enabled else (False,)):
         for entry in _template_entries(cfg, moe_layer):
             if entry.suffix not in out:
-                out[entry.suffix] = (spec_of(entry, pattern_of(entry), extend), _where(cfg, entry.suffix))
+                out[entry.suffix] = (spec_of(entry, pattern_of(entry), expert_tp), _where(cfg, entry.suffix))
     return out
 
 
@@ -55,10 +55,10 @@ def _template_entries(cfg, moe_layer: bool) -> list:
     return layer_entries(cfg, moe_layer, "layers.0.", layer=0)
 
 
-def param_plans(cfg, extend: bool) -> list[ParamPlan]:
+def param_plans(cfg, expert_tp: bool) -> list[ParamPlan]:
     """One ParamPlan per parameter pattern (decoder-layer patterns once, with the layers that hold them)."""
     mtp_suffixes = {t[0] for t in layer_template(cfg, cfg.moe.enabled)}
-    layers = layer_specs(cfg, extend)
+    layers = layer_specs(cfg, expert_tp)
     out, seen = [], set()
     for entry in parameter_inventory(cfg):
         pattern = pattern_of(entry)
@@ -69,5 +69,5 @@ def param_plans(cfg, extend: bool) -> list[ParamPlan]:
             spec, where = layers[entry.suffix]
             out.append(ParamPlan(pattern, spec, layers=where, mtp=entry.suffix in mtp_suffixes))
         else:
-            out.append(ParamPlan(pattern, spec_of(entry, pattern, extend), layers="none", mtp=False))
+            out.append(ParamPlan(pattern, spec_of(entry, pattern, expert_tp), layers="none", mtp=False))
     return out

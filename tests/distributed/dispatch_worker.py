@@ -49,9 +49,9 @@ def results(inited=False):
     same launch ran first)."""
     import mindspore as ms
     from mindspore import Parameter, Tensor, nn, ops
-    ms.set_device("CPU")
     from mindspore.communication import get_group_size, get_rank, init
     if not inited:
+        ms.set_device("CPU")
         init()
     rank, world = get_rank(), get_group_size()
     from pangu_ms.backend import get_backend

@@ -21,7 +21,7 @@ from pangu_ms.train import checkpoint as ck
 from pangu_ms.train.loop import Trainer
 from tests.conftest import ROOT
 from tests.distributed.launch import launch
-from tests.distributed.train_worker import fresh_run, snapshot
+from tests.reuse import fresh_run, snapshot
 
 STEPS = 12
 SETS = ["data.source=synthetic", "model.num_layers=2", "train.seq_length=16", "train.global_batch_size=4",

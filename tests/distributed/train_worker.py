@@ -2,33 +2,15 @@
 (stage pretrain). argv[1] is a JSON object ``{"recipe": path, "sets": [key=value, ...], "runs": [{"output_dir":
 dir, "stop_after": N or null}, ...]}``: the runs differ only in their output directory. One Trainer (one compiled
 step) serves all of them: before each run after the first it is put back to its freshly initialised state and
-pointed at the next directory (``fresh_run``). Every run writes its own train.log, metrics.jsonl and checkpoints/;
+pointed at the next directory (tests/reuse.py). Every run writes its own train.log, metrics.jsonl and checkpoints/;
 each rank prints one ``RESULT {json}`` line with the losses of every run."""
-import dataclasses
 import json
 import os
 import sys
 
+from tests.reuse import fresh_run, snapshot
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def snapshot(tr) -> dict:
-    """Every parameter of the trainer's step cell (weights, AdamW moments, step counters)."""
-    return {p.name: p.asnumpy().copy() for p in tr.step_cell.get_parameters()}
-
-
-def fresh_run(tr, state: dict, output_dir: str) -> None:
-    """Trainer ``tr`` as if just built for ``output_dir``: every parameter back to ``state`` (its ``snapshot``
-    right after construction), nothing resumed yet, the checkpoint manager on the new directory."""
-    from mindspore import Tensor
-    from pangu_ms.train import checkpoint as ck
-    ck.assign_parameters(tr.step_cell, {n: Tensor(v) for n, v in state.items()})
-    assert snapshot(tr).keys() == state.keys()
-    tr.cfg = dataclasses.replace(tr.cfg, train=dataclasses.replace(tr.cfg.train, output_dir=output_dir))
-    tr.run_dir = os.path.abspath(output_dir)
-    os.makedirs(tr.run_dir, exist_ok=True)
-    tr.start_step, tr.skipped_before = 0, 0
-    tr.checkpoints = tr._checkpoint_manager()
 
 
 def main():

@@ -1,8 +1,7 @@
 """``train.deterministic: true``: the same command gives bit-identical losses run to run (compared as float32
 bits), and an interrupted (--stop-after) + resumed run reproduces them too. Subprocesses, because MindSpore's
-thread settings must be applied before the first kernel runs; the first three run at the same time. The model is
-tiny_cpu cut to 2 layers: its flat gradient buffer (~0.4M values) is long enough for MindSpore's multi-threaded
-all-element reduction."""
+thread settings must be applied before the first kernel runs. The model is tiny_cpu cut to 2 layers: its flat
+gradient buffer (~0.4M values) is long enough for MindSpore's multi-threaded all-element reduction."""
 import json
 import os
 import struct
@@ -18,25 +17,12 @@ SETS = ["model.num_layers=2", "model.mtp_depth=0", "data.source=synthetic", "tra
         "train.peak_flops=1e10", "train.deterministic=true"]
 
 
-def start(out, *extra):
-    """run/train.py on ``out`` as a subprocess (started, not waited for)."""
+def train(out, *extra):
     cmd = [sys.executable, os.path.join(ROOT, "run/train.py"), "--config", os.path.join(ROOT, "yaml/tiny_cpu.yaml"),
            "--no-progress"] + [a for s in SETS + [f"train.output_dir={out}"] for a in ("--set", s)] + list(extra)
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def finish(proc):
-    try:
-        stdout, stderr = proc.communicate(timeout=600)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-    assert proc.returncode == 0, stderr[-3000:]
-    return stdout
-
-
-def train(out, *extra):
-    return finish(start(out, *extra))
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout
 
 
 def losses(out):
@@ -48,9 +34,9 @@ def losses(out):
 
 def test_two_runs_and_a_resumed_run_are_bit_identical(tmp_path):
     a, b, c = (str(tmp_path / n) for n in ("a", "b", "c"))
-    # the two full runs and the interrupted one side by side (each is single-threaded: train.deterministic)
-    for proc in [start(a), start(b), start(c, "--stop-after", "12")]:
-        finish(proc)
+    train(a)
+    train(b)
+    train(c, "--stop-after", "12")
     assert sorted(losses(c)) == list(range(1, 13))
     log = train(c)
     assert "resumed from" in log and "(next step 13)" in log, log[-2000:]

@@ -59,9 +59,7 @@ def test_resume_skips_a_truncated_newest_checkpoint_and_reproduces_losses(tmp_pa
 
 
 def test_gradient_accumulation_equals_large_batch(small_cfg):
-    # 2 layers (one dense, one MoE): what accumulation touches is the same as in deeper models
-    cfg = small_cfg(**{"moe.aux_loss_scope": "sequence", "train.steps": 2, "train.global_batch_size": 4,
-                       "model.num_layers": 2})
+    cfg = small_cfg(**{"moe.aux_loss_scope": "sequence", "train.steps": 2, "train.global_batch_size": 4})
     ids = np.random.default_rng(0).integers(0, cfg.model.vocab_size, (2, 4, 17)).astype(np.int32)
     w = cfg.model.mtp_loss_weight
     big = build_model(cfg)

@@ -26,8 +26,9 @@ import time
 
 import numpy as np
 
+from tests.distributed.placement_common import logical_rows, one_process_state, start
+
 T0 = time.time()
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SETS = ["parallel.dp=2", "parallel.ep=2", "parallel.micro_batch_size=2", "data.source=synthetic",
         "model.num_layers=3", "model.mtp_depth=0", "train.seq_length=32", "train.global_batch_size=4", "train.warmup_steps=1",
         "train.lr=1e-2", "train.min_lr=1e-3", "train.adam_eps=1e-3", "train.log_interval=1",
@@ -56,36 +57,19 @@ def rel(a, b):
 
 def main():
     out_dir = sys.argv[1]
+    cfg, rt, tr = start("GRAPH_MODE", SETS, f"{out_dir}/C")
     import mindspore as ms
     from mindspore import Tensor
-    ms.set_device("CPU")
-    from pangu_ms.train.mf import ensure_mindformers
-    ensure_mindformers(os.environ.get("LOCAL_DEFAULT_PATH", "/tmp/mflog"))
-    ms.set_context(mode=ms.GRAPH_MODE)
-    from pangu_ms.config import load_config
     from pangu_ms.parallel.grads import expert_param_names
-    from pangu_ms.parallel.placement_executor import _world_all_gather
-    from pangu_ms.parallel.runtime import setup_parallel
     from pangu_ms.train import checkpoint as ck
-    from pangu_ms.train.loop import Trainer
     from pangu_ms.train.step import TrainStep
 
-    cfg = load_config(os.path.join(ROOT, "yaml/tiny_cpu.yaml"), SETS + [f"train.output_dir={out_dir}/C"])
-    rt = setup_parallel(cfg)
     res = {"rank": rt.rank, "world": rt.world}
-    ep = rt.groups["ep"]
     world, E = rt.world, cfg.moe.num_experts
-    el = E // ep.size
-
-    def gather(x):
-        return _world_all_gather(np.ascontiguousarray(x).reshape(-1), world).reshape((world,) + x.shape)
 
     def logical(local, table):
-        """[E, ...] in logical expert order from every rank's local rows under ``table``."""
-        g = gather(local)
-        return np.stack([g[ep.ranks[q // el], q % el] for q in np.asarray(table)])
+        return logical_rows(local, table, rt)
 
-    tr = Trainer(cfg, runtime=rt, progress=False)
     skew_router(tr.net)
     cell, place = tr.step_cell, tr.placement
     grads_step = TrainStep(tr.loss_cell, tr.optimizer, cfg.train.grad_clip, cell.reducer, return_grads=True)
@@ -165,13 +149,7 @@ def main():
     saved = snapshot()
     saved_logical = logical_state(saved, place.tables())
     if rt.rank == 0:           # the same checkpoint in one process (no EP, no placement): logical experts
-        from pangu_ms.model import CausalLMLoss, build_model
-        from pangu_ms.train.optim import build_optimizer
-        net1 = build_model(cfg, seed=5)
-        one = TrainStep(CausalLMLoss(net1, cfg.model.mtp_loss_weight),
-                        build_optimizer(net1.trainable_params(), cfg.train), cfg.train.grad_clip)
-        ck.load_checkpoint(one, path)
-        one_state = {q.name: q.asnumpy() for q in one.get_parameters()}
+        one_state = one_process_state(cfg, path)
         res["one_process"] = {"names": sorted(one_state) == sorted(n for n in saved_logical if "placement" not in n),
                               "exact": all(np.array_equal(one_state[n], saved_logical[n]) for n in one_state)}
     loss4 = run(3)[0]

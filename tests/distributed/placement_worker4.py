@@ -4,40 +4,29 @@ ranks) every logical expert's weights and both AdamW moments are bit-identical t
 unchanged, and a checkpoint saved under the new placement (the trainer's manager: ranges + tables) loads into a
 one-process model as logical experts (rank 0). Each rank prints one ``RESULT {json}`` line."""
 import json
-import os
 import sys
 import time
 
 import numpy as np
 
+from tests.distributed.placement_common import logical_rows, one_process_state, start
+
 T0 = time.time()
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SETS = ["parallel.dp=4", "parallel.ep=4", "parallel.micro_batch_size=1", "data.source=synthetic",
         "model.num_layers=3", "model.mtp_depth=0", "train.seq_length=16", "train.global_batch_size=4",
         "train.eval_batches=0", "train.sample_tokens=0", "train.peak_flops=1e11", "moe.expert_placement=true"]
 PERMS = [np.array([7, 2, 4, 0, 6, 1, 3, 5], np.int32), np.array([1, 6, 3, 4, 0, 7, 5, 2], np.int32)]
 
 
-def main():
-    out_dir = sys.argv[1]
-    import mindspore as ms
+def results(out_dir):
+    """This rank's results (the one-process load on rank 0), the run writing to ``out_dir``."""
+    cfg, rt, tr = start("PYNATIVE_MODE", SETS, out_dir)
     from mindspore import Tensor
-    ms.set_device("CPU")
-    from pangu_ms.train.mf import ensure_mindformers
-    ensure_mindformers(os.environ.get("LOCAL_DEFAULT_PATH", "/tmp/mflog"))
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    from pangu_ms.config import load_config
     from pangu_ms.parallel.grads import expert_param_names
-    from pangu_ms.parallel.placement_executor import _world_all_gather
-    from pangu_ms.parallel.runtime import setup_parallel
     from pangu_ms.train import checkpoint as ck
-    from pangu_ms.train.loop import Trainer
 
-    cfg = load_config(os.path.join(ROOT, "yaml/tiny_cpu.yaml"), SETS + [f"train.output_dir={out_dir}"])
-    rt = setup_parallel(cfg)
-    ep, world, E = rt.groups["ep"], rt.world, cfg.moe.num_experts
-    el = E // ep.size
-    tr = Trainer(cfg, runtime=rt, progress=False)
+    world, E = rt.world, cfg.moe.num_experts
+    el = E // rt.groups["ep"].size
     cell, place = tr.step_cell, tr.placement
     rng = np.random.default_rng(rt.rank)
     for p in cell.get_parameters():          # distinct AdamW moments per rank and expert (zero after init)
@@ -55,10 +44,7 @@ def main():
         out = {}
         for p in cell.get_parameters():
             v, i = p.asnumpy(), layer_of(p.name)
-            if i is not None:
-                g = _world_all_gather(np.ascontiguousarray(v).reshape(-1), world).reshape((world,) + v.shape)
-                v = np.stack([g[ep.ranks[q // el], q % el] for q in np.asarray(tables[i])])
-            out[p.name] = v
+            out[p.name] = logical_rows(v, tables[i], rt) if i is not None else v
         return out
 
     ids = tr.sampler.batch(0, 0)
@@ -76,18 +62,15 @@ def main():
            "tables": place.tables().tolist(), "moved_layer0": moved}
     path = tr.checkpoints.save(cell, 1)
     if rt.rank == 0:
-        from pangu_ms.model import CausalLMLoss, build_model
-        from pangu_ms.train.optim import build_optimizer
-        from pangu_ms.train.step import TrainStep
-        net1 = build_model(cfg, seed=5)
-        one = TrainStep(CausalLMLoss(net1, cfg.model.mtp_loss_weight),
-                        build_optimizer(net1.trainable_params(), cfg.train), cfg.train.grad_clip)
-        ck.load_checkpoint(one, path)
-        got = {q.name: q.asnumpy() for q in one.get_parameters()}
+        got = one_process_state(cfg, path)
         res["one_process_exact"] = all(np.array_equal(got[n], after[n]) for n in got)
         res["manifest_placement"] = bool(ck.read_manifest(path)["experts"].get("placement"))
     res["total_s"] = time.time() - T0
-    print("RESULT " + json.dumps(res, default=float), flush=True)
+    return res
+
+
+def main():
+    print("RESULT " + json.dumps(results(sys.argv[1]), default=float), flush=True)
     return 0
 
 

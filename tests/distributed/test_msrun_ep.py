@@ -1,4 +1,4 @@
-"""Expert + data parallelism under msrun on CPU, against the single-process run (one scenario per launch).
+"""Expert + data parallelism under msrun on CPU, against the single-process run.
 
 * 2 ranks, dp=2 ep=2 (the EP group is the two DP ranks), hierarchical all-to-all with ranks_per_node=1 (two
   emulated nodes) *and* a flat-dispatcher copy, both trained 3 steps next to the single-process reference of the
@@ -8,59 +8,11 @@
   gather on sub-groups), and EP groups {0,1},{2,3} with expert replicas {0,2},{1,3} through the fused gradient
   reducer and the aux-statistics reducer.
 
-Each worker prints one ``RESULT {json}`` line per rank into ``<log_dir>/worker_<rank>.log``.
+Each worker prints one ``RESULT {json}`` line per rank into ``<log_dir>/worker_<rank>.log``. The 4-rank check
+runs in the one 4-rank launch of the distributed tests (four_rank_worker.py, fixture ``four_ranks`` in
+conftest.py), after the 4-rank placement check.
 """
-import json
-import os
-import shutil
-import socket
-import subprocess
-import time
-
-import pytest
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-
-if shutil.which("msrun") is None:
-    pytest.fail("msrun not on PATH (source run/env.sh)", pytrace=False)
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def launch(n, script, args, tmp_path, timeout=420):
-    log_dir = tmp_path / "msrun_logs"
-    env = dict(os.environ)
-    env.setdefault("LOCAL_DEFAULT_PATH", "/tmp/mflog")
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = ["timeout", str(timeout), "msrun", f"--worker_num={n}", f"--local_worker_num={n}",
-           f"--master_port={free_port()}", "--join=True", f"--log_dir={log_dir}",
-           os.path.join(HERE, script)] + list(args)
-    t = time.time()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    wall = time.time() - t
-    results = {}
-    logs = {}
-    for r in range(n):
-        path = log_dir / f"worker_{r}.log"
-        text = path.read_text(errors="replace") if path.exists() else ""
-        logs[r] = text
-        for line in text.splitlines():
-            if line.startswith("RESULT "):
-                results[r] = json.loads(line[len("RESULT "):])
-    if len(results) != n:
-        tails = "\n".join(f"--- worker_{r}.log ---\n" + "\n".join(
-            [ln for ln in logs[r].splitlines() if not ln.startswith("[")][-25:]) for r in range(n))
-        pytest.fail(f"msrun rc={proc.returncode} after {wall:.0f}s, results from ranks {sorted(results)}\n"
-                    f"{proc.stderr[-2000:]}\n{tails}", pytrace=False)
-    print(f"\n[msrun {n} ranks {script} {' '.join(args)}] {wall:.1f} s wall, rc={proc.returncode}")
-    return results, wall, proc.returncode
+from tests.distributed.launch import launch
 
 
 def test_ep2_dp2_flat_and_hierarchical_match_single_process(tmp_path):
@@ -106,9 +58,10 @@ def test_ep2_dp2_flat_and_hierarchical_match_single_process(tmp_path):
     assert max(abs(v) for row in bias[0]["dist"] for v in row) > 0, bias
 
 
-def test_dispatchers_reducers_on_subgroups_4_ranks(tmp_path):
-    res, wall, rc = launch(4, "dispatch_worker.py", [], tmp_path)
+def test_dispatchers_reducers_on_subgroups_4_ranks(four_ranks):
+    res, rc, wall = four_ranks                       # the 4-rank launch shared with test_msrun_placement.py
     assert rc == 0
+    res = {r: o["dispatch"] for r, o in res.items()}
     for r, out in res.items():
         print(f"rank {r}: A {out['A_flat']} / {out['A_hier']} hier-flat {out['A_hier_vs_flat_max_abs']:.2e}; "
               f"B grads {out['B_grads_rel']:.2e} norm {out['B_norm_rel']:.2e} stats {out['B_stats_ok']} "

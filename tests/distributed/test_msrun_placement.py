@@ -1,14 +1,14 @@
 """Dynamic expert placement under msrun (2 ranks, dp=2 ep=2, one launch of placement_worker.py; its docstring lists
-the four parts; and 4 ranks, one launch of placement_worker4.py). Placement must be invisible to the math, move weights and both AdamW moments intact, load from a
-checkpoint saved under another placement, resume exactly after a migration, and lower the device-load CV of a
-skewed router by at least moe.placement_threshold."""
+the four parts; and 4 ranks, placement_worker4.py in the shared 4-rank launch). Placement must be invisible to the
+math, move weights and both AdamW moments intact, load from a checkpoint saved under another placement, resume
+exactly after a migration, and lower the device-load CV of a skewed router by at least moe.placement_threshold."""
 import json
 
 import numpy as np
 import pytest
 
 from pangu_ms.moe.load_stats import cv, device_load
-from tests.distributed.test_msrun_ep import launch
+from tests.distributed.launch import launch
 
 THRESHOLD = 0.08
 
@@ -80,12 +80,13 @@ def check(res, out):
         assert m["moe/layer0/tokens"] == m["moe/layer1/tokens"] == 4 * 32 * 2
 
 
-def test_expert_placement_four_ranks(tmp_path):
+def test_expert_placement_four_ranks(four_ranks):
     """4 ranks (dp=4 ep=4): experts cross between all four ranks with weights and both moments intact, the
     forward loss unchanged, and the checkpoint loads into one process as logical experts (placement_worker4.py).
-    One launch of four processes (39 s at load average 2, 66 s at 6 on 2 cores)."""
-    res, wall, rc = launch(4, "placement_worker4.py", [str(tmp_path / "run")], tmp_path, timeout=600)
+    It runs in the one 4-rank launch of the distributed tests (four_rank_worker.py, fixture ``four_ranks``)."""
+    res, rc, wall = four_ranks
     assert rc == 0
+    res = {r: o["placement"] for r, o in res.items()}
     print(f"worker time {res[0]['total_s']:.0f} s, launch {wall:.0f} s")
     for r, o in res.items():
         assert o["exact"], o

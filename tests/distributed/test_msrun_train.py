@@ -3,7 +3,10 @@ the single-process run of the same global batch, and an interrupted 2-rank run -
 resumed and killed with ``kill -9`` of rank 1 mid-run, then resumed again -- reproduces the uninterrupted 2-rank
 run's losses exactly; each checkpoint holds one expert part per rank. Resharding: the EP=2 checkpoint resumes in
 one process (EP 1) and the one-process checkpoint resumes under msrun with EP=2, continuing with the same losses.
-Five launches in all."""
+Three launches: one of train_worker.py running the uninterrupted run, the --stop-after run and the EP 1 -> 2
+resume in sequence on one compiled Trainer (the one run/train.py runs, with run/msrun.sh's defaults dp=2 ep=2
+micro-batch 2 spelled out; put back to its initial state between runs), then the kill -9 run and the final resume
+through run/msrun.sh itself. The one-process reference and the EP 2 -> 1 resume share one Trainer the same way."""
 import json
 import os
 import shutil
@@ -17,6 +20,8 @@ from pangu_ms.config import load_config
 from pangu_ms.train import checkpoint as ck
 from pangu_ms.train.loop import Trainer
 from tests.conftest import ROOT
+from tests.distributed.launch import launch
+from tests.reuse import fresh_run, snapshot
 
 STEPS = 12
 SETS = ["data.source=synthetic", "model.num_layers=2", "train.seq_length=16", "train.global_batch_size=4",
@@ -31,6 +36,17 @@ def msrun(out, *extra, ok=True):
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PANGU_MS_NO_ENV="1"))
     assert (r.returncode == 0) == ok, (r.stdout + r.stderr)[-4000:]
     return r
+
+
+def worker_runs(tmp_path, dirs):
+    """One msrun launch of train_worker.py: runs of SETS into ``dirs`` = [(output_dir, stop_after)], in sequence,
+    with the layout run/msrun.sh 2 chooses for tiny_cpu.yaml (dp=2, ep=2, micro-batch 4 / 2)."""
+    spec = {"recipe": "yaml/tiny_cpu.yaml",
+            "sets": SETS + ["parallel.dp=2", "parallel.ep=2", "parallel.micro_batch_size=2"],
+            "runs": [{"output_dir": str(out), "stop_after": stop} for out, stop in dirs]}
+    res, wall, rc = launch(2, "train_worker.py", [json.dumps(spec)], tmp_path, timeout=600)
+    assert rc == 0
+    assert [r["world"] for r in res.values()] == [2, 2]
 
 
 def losses(out):
@@ -72,11 +88,19 @@ def resumed_line(out):
 
 def test_msrun_trains_like_single_process_and_resumes_after_stop_and_kill(tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
-    msrun(full)
+    single = load_config("yaml/tiny_cpu.yaml", SETS + [f"train.output_dir={tmp_path / 'single'}",
+                                                       "parallel.micro_batch_size=4"])
+    one = Trainer(single, progress=False)
+    initial = snapshot(one)
+    ref = one.train()["losses"]
+    # launch 1: the uninterrupted run, the --stop-after=2 run, and (4. below) EP 1 -> 2: the one-process
+    # checkpoint step_10 resumed by 2 ranks
+    step10 = os.path.join("checkpoints", f"step_{STEPS - 2:08d}")
+    shutil.copytree(tmp_path / "single" / step10, tmp_path / "grow" / step10)
+    worker_runs(tmp_path, [(full, None), (cut, 2), (tmp_path / "grow", None)])
     a = losses(full)
     assert sorted(a) == list(range(1, STEPS + 1))
     # 1. --stop-after: one expert part per rank, a manifest naming both
-    msrun(cut, "--stop-after=2")
     assert sorted(losses(cut)) == [1, 2]
     manifest = ck.read_manifest(ck.checkpoint_paths(str(cut), 2).directory)
     assert manifest["world"] == 2 and sorted(manifest["parts"]) == \
@@ -105,23 +129,20 @@ def test_msrun_trains_like_single_process_and_resumes_after_stop_and_kill(tmp_pa
     for s in a:
         assert a[s] == b[s], (s, a[s], b[s])                           # bit-exact resume under msrun
     assert sorted(os.listdir(cut / "checkpoints")) == [f"step_{STEPS - 2:08d}", f"step_{STEPS:08d}"]
-    single = load_config("yaml/tiny_cpu.yaml", SETS + [f"train.output_dir={tmp_path / 'single'}",
-                                                       "parallel.micro_batch_size=4"])
-    ref = Trainer(single, progress=False).train()["losses"]
+    manifest = ck.read_manifest(ck.checkpoint_paths(str(cut), STEPS).directory)    # written under run/msrun.sh
+    assert manifest["world"] == 2 and sorted(manifest["parts"]) == \
+        ["experts_rank0.safetensors", "experts_rank1.safetensors", "model.safetensors"]
     for s, loss in ref.items():
         assert a[s + 1] == pytest.approx(loss, rel=1e-5), (s, a[s + 1], loss)
 
     # 4. resharding, weights and AdamW moments: EP 2 -> 1 (the 2-rank checkpoint step_10 resumed in one process)
-    #    and EP 1 -> 2 (the one-process checkpoint step_10 resumed by 2 ranks); steps 11-12 as uninterrupted
-    step10 = os.path.join("checkpoints", f"step_{STEPS - 2:08d}")
-    for src, dst in ((full, tmp_path / "shrink"), (tmp_path / "single", tmp_path / "grow")):
-        shutil.copytree(src / step10, dst / step10)
-    shrink = load_config("yaml/tiny_cpu.yaml", SETS + [f"train.output_dir={tmp_path / 'shrink'}",
-                                                       "parallel.micro_batch_size=4"])
-    got = Trainer(shrink, progress=False).train()["losses"]
+    #    and EP 1 -> 2 (the one-process checkpoint step_10 resumed by 2 ranks, in launch 1); steps 11-12 as
+    #    uninterrupted
+    shutil.copytree(full / step10, tmp_path / "shrink" / step10)
+    fresh_run(one, initial, str(tmp_path / "shrink"))         # the one-process Trainer, as if built anew
+    got = one.train()["losses"]
     assert sorted(got) == [STEPS - 2, STEPS - 1]
     assert resumed_line(tmp_path / "shrink") == f"resumed from {tmp_path / 'shrink' / step10} (next step {STEPS - 1})"
-    msrun(tmp_path / "grow")
     assert resumed_line(tmp_path / "grow") == f"resumed from {tmp_path / 'grow' / step10} (next step {STEPS - 1})"
     grown = losses(tmp_path / "grow")
     assert sorted(grown) == [STEPS - 1, STEPS]

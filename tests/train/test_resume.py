@@ -14,6 +14,7 @@ from pangu_ms.train.loop import Trainer
 from pangu_ms.train.optim import build_optimizer
 from pangu_ms.train.step import TrainStep, compile_step
 from tests.conftest import tiny_overrides
+from tests.reuse import fresh_run, snapshot
 from pangu_ms.config import load_config
 
 
@@ -29,9 +30,12 @@ def test_resume_skips_a_truncated_newest_checkpoint_and_reproduces_losses(tmp_pa
     """Interrupted after 4 of 6 steps (checkpoints step_2, step_4), the newest checkpoint truncated: the rerun
     names it in a warning, resumes from step_2 (next step 3), reproduces the uninterrupted losses bit for bit,
     and metrics.jsonl holds every logged step once."""
-    full = Trainer(run_cfg(tmp_path / "full"), progress=False).train()["losses"]
+    tr = Trainer(run_cfg(tmp_path / "full"), progress=False)
+    initial = snapshot(tr)
+    full = tr.train()["losses"]
     cut = tmp_path / "cut"
-    first = Trainer(run_cfg(cut), progress=False).train(stop_after=4)["losses"]
+    fresh_run(tr, initial, str(cut))                  # the interrupted run: the same compiled Trainer, reset
+    first = tr.train(stop_after=4)["losses"]
     assert sorted(first) == [0, 1, 2, 3]
     newest = checkpoint_paths(str(cut), 4)
     with open(newest.shared, "r+b") as f:

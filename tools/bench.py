@@ -2,7 +2,8 @@
 """Training-throughput benchmark: pangu_ms (MindSpore, graph mode) vs HF transformers' DeepseekV3ForCausalLM
 (PyTorch eager, CPU) on the same configuration, with MFU against the fp32 GEMM peak measured in the same run.
 
-    python tools/bench.py --config yaml/tiny_cpu.yaml                       # batch 4 x seq 64, 2 threads
+    python tools/bench.py --config yaml/tiny_cpu.yaml                       # batch 4 x recipe seq (64), 2 threads
+    python tools/bench.py --config yaml/small_cpu.yaml --torch-compile --steps 4 --blocks 4   # seq 256
     python tools/bench.py --config yaml/tiny_cpu.yaml --set moe.aux_loss_coeff=0 --check-steps 10
     python tools/bench.py --config yaml/tiny_cpu.yaml --no-torch --json
 
@@ -51,7 +52,7 @@ def parse_args(argv=None):
     p.add_argument("--config", required=True, help="recipe YAML, e.g. yaml/tiny_cpu.yaml")
     p.add_argument("--set", action="append", default=[], metavar="K=V", help="config override (repeatable)")
     p.add_argument("--batch", type=int, default=4, help="sequences per step (default 4)")
-    p.add_argument("--seq", type=int, default=64, help="tokens per sequence (default 64)")
+    p.add_argument("--seq", type=int, default=0, help="tokens per sequence (default: the recipe's train.seq_length)")
     p.add_argument("--steps", type=int, default=10, help="timed steps per block (default 10)")
     p.add_argument("--blocks", type=int, default=5, help="interleaved timing blocks per contestant (default 5)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps after compilation (default 5)")
@@ -85,6 +86,15 @@ def torch_available():
         return f"PyTorch side skipped: {e} (pip install -r requirements-bench.txt)"
 
 
+def peak_rss_mb() -> float:
+    """High-water mark of this process's resident set (VmHWM), MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
 def timed_blocks(contestants: dict, steps: int, blocks: int) -> dict:
     """Interleaved blocks: for each round, each contestant runs ``steps`` synchronised steps."""
     per_step = {k: [] for k in contestants}
@@ -113,11 +123,14 @@ def main(argv=None) -> int:
     from pangu_ms.train.step import TrainStep, compile_step
 
     overrides = ([] if args.native else COMPARABLE) + list(args.set)
+    if not args.seq:
+        args.seq = load_config(args.config, overrides).train.seq_length
     overrides += [f"train.seq_length={args.seq}", f"train.global_batch_size={args.batch}",
                   f"parallel.micro_batch_size={args.batch}"]
     cfg = load_config(args.config, overrides)
     result = {"config": args.config, "overrides": overrides, "batch": args.batch, "seq": args.seq,
-              "threads": args.threads, "load_avg_start": os.getloadavg()[0]}
+              "threads": args.threads, "load_avg_start": os.getloadavg()[0], "peak_rss_mb": {}}
+    rss0 = peak_rss_mb()
 
     use_torch = not (args.no_torch or args.native)
     if use_torch:
@@ -153,6 +166,10 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     ms_step()
     result["pangu_compile_s"] = time.perf_counter() - t0
+    for _ in range(2):
+        ms_step()
+    rss1 = peak_rss_mb()
+    result["peak_rss_mb"]["pangu_ms"] = rss1 - rss0
     contestants = {"pangu_ms": ms_step}
 
     # ---- PyTorch ----------------------------------------------------------------------------------------
@@ -175,8 +192,17 @@ def main(argv=None) -> int:
                 losses.append(ts(x_t, y_t))
 
             t0 = time.perf_counter()
-            t_step()
+            try:
+                t_step()
+                t_step()
+            except Exception as e:  # noqa: BLE001  (torch.compile needs a working C++ toolchain / inductor)
+                result[f"{name}_failed"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+                log(args, f"{name} failed, left out: {result[f'{name}_failed']}")
+                continue
             result[f"{name}_first_step_s"] = time.perf_counter() - t0
+            rss2 = peak_rss_mb()
+            result["peak_rss_mb"][name] = rss2 - rss1
+            rss1 = rss2
             contestants[name] = t_step
             result[f"_{name}_losses"] = losses
         result["hf_params"] = sum(p.numel() for p in model.parameters())
@@ -231,12 +257,18 @@ def main(argv=None) -> int:
         sizes = ", ".join(f"{k}: {v:.0f}" for k, v in result["gemm_peak_by_size"].items())
         extra = f"; torch {result['torch_gemm_peak_gflops']:.0f}" if "torch_gemm_peak_gflops" in result else ""
         print(f"fp32 GEMM peak (MindSpore MatMul, GFLOP/s): {peak:.0f}  [{sizes}]{extra}")
-    print(f"{'':16}{'ms/step':>9}{'p10':>8}{'p90':>8}{'tokens/s':>10}{'MFU':>8}")
+    print(f"{'':16}{'ms/step':>9}{'p10':>8}{'p90':>8}{'tokens/s':>10}{'MFU':>8}{'peak RSS':>11}")
     for name in per_step:
         r = result[name]
         mfu = f"{100 * r['mfu']:.2f}%" if "mfu" in r else "-"
+        rss = result["peak_rss_mb"].get(name)
         print(f"{name:16}{r['ms_per_step']:9.1f}{r['ms_per_step_p10']:8.1f}{r['ms_per_step_p90']:8.1f}"
-              f"{r['tokens_per_s']:10.0f}{mfu:>8}")
+              f"{r['tokens_per_s']:10.0f}{mfu:>8}{'' if rss is None else f'+{rss:.0f} MiB':>11}")
+    print(f"peak RSS: the process high-water mark grown by building each contestant and running its first 3 steps "
+          f"(in this order, one process; {rss0:.0f} MiB before); whole run {peak_rss_mb():.0f} MiB")
+    for name in ("torch_compile",):
+        if f"{name}_failed" in result:
+            print(f"{name}: failed, left out: {result[name + '_failed']}")
     if "ratio_pangu_over_torch" in result:
         print(f"ratio pangu_ms / PyTorch eager (tokens/s): {result['ratio_pangu_over_torch']:.2f}")
         if "ratio_pangu_over_torch_compile" in result:

@@ -193,7 +193,14 @@ class MoEConfig:
     def resolved_dropless_impl(self) -> str:
         if self.dropless_impl != "auto":
             return self.dropless_impl
-        return "masked_dense" if self.num_experts <= 16 else "sorted_block"
+        return auto_dropless_impl(self.num_experts, self.top_k)
+
+
+def auto_dropless_impl(num_experts: int, top_k: int) -> str:
+    """The ``moe.dropless_impl: auto`` rule: masked_dense computes E/k x the routed FLOPs with no dispatch
+    kernels, sorted_block ~(1 + padding) x the routed FLOPs plus permute / weight-gather kernels; masked_dense
+    while E/k <= 4 (placeholder)."""
+    return "masked_dense" if num_experts <= 4 * top_k else "sorted_block"
 
 
 @dataclass

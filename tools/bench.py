@@ -66,6 +66,9 @@ def parse_args(argv=None):
                    help="compare the lm losses of the first N training steps (exact only with aux_loss_coeff=0)")
     p.add_argument("--optimizer", default="auto", choices=("auto", "fused", "mindformers"),
                    help="pangu_ms AdamW implementation (build_optimizer impl; default auto = fused in fp32)")
+    p.add_argument("--variant", action="append", default=[], metavar="K=V[,K=V]",
+                   help="extra pangu_ms contestant with these overrides on top (repeatable), e.g. "
+                        "moe.dropless_impl=masked_dense: an A/B of a setting in the same interleaved run")
     p.add_argument("--no-peak", action="store_true", help="skip the GEMM peak probe (no MFU)")
     p.add_argument("--seed", type=int, default=0, help="data seed")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -150,27 +153,38 @@ def main(argv=None) -> int:
     ids = rng.integers(0, cfg.model.vocab_size, (args.batch, args.seq + 1)).astype(np.int32)
     x_np, y_np = ids[:, :-1], ids[:, 1:]
 
-    # ---- pangu_ms ---------------------------------------------------------------------------------------
-    net = build_model(cfg)
-    weights = {p.name: p.asnumpy().copy() for p in net.trainable_params()}
-    opt = build_optimizer(net.trainable_params(), cfg.train, impl=args.optimizer)
-    step = compile_step(TrainStep(CausalLMLoss(net, cfg.model.mtp_loss_weight), opt, cfg.train.grad_clip),
-                        cfg.train.mode)
+    # ---- pangu_ms (and its --variant contestants) ----------------------------------------------------------
     x_ms, y_ms = ms.Tensor(x_np), ms.Tensor(y_np)
-    ms_losses = []
+    contestants, rss1, weights, net = {}, rss0, None, None
+    for variant in [""] + list(args.variant):
+        extra = [kv for kv in variant.split(",") if kv]
+        vcfg = load_config(args.config, overrides + extra) if extra else cfg
+        vnet = build_model(vcfg)
+        if weights is None:
+            net, weights = vnet, {p.name: p.asnumpy().copy() for p in vnet.trainable_params()}
+        opt = build_optimizer(vnet.trainable_params(), vcfg.train, impl=args.optimizer)
+        step = compile_step(TrainStep(CausalLMLoss(vnet, vcfg.model.mtp_loss_weight), opt, vcfg.train.grad_clip),
+                            vcfg.train.mode)
+        losses = []
 
-    def ms_step():
-        out = step(x_ms, y_ms)
-        ms_losses.append(float(out[1].asnumpy()))
+        def ms_step(step=step, losses=losses):
+            out = step(x_ms, y_ms)
+            losses.append(float(out[1].asnumpy()))
 
-    t0 = time.perf_counter()
-    ms_step()
-    result["pangu_compile_s"] = time.perf_counter() - t0
-    for _ in range(2):
+        name = f"pangu_ms[{variant}]" if variant else "pangu_ms"
+        t0 = time.perf_counter()
         ms_step()
-    rss1 = peak_rss_mb()
-    result["peak_rss_mb"]["pangu_ms"] = rss1 - rss0
-    contestants = {"pangu_ms": ms_step}
+        result[f"{name}_compile_s" if variant else "pangu_compile_s"] = time.perf_counter() - t0
+        for _ in range(2):
+            ms_step()
+        rss2 = peak_rss_mb()
+        result["peak_rss_mb"][name] = rss2 - rss1
+        rss1 = rss2
+        contestants[name] = ms_step
+        if variant:
+            result[f"{name}_step0_loss"] = losses[0]
+        else:
+            ms_losses = losses
 
     # ---- PyTorch ----------------------------------------------------------------------------------------
     if use_torch:
@@ -269,6 +283,11 @@ def main(argv=None) -> int:
     for name in ("torch_compile",):
         if f"{name}_failed" in result:
             print(f"{name}: failed, left out: {result[name + '_failed']}")
+    for variant in args.variant:
+        name = f"pangu_ms[{variant}]"
+        print(f"ratio {name} / pangu_ms (tokens/s): "
+              f"{result[name]['tokens_per_s'] / result['pangu_ms']['tokens_per_s']:.2f}; step-0 loss "
+              f"{result[name + '_step0_loss']:.6f} vs {ms_losses[0]:.6f}")
     if "ratio_pangu_over_torch" in result:
         print(f"ratio pangu_ms / PyTorch eager (tokens/s): {result['ratio_pangu_over_torch']:.2f}")
         if "ratio_pangu_over_torch_compile" in result:

@@ -155,7 +155,7 @@ class MoEConfig:
         dropless_impl: implementation of the dropless CPU path: ``masked_dense`` (every expert sees every
             token, unselected weights zero: no padding, wins for few small experts), ``sorted_block``
             (tokens sorted by expert into blocks of ``sorted_block_size`` rows, MegaBlocks-style; wins for many
-            experts), or ``auto`` (masked_dense when num_experts <= 16).
+            experts), or ``auto`` (masked_dense when num_experts / top_k <= 4, see ``auto_dropless_impl``).
         sorted_block_size: rows per block of ``sorted_block``.
         expert_placement: dynamic expert placement on the explicit expert-parallel path (msrun): the routed
             experts of each MoE layer are re-placed across the EP ranks from their predicted load, weights and both
@@ -194,7 +194,20 @@ class MoEConfig:
     def resolved_dropless_impl(self) -> str:
         if self.dropless_impl != "auto":
             return self.dropless_impl
-        return "masked_dense" if self.num_experts <= 16 else "sorted_block"
+        return auto_dropless_impl(self.num_experts, self.top_k)
+
+
+AUTO_MASKED_DENSE_MAX_RATIO = 4   # E/k up to which masked_dense is chosen (measured: docs/benchmark.md)
+
+
+def auto_dropless_impl(num_experts: int, top_k: int) -> str:
+    """The ``moe.dropless_impl: auto`` rule. masked_dense computes E/k x the routed expert FLOPs in two large
+    matmuls and no dispatch kernels; sorted_block computes (T k + E (block - 1)) / (T k) x the routed FLOPs plus
+    a fixed set of permute / weight-gather / scatter kernels. Measured with ``tools/bench_dispatch.py --grid``
+    (one MoE layer, forward + backward, at the tiny and small recipes' widths): at E/k = 4 the two are within
+    noise of each other, masked_dense ahead at 8 experts top-2; at E/k >= 8 sorted_block is 1.7-3x faster.
+    So masked_dense while E/k <= 4, sorted_block above."""
+    return "masked_dense" if num_experts <= AUTO_MASKED_DENSE_MAX_RATIO * top_k else "sorted_block"
 
 
 @dataclass

@@ -21,6 +21,9 @@ def sum_of_squares(x):
     n = flat.shape[0]
     if n < LONG_VECTOR:
         return (flat * flat).sum()
+    last = x.shape[-1] if len(x.shape) > 1 else 0
+    if 0 < last < LONG_VECTOR and n // last < LONG_VECTOR:      # rows of the tensor itself: no padding copy
+        return (flat * flat).reshape(n // last, last).sum(axis=1).sum()
     cols = -(-n // ROWS)
     if ROWS * cols != n:
         flat = ops.concat((flat, ops.zeros((ROWS * cols - n,), flat.dtype)), 0)

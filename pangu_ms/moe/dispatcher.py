@@ -69,27 +69,35 @@ class MaskedDenseDispatcher(nn.Cell):
         return experts.all_experts(x, gates, shared), ops.zeros((), x.dtype)
 
 
-class SortedBlockDispatcher(_SlotDispatcher):
+class SortedBlockDispatcher(nn.Cell):
+    """Buffer row r holds pair ``row_pair``: its token ``row_token[r]`` and combine weight ``row_w[r]`` (0 on the
+    padding rows, which point at token 0 and so add an exact 0 there). Permute = one gather of x by row_token,
+    combine = one scatter-add of the weighted expert rows onto their tokens; no [T*k, d] copies."""
+
     def __init__(self, num_experts: int, top_k: int, block: int):
-        super().__init__(num_experts, top_k)
-        self.block = block
+        super().__init__()
+        self.num_experts, self.top_k, self.block = num_experts, top_k, block
 
     def construct(self, x, idx, w, experts):
-        rows = sorted_block_rows(x.shape[0], self.num_experts, self.top_k, self.block)
+        t = x.shape[0]
+        rows = sorted_block_rows(t, self.num_experts, self.top_k, self.block)
         flat = idx.reshape(-1)
         onehot, pos = slots_in_expert(flat, self.num_experts, x.dtype)
         counts = onehot.sum(0)
         padded = ops.ceil(counts / self.block) * self.block
         ends = ops.cumsum(padded, 0)
         starts = ends - padded
-        slot = ((onehot * starts).sum(1) + pos).astype(ms.int32)
-        buf = self.permute(x, slot, rows)
+        slot = ((onehot * starts).sum(1) + pos).astype(ms.int32)                  # [T*k], all < rows
+        pair_token = ops.arange(0, t * self.top_k, 1, dtype=ms.int32) // self.top_k
+        row_token = ops.unsorted_segment_sum(pair_token, slot, rows)               # padding rows: token 0
+        row_w = ops.unsorted_segment_sum(w.reshape(-1), slot, rows)                # padding rows: weight 0
         nb = rows // self.block
         block_start = ops.arange(0, rows, self.block).astype(x.dtype).reshape(nb, 1)
         owner = (block_start >= ends.reshape(1, -1)).astype(ms.int32).sum(1)
         owner = ops.minimum(owner, self.num_experts - 1)
-        out = experts.per_group(buf.reshape(nb, self.block, -1), owner).reshape(rows, -1)
-        return self.combine(out, slot, w), ops.zeros((), x.dtype)
+        buf = ops.gather(x, row_token, 0).reshape(nb, self.block, -1)
+        out = experts.per_group(buf, owner).reshape(rows, -1)
+        return ops.unsorted_segment_sum(out * row_w.reshape(rows, 1), row_token, t), ops.zeros((), x.dtype)
 
 
 class CapacityDispatcher(_SlotDispatcher):

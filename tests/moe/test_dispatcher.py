@@ -70,3 +70,45 @@ def test_drop_and_pad_matches_reference(setup, cf):
     if cf < 1.5:
         assert ref_drop > 0                      # the skewed routing really overflows expert 0
     np.testing.assert_allclose(y.asnumpy(), ref, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("block", [8, 5])
+def test_sorted_block_gradients_equal_masked_dense(setup, block):
+    """d(sum y * g)/d(x, w, expert weights): sorted-block (gather in, scatter-add out) == masked-dense."""
+    import mindspore as ms
+    experts, x, idx, w = setup
+    g = np.random.default_rng(3).standard_normal((T, H)).astype(np.float32)
+
+    def grads(disp):
+        def f(xx, ww):
+            return (disp(xx, Tensor(idx), ww, experts)[0] * Tensor(g)).sum()
+        out = ms.value_and_grad(f, (0, 1), experts.trainable_params())(Tensor(x), Tensor(w))
+        (dx, dw), dp = out[1]
+        return [dx.asnumpy(), dw.asnumpy()] + [p.asnumpy() for p in dp]
+
+    for a, b in zip(grads(SortedBlockDispatcher(E, K, block)), grads(MaskedDenseDispatcher(E, K))):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("experts_k, impl", [((8, 2), "masked_dense"), ((16, 4), "masked_dense"),
+                                            ((16, 2), "sorted_block"), ((32, 4), "sorted_block"),
+                                            ((256, 8), "sorted_block")])
+def test_auto_rule_picks_by_experts_per_choice(experts_k, impl):
+    from pangu_ms.config import MoEConfig
+    from pangu_ms.moe.dispatcher import build_dispatcher
+    e, k = experts_k
+    cfg = MoEConfig(num_experts=e, top_k=k)
+    assert cfg.resolved_dropless_impl() == impl
+    kind = {"masked_dense": MaskedDenseDispatcher, "sorted_block": SortedBlockDispatcher}
+    assert isinstance(build_dispatcher(cfg), kind[impl])
+    other = "sorted_block" if impl == "masked_dense" else "masked_dense"
+    forced = MoEConfig(num_experts=e, top_k=k, dropless_impl=other)      # an explicit choice is kept
+    assert isinstance(build_dispatcher(forced), kind[other])
+
+
+@pytest.mark.parametrize("override, key", [("moe.dropless_impl=grouped", "moe.dropless_impl"),
+                                           ("moe.sorted_block_size=0", "moe.sorted_block_size")])
+def test_bad_dropless_settings_name_their_key(override, key):
+    from pangu_ms.config import ConfigError, load_config
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config("yaml/small_cpu.yaml", [override])

@@ -97,7 +97,7 @@ class SortedBlockDispatcher(nn.Cell):
         owner = ops.minimum(owner, self.num_experts - 1)
         buf = ops.gather(x, row_token, 0).reshape(nb, self.block, -1)
         out = experts.per_group(buf, owner).reshape(rows, -1)
-        return ops.unsorted_segment_sum(out * row_w.reshape(rows, 1), row_token, t), ops.zeros((), x.dtype)
+        return ops.unsorted_segment_sum(out * expand_as(row_w.reshape(rows, 1), out), row_token, t), ops.zeros((), x.dtype)
 
 
 class CapacityDispatcher(_SlotDispatcher):

@@ -48,7 +48,7 @@ os.environ.setdefault("GLOG_v", "3")
 
 import numpy as np  # noqa: E402
 
-COMPARABLE = ["model.mtp_depth=0", "model.sandwich_norm=false"]
+from pangu_ms.bench.hf import COMPARABLE  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -27,8 +27,7 @@ os.environ.setdefault("GLOG_v", "3")
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from tools.bench import COMPARABLE  # noqa: E402
+from pangu_ms.bench.hf import COMPARABLE  # noqa: E402
 
 # model part from a forward kernel's scope (first match wins; attribute names of the Cells in pangu_ms/model,
 # moe, layers). Backward kernels are one row: their scopes are not reliable (the layers' graphs are shared, so
@@ -139,4 +138,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pangu_ms.cli import run_cli
+    sys.exit(run_cli(main))

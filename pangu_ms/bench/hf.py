@@ -17,6 +17,10 @@ from __future__ import annotations
 import numpy as np
 
 
+#: overrides that make a recipe expressible by the HF twin (no MTP head, plain pre-norm)
+COMPARABLE = ["model.mtp_depth=0", "model.sandwich_norm=false"]
+
+
 def check_comparable(cfg) -> list[str]:
     """Reasons why the HF twin would not be the same model (empty list: comparable)."""
     m, e = cfg.model, cfg.moe

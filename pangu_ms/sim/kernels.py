@@ -6,10 +6,10 @@ operators (compute.py) are coarse groups, so for ``sim.moe_impl: training_cpu`` 
 number of *forward* kernels the reference implementation launches for it, counted from the code:
 
     RMSNorm (backend.RMSNorm)            6   x*x, mean, +eps, rsqrt, *, *gain
-    RoPE (model/rope.py)                 4   rotate matmul, *cos, *sin, +
+    RoPE (model/rope.py)                 6   rotate matmul, expand cos / sin, *cos, *sin, +
     Linear (layers/linear.py)            1   MatMul primitive with transpose_b
     SwiGLU (backend.SwiGLU)              4   2 slices, silu, *
-    attention core (backend)             7   q_nope k_nope^T, q_rope k_rope^T, +, *scale, +mask, softmax, @v
+    attention core (backend)             8   q_nope k_nope^T, q_rope k_rope^T, +, *scale, expand mask, +mask, softmax, @v
                                              (GQA/MHA: 5 without the rope product, + 2 repeat_elements if grouped)
     MLA glue (model/attention.py)        9   3 transposes (q, kv, o), 6 slices (q nope/rope, c_kv, k_rope, k, v)
     router (moe/router.py)               16  sigmoid|softmax, sum, /, topk, gather, *scale, one_hot, sum, casts,
@@ -51,15 +51,15 @@ def reference_forward_kernels(cfg: Config) -> dict:
     sandwich = 1 if m.sandwich_norm else 0
     if m.attention_type == "mla":
         q_lora = 1 if m.q_lora_rank > 0 else 0
-        attn = {"attn.down_proj": 1 + q_lora, "attn.up_proj": 2, "attn.o_proj": 1, "attn.core": 7,
+        attn = {"attn.down_proj": 1 + q_lora, "attn.up_proj": 2, "attn.o_proj": 1, "attn.core": 8,
                 # input norm, q_a / kv_a norms, 2 RoPEs, MLA glue, residual, post-attention norm (sandwich)
-                "attn.norm_rope_residual": 6 * (1 + q_lora + 1) + 2 * 4 + 9 + 1 + 6 * sandwich}
+                "attn.norm_rope_residual": 7 * (1 + q_lora + 1) + 2 * 6 + 9 + 1 + 7 * sandwich}
     else:
         grouped = m.attention_type == "gqa" and m.num_kv_heads < m.num_heads
-        attn = {"attn.qkv_o_proj": 4, "attn.core": 5 + (2 if grouped else 0),
+        attn = {"attn.qkv_o_proj": 4, "attn.core": 6 + (2 if grouped else 0),
                 # input norm, RoPE on q and k, 4 transposes, residual, post-attention norm
-                "attn.norm_rope_residual": 6 + 2 * 4 + 4 + 1 + 6 * sandwich}
-    norms_res = 6 * (1 + sandwich) + 1                 # pre-MLP norm (+ post-MLP norm) + residual
+                "attn.norm_rope_residual": 7 + 2 * 6 + 4 + 1 + 7 * sandwich}
+    norms_res = 7 * (1 + sandwich) + 1                 # pre-MLP norm (+ post-MLP norm) + residual
     out = dict(attn)
     out.update({"ffn.swiglu": 2, "ffn.act_norm_residual": 4 + norms_res,
                 "moe.router": 1, "moe.router_topk": 16 + (3 if e.norm_topk_prob else 0),

@@ -244,11 +244,12 @@ def test_reference_kernel_count_tiny_hand_computed():
     # tensors: dense layer 7 MLA + 4 norms + 2 = 13; MoE layer 7 + 4 + router + 2 experts + 2 shared = 16 (x3);
     # MTP 4 + one MoE layer 16; embedding, final norm, LM head 3  ->  13 + 48 + 20 + 3 = 84 (= the model's count)
     assert param_tensors(cfg) == 84
-    # forward kernels: MLA attention 2+2+1+7 + (6*3 + 8 + 9 + 1 + 6) = 54; dense FFN 2 + (4 + 13) = 19;
-    # MoE 1 + 19 + 2 + 1 + 5 + 3 + 4 + 13 = 48; layers: dense 73, MoE 102 (x3, + 1 in MTP);
-    # embedding 1 + head 1 + 35 = 37; MTP extras 1 + 25 + head 8 = 34   ->  552 (the compiled graph's forward)
-    fwd = 37 + 73 + 3 * 102 + (102 + 34)
-    assert fwd == 552
+    # forward kernels (norm 7 with the expanded inverse RMS, RoPE 6, core 8 with the expanded mask):
+    # MLA attention 2+2+1+8 + (7*3 + 12 + 9 + 1 + 7) = 63; dense FFN 2 + (4 + 15) = 21;
+    # MoE 1 + 19 + 2 + 1 + 5 + 3 + 4 + 15 = 50; layers: dense 84, MoE 113 (x3, + 1 in MTP);
+    # embedding 1 + head 1 + 35 = 37; MTP extras 1 + 25 + head 8 = 34   ->  607
+    fwd = 37 + 84 + 3 * 113 + (113 + 34)
+    assert fwd == 607
     # step kernels: per tensor 2 (clip scale, fused AdamW) + STEP_KERNELS 91 (global norm, LR Cell, non-finite guard)
     assert reference_step_kernels(cfg) == pytest.approx(fwd * 2.4 + 2 * 84 + 91)
 

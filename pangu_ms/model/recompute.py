@@ -9,6 +9,8 @@ Which Cells each module marks (per decoder layer, MTP layers included):
     mla_up_proj    attention.up_proj_cells(): q_a_norm, q_b_proj, q_heads, kv_latent, kv_a_norm, kv_b_proj,
                    kv_heads, rope                                                        (outputs recomputed too)
     core_attn      attention.core                                                        (its output is kept)
+                   (full, core_attn, mtp: the recomputed cores' softmax is RecomputableSoftmax, whose
+                   gradient autodiff derives; values and gradient bits are the same)
     moe_act        moe.experts.act + moe.experts.gate_scale, moe.shared_expert.act       (outputs recomputed too)
     experts        moe.experts (all its methods: the masked-dense all_experts or the per-group matmuls)
     shared_expert  moe.shared_expert (an error where the masked-dense dispatcher folds it into the experts)
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 from ..config import ConfigError
 from ..config.recompute import FULL, RECOMPUTE_MODULES, parse_recompute, recompute_label
+from ..layers.explicit_broadcast import RecomputableSoftmax
 
 
 def _layers(net) -> list:
@@ -82,15 +85,29 @@ def _check_composes(net, modules) -> None:
                           "'experts' (covers both)")
 
 
+def _recomputable_softmax(layers) -> None:
+    """The attention cores of ``layers`` (about to be recomputed) take the softmax without a custom backward
+    (same values, same gradient bits; ``layers/explicit_broadcast.py`` says why)."""
+    for ly in layers:
+        core = ly.attention.core
+        if not isinstance(core.softmax, RecomputableSoftmax):
+            core.softmax = RecomputableSoftmax()
+
+
 def apply_recompute(net, spec) -> list:
     """Mark the Cells of ``spec`` (a ``train.recompute`` value or its parsed form) on ``PanguForCausalLM``
     ``net``; returns the marked Cells' module names (one entry per Cell). ``auto`` must be resolved first."""
     rc = parse_recompute(spec, "train.recompute", allow_auto=False) if not isinstance(spec, frozenset) else spec
     marked: list = []
     if rc == FULL:
+        _recomputable_softmax(_layers(net))
         _mark(_layers(net), False, marked, FULL)
         return marked
     _check_composes(net, rc)
+    if "core_attn" in rc:
+        _recomputable_softmax(_layers(net))
+    elif "mtp" in rc:
+        _recomputable_softmax([m.layer for m in net.mtp])
     for module in RECOMPUTE_MODULES:         # fine before coarse (the list's order)
         if module in rc:
             cells, output = _module_cells(net, module)

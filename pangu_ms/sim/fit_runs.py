@@ -181,7 +181,7 @@ def read_run_dir(path: str, overrides=()) -> Case:
         raise ConfigError(f"{met_path}: '{METRIC_KEY}' median {rate} is not > 0")
     step = cfg.train.global_batch_size * cfg.train.seq_length / rate
     return Case(os.path.basename(os.path.normpath(path)), cfg, None, None, "step_time_s", step, met_path,
-                f"run directory {path}, median of {len(tps) - 1} logging windows")
+                f"median of {len(tps) - 1} logging windows, the first dropped")
 
 
 def _resolve_recipe(recipe: str, csv_path: str) -> str:

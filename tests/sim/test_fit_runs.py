@@ -111,10 +111,12 @@ def _run_dir(path, tokens_per_s, gbs=8, seq=64):
     os.makedirs(path, exist_ok=True)
     dump_config(from_dict({**_tiny_dict(), "train": {"seq_length": seq, "global_batch_size": gbs}}),
                 os.path.join(path, "config.yaml"))
-    with open(os.path.join(path, "metrics.jsonl"), "w", encoding="utf-8") as f:
-        for i, t in enumerate(tokens_per_s):                  # as RunLogger.scalars writes them
-            f.write(json.dumps({"step": 5 * (i + 1), "loss/total": 7.0, "perf/tokens_per_s": t}) + "\n")
-            f.write(json.dumps({"step": 5 * (i + 1), "valid/loss": 6.0}) + "\n")
+    from pangu_ms.train.logging import RunLogger           # metrics.jsonl exactly as training writes it
+    log = RunLogger(str(path), progress=False)
+    for i, t in enumerate(tokens_per_s):
+        log.scalars(5 * (i + 1), {"loss/total": 7.0, "perf/tokens_per_s": t, "perf/mfu": 0.01})
+        log.scalars(5 * (i + 1), {"valid/loss": 6.0})
+    log.close()
     return str(path)
 
 
@@ -124,6 +126,20 @@ def test_run_dir_step_time_drops_the_compile_window(tmp_path):
     # 8 x 64 tokens per step / median(1000, 3000, 2000) tokens/s; the first window (compilation) is left out
     assert case.measure == "step_time_s" and case.value == pytest.approx(512 / 2000.0)
     assert case.cfg.train.global_batch_size == 8 and case.name == "run"
+
+
+def test_fit_from_run_directories(tmp_path):
+    """Two run directories whose logged tokens/s are the H100 profile at half the compute efficiency."""
+    base = load_hardware("h100")
+    slow = F.apply_params(base, {"compute": 0.5})
+    dirs = []
+    for gbs in (8, 32):
+        probe = _run_dir(tmp_path / "probe", [1.0, 1.0], gbs=gbs, seq=256)
+        step = F.prepare(F.read_run_dir(probe), base).predict(slow)
+        dirs.append(_run_dir(tmp_path / f"run_gbs{gbs}", [10.0] + [gbs * 256 / step] * 3, gbs=gbs, seq=256))
+    res = F.calibrate_from_runs(dirs, str(tmp_path / "fit.yaml"), "h100", ["compute", "comm"])
+    assert res["fitted"]["compute"] == pytest.approx(0.5, rel=1e-4) and res["not_identified"] == ["comm"]
+    assert load_hardware(str(tmp_path / "fit.yaml")).attention_efficiency == pytest.approx(0.5 * base.attention_efficiency)
 
 
 def test_bad_inputs_name_the_file_and_key(tmp_path):

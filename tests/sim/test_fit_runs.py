@@ -217,3 +217,23 @@ def test_cli_calibrate_from_csv_end_to_end(tmp_path):
     assert r.returncode == 2 and "--out" in r.stderr
     r = _cli("calibrate", "--from-runs", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "x.yaml"))
     assert r.returncode == 2 and r.stderr.strip() == f"error: --from-runs: {tmp_path / 'missing.csv'}: no such file or directory"
+
+
+def test_published_csvs_match_the_validation_table():
+    """The example CSVs carry the same published figures and layouts as tools/validate_sim_published.py."""
+    import csv
+    from tools import validate_sim_published as V
+    peak = load_hardware("h100").peak("bf16")
+    path = os.path.join(ROOT, "yaml", "sim", "validation", "published_runs_h100.csv")
+    with open(path, encoding="utf-8") as f:
+        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
+    llama = [r for r in rows if r["name"].startswith("Llama 3")]
+    assert [float(r["mfu"]) for r in llama] == pytest.approx([t * 1e12 / peak for *_, t in V.LLAMA3_CASES], rel=1e-5)
+    assert [int(r["devices"]) for r in llama] == [d for _, d, _, _ in V.LLAMA3_CASES]
+    assert [r["overrides"].split() for r in llama] == [ov for _, _, ov, _ in V.LLAMA3_CASES]
+    others = [r for r in rows if not r["name"].startswith("Llama 3")]
+    assert [float(r["tokens_per_s_per_device"]) for r in others] == [c[-1] for c in V.FOLDING_CASES]
+    assert others[1]["overrides"].split() == V.DSV3_H100
+    cases = F.read_inputs([path])
+    assert len(cases) == 5 and F.fitted_profile_name(cases, None) == "h100"
+    assert len(F.read_inputs([os.path.join(ROOT, "yaml", "sim", "validation", "published_runs_910b.csv")])) == 2

@@ -209,7 +209,8 @@ def cmd_calibrate(args) -> int:
     from pangu_ms.sim.calibrate import calibrate
 
     args.out = args.out or "yaml/hardware/cpu_local.yaml"
-    res = calibrate(args.out, quick=args.quick, name=args.name or "cpu_local", passes=args.passes, model_probe=not args.no_model_probe)
+    res = calibrate(args.out, quick=args.quick, name=args.name or "cpu_local", passes=args.passes,
+                    model_probe=not args.no_model_probe)
     p = res["profile"]
     out = {"written": args.out, "peak_flops_fp32": p["peak_flops"]["fp32"], "hbm_bandwidth": p["hbm_bandwidth"],
            "attention_efficiency": p["attention_efficiency"], "op_overhead": p["op_overhead"],

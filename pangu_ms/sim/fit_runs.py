@@ -224,7 +224,8 @@ def read_csv(path: str, overrides=()) -> list:
         ov += [f"{k}={v}" for k, v in row.items() if "." in k and v != ""]
         measure = next((m for m in MEASURES if row.get(m)), None)
         if measure is None:
-            raise ConfigError(f"{where}: no measured value (fill one of {', '.join(m for m in MEASURES if m in header)})")
+            present = ", ".join(m for m in MEASURES if m in header)
+            raise ConfigError(f"{where}: no measured value (fill one of {present})")
         value = _need_positive(row[measure], f"{where}: {measure}")
         devices = int(_need_positive(row["devices"], f"{where}: devices")) if row.get("devices") else None
         cases.append(Case(row.get("name") or f"{os.path.basename(path)} row {i}", _load_recipe(recipe, ov, where),

@@ -139,7 +139,8 @@ def test_fit_from_run_directories(tmp_path):
         dirs.append(_run_dir(tmp_path / f"run_gbs{gbs}", [10.0] + [gbs * 256 / step] * 3, gbs=gbs, seq=256))
     res = F.calibrate_from_runs(dirs, str(tmp_path / "fit.yaml"), "h100", ["compute", "comm"])
     assert res["fitted"]["compute"] == pytest.approx(0.5, rel=1e-4) and res["not_identified"] == ["comm"]
-    assert load_hardware(str(tmp_path / "fit.yaml")).attention_efficiency == pytest.approx(0.5 * base.attention_efficiency)
+    fitted = load_hardware(str(tmp_path / "fit.yaml"))
+    assert fitted.attention_efficiency == pytest.approx(0.5 * base.attention_efficiency)
 
 
 def test_bad_inputs_name_the_file_and_key(tmp_path):
@@ -216,7 +217,8 @@ def test_cli_calibrate_from_csv_end_to_end(tmp_path):
     r = _cli("calibrate", "--from-runs", str(csv_path))
     assert r.returncode == 2 and "--out" in r.stderr
     r = _cli("calibrate", "--from-runs", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "x.yaml"))
-    assert r.returncode == 2 and r.stderr.strip() == f"error: --from-runs: {tmp_path / 'missing.csv'}: no such file or directory"
+    missing = tmp_path / "missing.csv"
+    assert r.returncode == 2 and r.stderr.strip() == f"error: --from-runs: {missing}: no such file or directory"
 
 
 def test_published_csvs_match_the_validation_table():

@@ -112,3 +112,17 @@ def test_show_plan_mindformers_cli():
                         "train.recompute_layers_per_stage=[2,2]"], capture_output=True, text=True, timeout=120,
                        cwd=ROOT)
     assert r.returncode == 2 and "virtual stage 1 recomputes 2 layers but holds only 1" in r.stderr
+
+
+def test_mindspore_2_9_api_as_documented():
+    """docs/swap.md: what the installed MindSpore offers for swapping (and what it no longer has)."""
+    import inspect
+
+    from mindspore import nn
+    from mindspore.ops import Primitive
+    assert "backward_prefetch" in inspect.signature(nn.Cell.offload).parameters
+    assert "backward_prefetch" in inspect.signature(Primitive._offload).parameters
+    assert "device" in inspect.signature(Parameter.__init__).parameters
+    assert not hasattr(ms, "set_offload_context")              # MindSpore 2.1-2.6 only
+    with pytest.raises(ValueError, match="memory_offload"):
+        ms.set_context(memory_offload="ON")

@@ -80,3 +80,15 @@ def validate_stage_recompute(cfg) -> tuple:
         if problems:
             raise ConfigError(problems[0])
     return counts
+
+
+def single_stage_recompute_layers(cfg) -> frozenset:
+    """The layers recomputed whole for a run without pipeline stages (pp = vpp = 1: one stage holding every decoder
+    layer), for the model side, which cannot import the split: the first ``n_0`` layers. Other layouts need the
+    split: ``pangu_ms.parallel.stage_recompute.recompute_layer_indices(cfg)``."""
+    p = cfg.parallel
+    if p.pp * p.vpp != 1:
+        raise ConfigError(f"{KEY}: parallel.pp*vpp = {p.pp * p.vpp}: the layers follow from the pipeline split "
+                          f"(pangu_ms.parallel.stage_recompute.recompute_layer_indices)")
+    counts = parse_stage_counts(cfg.train.recompute_layers_per_stage, 1)
+    return stage_recompute_layers(counts, [cfg.model.num_layers]) if counts else frozenset()

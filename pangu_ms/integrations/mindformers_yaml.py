@@ -98,4 +98,7 @@ def mindformers_yaml(cfg) -> str:
     sec = mindformers_sections(cfg)
     env = sec.pop("env")
     head = "".join(f"# export {k}=\"{v}\"   (needed by optimizer.swap)\n" for k, v in env.items())
+    if cfg.parallel.pp > 1 and cfg.model.mtp_depth and decoder_layers_per_virtual_stage(cfg)[-1] == 0:
+        head += ("# note: the last virtual stage holds only the MTP module(s); MindFormers places MTP with the last "
+                 "decoder layer (one virtual stage earlier)\n")
     return head + yaml.safe_dump(sec, sort_keys=False, default_flow_style=None)

@@ -3,7 +3,7 @@ the key for every bad one."""
 import pytest
 
 from pangu_ms.config import ConfigError, load_config
-from pangu_ms.config.stage_recompute import stage_recompute_layers
+from pangu_ms.config.stage_recompute import single_stage_recompute_layers, stage_recompute_layers
 from pangu_ms.config.swap import parse_swap_activations
 from tests.conftest import tiny_overrides
 
@@ -39,7 +39,7 @@ def test_accepted_swap_settings():
 def test_bad_swap_values_name_the_key(key, value, needle):
     with pytest.raises(ConfigError) as e:
         cfg(**{key: value})
-    assert str(e.value).startswith(key.rsplit(".", 1)[0] if needle == "unknown key" else key), str(e.value)
+    assert str(e.value).startswith(key), str(e.value)
     assert needle in str(e.value)
 
 
@@ -90,3 +90,11 @@ def test_stage_recompute_layers_hand_computed():
     assert stage_recompute_layers([0, 1, 0, 1], [1, 2, 3, 1]) == {1, 6}
     with pytest.raises(ConfigError, match="virtual stage 1 recomputes 3 layers but holds only 2"):
         stage_recompute_layers([0, 3], [4, 2])
+
+
+def test_single_stage_helper():
+    assert single_stage_recompute_layers(cfg(**{"train.recompute_layers_per_stage": "[2]"})) == {0, 1}
+    assert single_stage_recompute_layers(cfg()) == frozenset()
+    c = cfg(**{"parallel.pp": 2, "train.recompute_layers_per_stage": "[1,1]", "parallel.micro_batch_size": 1})
+    with pytest.raises(ConfigError, match="follow from the pipeline split"):
+        single_stage_recompute_layers(c)

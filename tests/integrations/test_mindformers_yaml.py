@@ -64,6 +64,10 @@ def test_sections_with_swap_use_layer_indices():
     assert sec["env"] == {"MS_DEV_RUNTIME_CONF": "switch_inline:False"}
     text = mindformers_yaml(c)
     assert text.startswith('# export MS_DEV_RUNTIME_CONF="switch_inline:False"')
+    assert "MTP module(s)" not in text                                   # the last virtual stage has layer 8
+    alone = cfg(**{"model.num_layers": 3, "model.mtp_depth": 1, "parallel.pp": 2, "parallel.micro_batch_size": 1,
+                   "parallel.pipeline_split": "explicit", "parallel.layers_per_virtual_stage": "[3,1]"})
+    assert "# note: the last virtual stage holds only the MTP module(s)" in mindformers_yaml(alone)
     c = cfg(**{"train.swap.activations": "[layer]", "train.swap.layers": "[1,2]"})
     assert mindformers_sections(c)["swap_config"] == {
         "swap": True, "default_prefetch": 1, "layer_swap": [{"backward_prefetch": 1, "layers": [1, 2]}],

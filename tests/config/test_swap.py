@@ -98,3 +98,13 @@ def test_single_stage_helper():
     c = cfg(**{"parallel.pp": 2, "train.recompute_layers_per_stage": "[1,1]", "parallel.micro_batch_size": 1})
     with pytest.raises(ConfigError, match="follow from the pipeline split"):
         single_stage_recompute_layers(c)
+
+
+def test_recipe_round_trip(tmp_path):
+    """A run directory's config.yaml (dump_config) loads back with the same swap / per-stage settings."""
+    from pangu_ms.config import dump_config
+    c = cfg(**{"train.swap.optimizer_state": "true", "train.swap.activations": "[core_attn]",
+               "train.swap.layers": "[1]", "train.recompute_layers_per_stage": "[1]"})
+    dump_config(c, str(tmp_path / "config.yaml"))
+    back = load_config(str(tmp_path / "config.yaml"))
+    assert back.train.swap == c.train.swap and back.train.recompute_layers_per_stage == [1]

@@ -5,13 +5,17 @@
     python tools/show_plan.py --config yaml/tiny_cpu.yaml --set parallel.dp=2 --set parallel.ep=2 --json
     python tools/show_plan.py --config yaml/tiny_cpu.yaml --set parallel.dp=4 --rank 3   # groups of one rank
     python tools/show_plan.py --config yaml/tiny_cpu.yaml --set parallel.dp=2 --set parallel.ep=2 --dry-run
+    python tools/show_plan.py --config yaml/tiny_cpu.yaml --set parallel.pp=2 --set parallel.micro_batch_size=2 \
+        --set train.recompute_layers_per_stage=[2,0] --set train.swap.optimizer_state=true --mindformers
 
 ``--dry-run`` builds the model on CPU, applies the plan in the stand-alone context (every target resolved in the
 instantiated model, every strategy checked against the primitive's input shapes from one forward pass) and runs
 one compiled training step with the strategies attached (pangu_ms/parallel/apply_ascend.py).
 
 Prints the layout, a groups summary, the pipeline stage assignment, the op strategies and parameter layouts, the
-set_auto_parallel_context settings (semi-auto and auto + sharding_propagation). Exit status: 0 valid,
+set_auto_parallel_context settings (semi-auto and auto + sharding_propagation), the memory settings (per-stage
+recompute, swap; Ascend only, docs/swap.md); ``--mindformers`` also prints the MindFormers 1.9 YAML sections of
+the recipe (parallel_config, recompute_config, swap_config, optimizer.swap, offset). Exit status: 0 valid,
 2 invalid recipe / layout / plan (every problem printed, one line each, to stderr).
 """
 from __future__ import annotations
@@ -54,6 +58,8 @@ def main(argv=None) -> int:
     ap.add_argument("--shard-size", type=int, default=None,
                     help="optimizer_weight_shard_size (default: chosen to minimise optimizer memory)")
     ap.add_argument("--json", action="store_true", help="print the plan as JSON")
+    ap.add_argument("--mindformers", action="store_true",
+                    help="also print the MindFormers YAML sections (layout, recompute, swap) of the recipe")
     ap.add_argument("--dry-run", action="store_true",
                     help="apply the plan to the instantiated model on CPU, check it and run one training step")
     args = ap.parse_args(argv)
@@ -97,6 +103,10 @@ def main(argv=None) -> int:
             if plan.hierarchical and d.ep_width > 1:
                 inner, outer = d.hierarchical_of(args.rank)
                 print(f"  hier inner {list(inner)}  outer {list(outer)}")
+    if args.mindformers and not args.json:
+        from pangu_ms.integrations.mindformers_yaml import mindformers_yaml
+        print("== MindFormers YAML sections ==")
+        print(mindformers_yaml(cfg), end="")
     if problems:
         for p in problems:
             print(f"error: {args.config}: {p}", file=sys.stderr)
@@ -118,7 +128,8 @@ def dry_run(cfg, plan) -> list:
 
     from pangu_ms.model.build import build_model
     from pangu_ms.model.loss import CausalLMLoss
-    from pangu_ms.parallel.apply_ascend import check_plan
+    from pangu_ms.parallel.apply_ascend import PlanError, check_plan
+    from pangu_ms.parallel.apply_swap import apply_swap
     from pangu_ms.train.optim import build_optimizer
     from pangu_ms.train.step import TrainStep, compile_step
 
@@ -129,9 +140,17 @@ def dry_run(cfg, plan) -> list:
         return report.problems
     print(f"dry run: {len(report.sharded)} primitives sharded, {report.checked} checked against their input "
           f"shapes, {len(report.unexecuted)} not called in this config", file=sys.stderr)
+    optimizer = build_optimizer(net.trainable_params(), cfg.train)
+    try:
+        mem = apply_swap(net, plan.context["memory"], optimizer, dry_run=True)
+    except PlanError as e:
+        return [str(e)]
+    print(f"dry run: memory plan resolved: {len(mem.recompute)} layers recomputed whole, {len(mem.offload)} cells "
+          f"to offload ({sum(n for _, _, n in mem.offload)} primitives), {len(mem.optimizer_states)} optimizer "
+          f"states to host (not applied on CPU)", file=sys.stderr)
     ids = np.random.default_rng(0).integers(0, cfg.model.vocab_size, (cfg.parallel.micro_batch_size,
                                                                       cfg.train.seq_length + 1))
-    step = compile_step(TrainStep(net, build_optimizer(net.trainable_params(), cfg.train), cfg.train.grad_clip))
+    step = compile_step(TrainStep(net, optimizer, cfg.train.grad_clip))
     loss = float(step(ms.Tensor(ids[:, :-1], ms.int32), ms.Tensor(ids[:, 1:], ms.int32))[0].asnumpy())
     print(f"dry run: training step ran with the strategies attached (loss {loss:.4f})", file=sys.stderr)
     return []

@@ -5,7 +5,9 @@
              for one recipe + layout on N devices of a hardware profile.
   search     co-design search over model shapes (layers, hidden, experts, top-k; expert width solved for a
              parameter budget) x parallel layouts; ranked markdown + CSV table, Pareto and breakdown PNGs.
-  calibrate  measure MindSpore GEMM / attention / element-wise throughput on this CPU and write a profile YAML.
+  calibrate  measure MindSpore GEMM / attention / element-wise throughput on this CPU and write a profile YAML;
+             with --from-runs, fit a profile's efficiencies to measured runs (run directories or a CSV of step
+             times) and report the errors before, after and leave-one-out (pangu_ms/sim/fit_runs.py).
 
 Examples:
   python tools/simulate.py estimate --config yaml/pangu_ultra_moe_718b.yaml --hardware ascend_910b \\
@@ -16,6 +18,8 @@ Examples:
   python tools/simulate.py estimate --config yaml/sim/deepseek_v3_671b.yaml --emit-recipe out.yaml
   python tools/show_plan.py --config out.yaml        # prints the same pipeline split
   python tools/simulate.py calibrate --out yaml/hardware/cpu_local.yaml
+  python tools/simulate.py calibrate --from-runs yaml/sim/validation/published_runs_h100.csv --hardware h100 \\
+      --out output/h100_fitted.yaml
 """
 from __future__ import annotations
 
@@ -200,14 +204,33 @@ def cmd_search(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
+    if args.from_runs:
+        return _calibrate_from_runs(args)
     from pangu_ms.sim.calibrate import calibrate
 
-    res = calibrate(args.out, quick=args.quick, name=args.name, passes=args.passes, model_probe=not args.no_model_probe)
+    args.out = args.out or "yaml/hardware/cpu_local.yaml"
+    res = calibrate(args.out, quick=args.quick, name=args.name or "cpu_local", passes=args.passes,
+                    model_probe=not args.no_model_probe)
     p = res["profile"]
     out = {"written": args.out, "peak_flops_fp32": p["peak_flops"]["fp32"], "hbm_bandwidth": p["hbm_bandwidth"],
            "attention_efficiency": p["attention_efficiency"], "op_overhead": p["op_overhead"],
            "gemm_efficiency": p["gemm_efficiency"]}
     print(json.dumps(out, indent=None if args.json else 1))
+    return 0
+
+
+def _calibrate_from_runs(args) -> int:
+    from pangu_ms.sim.fit_runs import calibrate_from_runs, markdown_report
+
+    if not args.out:
+        raise ConfigError("calibrate --from-runs: --out (the fitted profile YAML to write) is required")
+    overrides = [x for s in args.set or [] for x in (s if isinstance(s, list) else [s])]
+    res = calibrate_from_runs(args.from_runs, args.out, args.hardware, args.fit, overrides, args.name)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(markdown_report(res))
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -282,11 +305,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bench", action="store_true", help="only print candidates/minute")
     s.set_defaults(fn=cmd_search)
 
-    c = sub.add_parser("calibrate", help="measure this CPU with MindSpore and write a hardware profile",
+    c = sub.add_parser("calibrate", help="measure this CPU with MindSpore and write a hardware profile, or fit a "
+                                         "profile to measured runs (--from-runs)",
                        description="Measure MindSpore fp32 GEMM, attention-bmm and element-wise throughput on "
-                                   "this machine and write a hardware profile YAML usable with --hardware.")
-    c.add_argument("--out", default="yaml/hardware/cpu_local.yaml", help="profile YAML to write")
-    c.add_argument("--name", default="cpu_local")
+                                   "this machine and write a hardware profile YAML usable with --hardware. With "
+                                   "--from-runs: fit a few efficiency parameters of a profile (--fit) to the step "
+                                   "times of measured runs by least squares on log step time, print the error of "
+                                   "each run before, after and leave-one-out, and write the fitted profile.")
+    c.add_argument("--out", help="profile YAML to write (default yaml/hardware/cpu_local.yaml; required with "
+                                 "--from-runs)")
+    c.add_argument("--name", help="profile name (default cpu_local; with --from-runs <profile>_fitted)")
+    c.add_argument("--from-runs", nargs="+", metavar="RUN_DIR_OR_CSV",
+                   help="training run directories (config.yaml + metrics.jsonl) and/or CSV files of measured step "
+                        "times (columns: recipe, name, devices, profile, overrides, source, KEY.PATH overrides, and "
+                        "one of step_time_s, tokens_per_s, tokens_per_s_per_device, mfu)")
+    c.add_argument("--hardware", help="with --from-runs: the profile to fit (name or YAML path); default the one "
+                                      "profile the runs name")
+    c.add_argument("--fit", nargs="+", default=["compute", "comm", "op_overhead"],
+                   choices=["compute", "comm", "op_overhead", "step_overhead", "comm_compute_slowdown"],
+                   help="with --from-runs: parameters to fit (default compute comm op_overhead; those the runs "
+                        "cannot see are held at the base value)")
+    c.add_argument("--set", nargs="+", action="append", metavar="KEY=VALUE",
+                   help="with --from-runs: config overrides applied to every run (e.g. sim.moe_impl=training_cpu "
+                        "for CPU runs)")
     c.add_argument("--quick", action="store_true", help="shorter measurements")
     c.add_argument("--passes", type=int, default=3, help="calibration passes; the profile takes their medians")
     c.add_argument("--no-model-probe", action="store_true",

@@ -26,6 +26,7 @@ from .expert_grid import expert_grid
 from .long_context import LongContextConfig
 from .post_training import RLConfig, SFTConfig
 from .sim import SimConfig
+from .swap import SwapConfig
 
 
 #: Values of ``parallel.pipeline_split`` (pangu_ms/parallel/split.py implements them).
@@ -325,6 +326,11 @@ class TrainConfig:
             simulator's model fits in ``memory_budget_gb``; not implemented in training yet: building the model
             with it is one error). Applied with ``Cell.recompute()``.
         memory_budget_gb: device memory budget (GB = 1e9 bytes) for ``recompute: auto``; 0 = not set.
+        recompute_layers_per_stage: full-layer recompute of the first n_c decoder layers of each virtual pipeline
+            stage c (pp*vpp entries; MindFormers ``recompute: [...]``; ``pangu_ms/config/stage_recompute.py``).
+            Empty = off.
+        swap: offload to host memory between uses (optimizer state, activations), Ascend only
+            (``pangu_ms/config/swap.py``, docs/swap.md).
         reset_attention_mask: packed rows attend only within each document (the stored ``segment_ids``; as
             Megatron / MindSpeed ``--reset-attention-mask``); false attends across the whole row.
         reset_position_ids: RoPE positions restart at 0 in every document of a packed row (``--reset-position-ids``).
@@ -365,6 +371,8 @@ class TrainConfig:
     deterministic: bool = False
     recompute: Any = "none"
     memory_budget_gb: float = 0.0
+    recompute_layers_per_stage: list[int] = field(default_factory=list)
+    swap: SwapConfig = field(default_factory=SwapConfig)
     reset_attention_mask: bool = False
     reset_position_ids: bool = False
 

@@ -11,6 +11,8 @@ from .errors import ConfigError
 from .expert_grid import expert_grid_problem, expert_sizes
 from .recompute import AUTO, resolve_recompute
 from .schema import Config
+from .stage_recompute import validate_stage_recompute
+from .swap import validate_swap
 
 
 def _positive(section, obj, names):
@@ -173,6 +175,8 @@ def validate_train(cfg: Config) -> None:
     rc = resolve_recompute(cfg, t.recompute, "train.recompute")
     if rc == AUTO and t.memory_budget_gb <= 0:
         raise ConfigError("train.memory_budget_gb: train.recompute=auto needs a memory budget > 0 (GB)")
+    validate_stage_recompute(cfg)
+    validate_swap(cfg)
     if t.seq_length > cfg.model.max_position_embeddings:
         raise ConfigError(f"train.seq_length: {t.seq_length} > model.max_position_embeddings="
                           f"{cfg.model.max_position_embeddings}")

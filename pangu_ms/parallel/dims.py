@@ -40,6 +40,7 @@ from functools import cached_property
 from ..config import ConfigError
 from ..config.expert_grid import expert_grid, expert_grid_problem
 from .split import split_problems
+from .stage_recompute import stage_recompute_problems
 
 #: Group kinds, see :meth:`ParallelDims.groups`.
 GROUP_KINDS = ("dp", "tp", "pp", "cp", "dp_cp", "ep", "expert_dp", "expert_tp", "embedding")
@@ -390,6 +391,7 @@ def layout_problems(cfg, world_size: int | None = None) -> list[str]:
     if cfg.sim.pp_schedule == "dualpipe" and (p.pp % 2 or p.vpp != 1):
         out.append(f"sim.pp_schedule: dualpipe needs an even pp and vpp=1 (got pp={p.pp}, vpp={p.vpp})")
     out += split_problems(cfg)
+    out += stage_recompute_problems(cfg)
     # node geometry
     if p.tp > p.ranks_per_node:
         out.append(f"parallel.tp: {p.tp} > parallel.ranks_per_node={p.ranks_per_node}; a TP group must lie inside "

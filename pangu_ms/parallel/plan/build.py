@@ -6,6 +6,7 @@ from math import prod
 from ...config import ConfigError
 from ..dims import ParallelDims, layout_notes, layout_problems
 from ..stages import assign_from_config
+from .memory import memory_plan
 from .ops import plan_ops
 from .optimizer_shard import _apply_opt_shard, _choose_shard_size, _heaviest_counts
 from .specs import BYTES_PER_OPT_PARAM, ShardPlan, TensorSpec
@@ -48,6 +49,7 @@ def build_plan(cfg, shard_size: int | None = None, threshold_kb: int = 64, sched
                            "model-level tensors (embedding, heads) listed separately; optimizer bytes = "
                            f"{BYTES_PER_OPT_PARAM} B/param (fp32 param + Adam m, v) after optimizer sharding"}
     plan.context = _context(cfg, d, shard_size, threshold_kb, scheduler, strategy_file, n_micro)
+    plan.context["memory"] = memory_plan(cfg)
     plan.notes = layout_notes(cfg) + _plan_notes(cfg, plan)
     return plan
 

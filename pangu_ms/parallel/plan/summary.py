@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ...config import ConfigError
+from .memory import memory_lines
 from .specs import MESHES, ShardPlan
 
 
@@ -49,6 +50,9 @@ def summarize(plan: ShardPlan) -> str:
     for mode in ("semi_auto", "auto"):
         lines.append(f"  {mode}: {plan.context[mode]}")
     lines.append(f"  pipeline: {plan.context['pipeline']}")
+    if "memory" in plan.context:
+        lines.append("== memory: per-stage recompute, swap ==")
+        lines += memory_lines(plan.context["memory"])
     if plan.notes:
         lines.append("== notes ==")
         lines += [f"  - {n}" for n in plan.notes]

@@ -94,11 +94,17 @@ def _recomputable_softmax(layers) -> None:
             core.softmax = RecomputableSoftmax()
 
 
-def apply_recompute(net, spec) -> list:
+def apply_recompute(net, spec, whole_layers=frozenset()) -> list:
     """Mark the Cells of ``spec`` (a ``train.recompute`` value or its parsed form) on ``PanguForCausalLM``
-    ``net``; returns the marked Cells' module names (one entry per Cell). ``auto`` must be resolved first."""
+    ``net``; returns the marked Cells' module names (one entry per Cell). ``auto`` must be resolved first.
+    ``whole_layers``: decoder-layer indices recomputed whole first (``train.recompute_layers_per_stage``); the
+    modules of ``spec`` then apply to the other layers (a Cell is configured once)."""
     rc = parse_recompute(spec, "train.recompute", allow_auto=False) if not isinstance(spec, frozenset) else spec
     marked: list = []
+    if whole_layers:
+        layers = [ly for i, ly in enumerate(net.layers) if i in whole_layers]
+        _recomputable_softmax(layers)
+        _mark(layers, False, marked, FULL)
     if rc == FULL:
         _recomputable_softmax(_layers(net))
         _mark(_layers(net), False, marked, FULL)

@@ -120,6 +120,23 @@ def test_each_module_marks_its_cells(module, count):
     assert full == ["full"] * 3
 
 
+def test_layers_per_stage_recompute_the_first_layers_whole():
+    """train.recompute_layers_per_stage=[1] (one stage): decoder layer 0 is recomputed whole, layer 1 gets the
+    modules of train.recompute, the MTP layer is not counted; the math stays bit-identical (masked-dense)."""
+    cfg = _cfg(**SORTED, **{"train.recompute_layers_per_stage": "[1]", "train.recompute": "[core_attn]"})
+    net = build_model(cfg)
+    first, second = net.layers[0], net.layers[1]
+    assert first._has_config_recompute and first.attention.core._has_config_recompute
+    assert not second._has_config_recompute and second.attention.core._has_config_recompute
+    assert not net.mtp[0].layer._has_config_recompute and net.mtp[0].layer.attention.core._has_config_recompute
+    assert apply_recompute(build_model(_cfg(**SORTED)), frozenset(), whole_layers={1}) == ["full"]
+
+
+def test_layers_per_stage_is_bit_identical(refs):
+    cfg = _cfg(**MASKED, **{"train.recompute_layers_per_stage": "[2]"})
+    _assert_identical(_compiled(cfg, "none")(_batch()), refs["masked"], "recompute_layers_per_stage=[2]")
+
+
 @pytest.mark.parametrize("value,match", [
     ("nrom", "unknown recompute module 'nrom'"),
     (["norm", "attention"], "unknown recompute module 'attention'"),

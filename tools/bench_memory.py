@@ -112,9 +112,8 @@ def predict(config: str, overrides: list, name: str) -> dict:
     """The simulator's step memory (activations + transient + gradients) on cpu_local, one device, in MB."""
     from pangu_ms.config import load_config
     from pangu_ms.sim.estimate import estimate
-    if name not in ("none", "selective", "moe_fine", "full"):
-        return {"predicted_mb": float("nan")}             # module lists: not in the simulator's model yet
-    rc_set = name
+    rc = recompute_value(name)
+    rc_set = "[" + ",".join(rc) + "]" if isinstance(rc, list) else rc
     cfg = load_config(config, list(overrides) + ["sim.hardware=cpu_local", "sim.precision=fp32",
                                                   "sim.moe_impl=training_cpu", f"sim.recompute={rc_set}"])
     est = estimate(cfg, devices=1)

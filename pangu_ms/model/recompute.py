@@ -12,6 +12,7 @@ Which Cells each module marks (per decoder layer, MTP layers included):
                    (full, core_attn, mtp: the recomputed cores' softmax is RecomputableSoftmax, whose
                    gradient autodiff derives; values and gradient bits are the same)
     moe_act        moe.experts.act + moe.experts.gate_scale, moe.shared_expert.act       (outputs recomputed too)
+    mlp_act        mlp.act (dense layers)                                                (outputs recomputed too)
     experts        moe.experts (all its methods: the masked-dense all_experts or the per-group matmuls)
     shared_expert  moe.shared_expert (an error where the masked-dense dispatcher folds it into the experts)
     mlp            mlp (dense layers)
@@ -59,6 +60,8 @@ def _module_cells(net, module: str) -> tuple[list, bool]:
         return [m.experts for m in moe], False
     if module == "shared_expert":
         return [m.shared_expert for m in moe if m.has_shared], False
+    if module == "mlp_act":
+        return [ly.mlp.act for ly in layers if not ly.is_moe], True
     if module == "mlp":
         return [ly.mlp for ly in layers if not ly.is_moe], False
     if module == "mtp":
@@ -72,10 +75,12 @@ def _check_composes(net, modules) -> None:
     moe = [ly.moe for ly in layers if ly.is_moe]
     need = {"mla_up_proj": any(hasattr(ly.attention, "up_proj_cells") for ly in layers),
             "moe_act": bool(moe), "experts": bool(moe), "shared_expert": any(m.has_shared for m in moe),
-            "mlp": any(not ly.is_moe for ly in layers), "mtp": len(net.mtp) > 0}
+            "mlp": any(not ly.is_moe for ly in layers), "mlp_act": any(not ly.is_moe for ly in layers),
+            "mtp": len(net.mtp) > 0}
     why = {"mla_up_proj": "model.attention_type is not mla", "moe_act": "the model has no MoE layers",
            "experts": "the model has no MoE layers", "shared_expert": "moe.num_shared_experts is 0",
-           "mlp": "the model has no dense FFN layers", "mtp": "model.mtp_depth is 0"}
+           "mlp": "the model has no dense FFN layers", "mlp_act": "the model has no dense FFN layers",
+           "mtp": "model.mtp_depth is 0"}
     for m in sorted(modules):
         if m in need and not need[m]:
             raise ConfigError(f"train.recompute: module {m!r} has nothing to recompute ({why[m]})")

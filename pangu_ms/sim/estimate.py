@@ -40,16 +40,18 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from ..config.recompute import FULL, parse_recompute, recompute_label
 from ..config.schema import Config
 from ..model.stats import attention_params, compute_stats, dense_mlp_params, layer_norm_params, moe_params
 from .comm import CommModel
-from .compute import ComputeModel
+from .compute import ComputeModel, module_recompute_time
 from .hardware import HardwareProfile, load_hardware
 from .kernels import optimizer_step_kernels
 from ..parallel.dims import ParallelDims
 from ..parallel.split import ItemCosts, pipeline_split
 from .layout import resolve_layout
-from .memory import a2a_buffer_bytes, head_transient_bytes, layer_activation_bytes, model_state_bytes
+from .memory import (a2a_buffer_bytes, backward_working_set_bytes, head_transient_bytes, layer_activation_bytes,
+                     model_state_bytes)
 from .overlap import EPPhases
 from .schedule import bubble_units, device_chunks, stage_sums, unpaired_fraction
 
@@ -155,7 +157,9 @@ class Simulator:
         self.unpaired_split = max(self.unpaired)
 
     # --------------------------------------------------------------- blocks
-    def _layer_block(self, moe_layer: bool, name: str) -> Block:
+    def _layer_block(self, moe_layer: bool, name: str, recompute=None, full_fraction=None) -> Block:
+        """``recompute`` / ``full_fraction``: this block's granularity (default ``sim.recompute`` and its
+        fraction; the MTP layer under a module list containing ``mtp``: ``full``, 1.0)."""
         cfg, s = self.cfg, self.cfg.sim
         c = self.cm.layer(moe_layer)
         lc = self.comm.layer(moe_layer)
@@ -186,16 +190,21 @@ class Simulator:
             b.ep_comm_alone = ph.exposed_comm(on, s.ep_overlap_scope, 1.0, k)
             b.ep_exposed = (1.0 - self.unpaired_split) * b.ep_paired + self.unpaired_split * b.ep_alone
         # recompute
-        rc, frac = s.recompute, s.recompute_fraction
-        if rc == "selective":
+        spec = parse_recompute(s.recompute if recompute is None else recompute, "sim.recompute", allow_auto=False)
+        rc = recompute_label(spec)
+        frac = s.recompute_fraction if full_fraction is None else full_fraction
+        if rc not in ("none", "selective", "moe_fine", FULL):             # a module list: per module
+            b.recompute = frac * module_recompute_time(c, spec)
+        elif rc == "selective":
             b.recompute = c.recompute_selective
         elif rc == "moe_fine":
             b.recompute = c.recompute_selective + c.recompute_expert
         elif rc == "full":
             b.recompute = frac * (c.fwd + tp_f + cp_f + (b.ep_exposed / 2.0))
         # activations
-        mods = layer_activation_bytes(cfg, self.L, moe_layer)
-        b.transient = mods.pop("_full_working_set", 0.0) + (a2a_buffer_bytes(cfg, self.L) if moe_layer else 0.0)
+        mods = layer_activation_bytes(cfg, self.L, moe_layer, recompute, full_fraction)
+        b.transient = (mods.pop("_full_working_set", 0.0) + backward_working_set_bytes(cfg, self.L)
+                       + (a2a_buffer_bytes(cfg, self.L) if moe_layer else 0.0))
         b.act_modules = mods
         b.act_bytes = sum(mods.values())
         if s.swap_activations > 0:
@@ -242,6 +251,9 @@ class Simulator:
             proj = self._simple_block(self.cm.mtp_extra(), "mtp_proj", 2 * h + 2 * h * h + h + emb_copy,
                                       act_per_token=4 * h / t)
             mtp_layer = moe if cfg.moe.enabled else (dense or self._layer_block(False, "dense_layer"))
+            rc = parse_recompute(cfg.sim.recompute, "sim.recompute", allow_auto=False)
+            if rc != FULL and "mtp" in rc:                                # the whole MTP layer re-run
+                mtp_layer = self._layer_block(cfg.moe.enabled, "mtp_layer", FULL, 1.0)
             mtp_head = self._simple_block(self.cm.head("mtp_head"), "mtp_head", 0.0, act_per_token=2 * h / t,
                                           transient=head_t)
             out += [proj, mtp_layer, mtp_head] * m.mtp_depth

@@ -23,7 +23,7 @@ from tests.conftest import tiny_overrides
 BASE = {"model.num_layers": 2, "model.mtp_depth": 1, "model.mtp_loss_weight": 0.3}
 MASKED = {"moe.dropless_impl": "masked_dense"}             # shared expert folded into the expert matmuls
 SORTED = {"moe.dropless_impl": "sorted_block", "moe.sorted_block_size": 4}   # shared expert separate
-GROUP_MASKED = ["norm", "core_attn", "experts", "mtp"]
+GROUP_MASKED = ["norm", "core_attn", "experts", "mtp", "mlp_act"]
 GROUP_SORTED = ["mla_up_proj", "moe_act", "mlp"]
 # shared_expert: its input also feeds the router / dispatcher, and with the shared expert recomputed MindSpore
 # sums that input's two gradient contributions in the other order: gradients differ in the last bit (<= 3e-8
@@ -109,7 +109,7 @@ def test_composes_with_chunked_attention():
 
 
 @pytest.mark.parametrize("module,count", [("norm", 4 * 3), ("mla_up_proj", 8 * 3), ("core_attn", 3),
-                                          ("moe_act", 3 * 2), ("experts", 2), ("shared_expert", 2), ("mlp", 1),
+                                          ("moe_act", 3 * 2), ("mlp_act", 1), ("experts", 2), ("shared_expert", 2), ("mlp", 1),
                                           ("mtp", 1)])
 def test_each_module_marks_its_cells(module, count):
     """Per module, the Cells marked (3 decoder layers incl. MTP's; 2 MoE; sandwich norm: 4 norms a layer)."""

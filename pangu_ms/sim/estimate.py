@@ -73,6 +73,7 @@ class Block:
     ep_alone: float = 0.0
     ep_comm_paired: float = 0.0     # the transfer part of those (without the contention cost)
     ep_comm_alone: float = 0.0
+    ep_recompute: float = 0.0       # exposed EP all-to-all of one recomputed forward (never paired, overlap.py)
     swap_exposed: float = 0.0
     cp_exposed: float = 0.0         # context-parallel K/V exchange (fwd + bwd) not hidden behind attention
     act_bytes: float = 0.0          # stored per micro-batch
@@ -189,6 +190,7 @@ class Simulator:
             b.ep_comm_paired = ph.exposed_comm(on, s.ep_overlap_scope, 0.0, k)
             b.ep_comm_alone = ph.exposed_comm(on, s.ep_overlap_scope, 1.0, k)
             b.ep_exposed = (1.0 - self.unpaired_split) * b.ep_paired + self.unpaired_split * b.ep_alone
+            b.ep_recompute = ph.exposed_recompute(on, k)
         # recompute
         spec = parse_recompute(s.recompute if recompute is None else recompute, "sim.recompute", allow_auto=False)
         rc = recompute_label(spec)
@@ -200,7 +202,7 @@ class Simulator:
         elif rc == "moe_fine":
             b.recompute = c.recompute_selective + c.recompute_expert
         elif rc == "full":
-            b.recompute = frac * (c.fwd + tp_f + cp_f + (b.ep_exposed / 2.0))
+            b.recompute = frac * (c.fwd + tp_f + cp_f + b.ep_recompute)
         # activations
         mods = layer_activation_bytes(cfg, self.L, moe_layer, recompute, full_fraction)
         b.transient = (mods.pop("_full_working_set", 0.0) + backward_working_set_bytes(cfg, self.L)

@@ -33,6 +33,14 @@ dtype). In warm-up and cool-down a pass has no partner and only the within-micro
 ``--moe-shared-expert-overlap``) uses ``exposed_alone`` for every pass; ``cross_micro_batch`` (default) pairs
 the steady-state passes. Without ``sim.ep_overlap`` the whole d_f + c_f + c_b + d_b is exposed (DualPipe always
 pairs). Which fraction of a stage's passes is unpaired is ``schedule.unpaired_fraction``.
+
+Full recompute. The recomputed forward of a checkpointed layer runs, inside that micro-batch's backward, as a
+plain forward before the paired F&B function (MindSpeed fb-overlap, mindspeed/core/pipeline_parallel/fb_overlap/
+transformer_layer.py: ``if bwd_layer_graph.checkpointed: ... transformer_layer_forward(...)``), so its dispatch and
+combine have no partner pass whatever the scope: only the shared expert hides its dispatch
+(:meth:`EPPhases.exposed_recompute`)::
+
+    exposed_recompute = ov(S_f, d_f) - S_f + c_f
 """
 from __future__ import annotations
 
@@ -82,6 +90,12 @@ class EPPhases:
         bwd = (overlapped(self.shared_bwd, self.combine_bwd, slowdown) - self.shared_bwd
                + overlapped(self.routed_wgrad, self.dispatch_bwd, slowdown) - self.routed_wgrad)
         return fwd + bwd
+
+    def exposed_recompute(self, overlap: bool, slowdown: float) -> float:
+        """Exposed all-to-all of one recomputed forward (full recompute): never paired, within-layer overlap only."""
+        if not overlap:
+            return self.dispatch_fwd + self.combine_fwd
+        return overlapped(self.shared_fwd, self.dispatch_fwd, slowdown) - self.shared_fwd + self.combine_fwd
 
     def exposed_comm(self, overlap: bool, scope: str, unpaired: float, slowdown: float) -> float:
         """The communication part of :meth:`exposed` (transfer time not under compute), without the contention

@@ -44,6 +44,36 @@ def test_paired_and_alone_hand_computed():
     assert PH.exposed_comm(True, "cross_micro_batch", 0.25, 0.25) == pytest.approx(0.75 * 2.75 + 0.25 * alone)
 
 
+def test_recomputed_forward_is_never_paired_hand_computed():
+    # full recompute: the recomputed forward runs alone (MindSpeed fb-overlap runs it before the paired F&B),
+    # k = 0: max(.5, 1.5) - .5 + 3 = 4 (the forward half of exposed_alone), with or without pairing
+    assert PH.exposed_recompute(True, 0.0) == pytest.approx(4.0)
+    assert PH.exposed_recompute(False, 0.0) == pytest.approx(1.5 + 3.0)
+    # k = 0.25: the shared expert (0.5) beside dispatch 1.5 >= 0.625 is comm-bound: 1.5 - 0.5 + 3 = 4
+    assert PH.exposed_recompute(True, 0.25) == pytest.approx(4.0)
+
+
+def test_full_recompute_pays_the_unpaired_forward_exposure():
+    """With full recompute, the recompute time of a MoE layer carries the within-layer exposure of its forward
+    all-to-all under both scopes, so pairing hides only the original passes' all-to-alls."""
+    from pangu_ms.sim.estimate import Simulator
+    from pangu_ms.sim.hardware import load_hardware
+    from pangu_ms.sim.layout import resolve_layout
+    path = os.path.join(ROOT, "yaml", "sim", "deepseek_v3_671b.yaml")
+    hw = load_hardware("ascend_910b")
+    moe = {}
+    for scope in ("cross_micro_batch", "intra_layer"):
+        cfg, lay = resolve_layout(load_config(path, ["sim.recompute=full", "sim.precision=bf16",
+                                                      f"sim.ep_overlap_scope={scope}"],
+                                              validate=False), 2048, hw.devices_per_node)
+        b = next(b for b in Simulator(cfg, lay, hw).blocks() if b.name == "moe_layer")
+        moe[scope] = b
+    cross, intra = moe["cross_micro_batch"], moe["intra_layer"]
+    assert cross.ep_paired < intra.ep_paired                       # pairing hides the original passes' a2a ...
+    assert cross.recompute == pytest.approx(intra.recompute)        # ... but not the recomputed forward's
+    assert cross.recompute > cross.fwd                             # which pays its unhidden dispatch / combine
+
+
 def dualpipe_paired_passes(p, m, rank):
     """Paired F&B passes of one DualPipe rank, counted from the schedule's steps (deepseek-ai/DualPipe):
     step 4 runs two F&B pairs per iteration, step 5 one."""

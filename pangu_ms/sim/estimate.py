@@ -40,7 +40,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from ..config.recompute import FULL, parse_recompute, recompute_label
+from ..config.recompute import AUTO_ORDER, FULL, parse_recompute, recompute_label
 from ..config.schema import Config
 from ..model.stats import attention_params, compute_stats, dense_mlp_params, layer_norm_params, moe_params
 from .comm import CommModel
@@ -449,11 +449,8 @@ def estimate(cfg: Config, hardware: HardwareProfile | str | None = None, devices
     return run_with_recompute(cfg, layout, hw)
 
 
-RECOMPUTE_ORDER = ("none", "selective", "moe_fine", "full")
-
-
 def run_with_recompute(cfg: Config, layout: ParallelDims, hw: HardwareProfile) -> Estimate:
-    """Run the simulator; ``sim.recompute: auto`` takes the fastest granularity (of RECOMPUTE_ORDER) that fits.
+    """Run the simulator; ``sim.recompute: auto`` takes the fastest granularity (of AUTO_ORDER, config/recompute.py) that fits.
 
     Granularities are tried cheapest first. The first whose split is not ``memory_aware`` (time-balanced or
     user-set) and fits ends the search: a later granularity only adds recompute time on the same blocks and
@@ -464,7 +461,7 @@ def run_with_recompute(cfg: Config, layout: ParallelDims, hw: HardwareProfile) -
     if cfg.sim.recompute != "auto":
         return Simulator(cfg, layout, hw).run()
     best = est = None
-    for rc in RECOMPUTE_ORDER:
+    for rc in AUTO_ORDER:
         c = dataclasses.replace(cfg, sim=dataclasses.replace(cfg.sim, recompute=rc))
         est = Simulator(c, layout, hw).run()
         if est.fits and (best is None or est.step_time_s < best.step_time_s):

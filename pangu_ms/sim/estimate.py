@@ -205,7 +205,7 @@ class Simulator:
             b.recompute = frac * (c.fwd + tp_f + cp_f + b.ep_recompute)
         # activations
         mods = layer_activation_bytes(cfg, self.L, moe_layer, recompute, full_fraction)
-        b.transient = (mods.pop("_full_working_set", 0.0) + backward_working_set_bytes(cfg, self.L)
+        b.transient = (mods.pop("_recompute_working_set", 0.0) + backward_working_set_bytes(cfg, self.L)
                        + (a2a_buffer_bytes(cfg, self.L) if moe_layer else 0.0))
         b.act_modules = mods
         b.act_bytes = sum(mods.values())

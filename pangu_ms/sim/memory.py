@@ -34,7 +34,8 @@ the recompute module (``pangu_ms/config/recompute.py``; the presets are module s
                shared expert gate/up 2*f_s/t [shared_expert], act f_s/t [moe_act, shared_expert],
                post-norm in h/t;
                reference path, masked-dense dispatcher: every token through all E + n_shared experts, per
-               (token, expert) fc1 output 2f [experts], SwiGLU output and gated output 2f [moe_act, experts]
+               (token, expert) the gate / up halves 2f [experts], silu(gate), SwiGLU output and gated output
+               3f [moe_act, experts]; the dense FFN's unfused SwiGLU keeps silu(gate) too (act 2f/t)
 
 ``mtp`` keeps only the MTP layer's input. With ``fp8`` precision the o_proj input, the dispatched expert inputs
 and the fc1 outputs are cached in FP8 (1 byte; DeepSeek-V3 sec. 3.3.4); ``full`` keeps only the layer input
@@ -42,8 +43,9 @@ h/t, for ``recompute_fraction`` of the layers. ``swap_activations`` moves that f
 to the host. The first stage holds the most micro-batches in flight (schedule.py).
 
 Transient (one micro-batch, largest of the stage): fp32 logits + their gradient of the LM head (2 * 4 * T * V/t
-bytes) on the last stage, the working set of one fully recomputed layer, all-to-all send/receive buffers, and on
-the reference path the explicit softmax backward (``backward_working_set_bytes``).
+bytes) on the last stage, the working set of one fully recomputed layer (reference path: with the re-run
+softmax's three probability-sized tensors; ``core_attn`` alone: those three), all-to-all send/receive buffers,
+and on the reference path the explicit softmax backward (``backward_working_set_bytes``).
 """
 from __future__ import annotations
 
@@ -113,21 +115,32 @@ def _elems_attention(cfg: Config, t: int, mods) -> float:
         qkvo = (m.num_heads / t + 2 * max(kvh / t, 1.0)) * d + m.num_heads / t * d * fp8_scale
         lat = lat_norm = 0.0
     if reference_path(cfg):
-        # explicit attention: the softmax probabilities [H, S, S_k] of the micro-batch (per token H * S_k; with
-        # query chunks only the causally visible keys, about (S + chunk) / 2), re-computed by 'core_attn'
-        s_len, chunk = cfg.train.seq_length, cfg.long_context.attention_chunk
-        keys = (s_len + chunk) / 2.0 if 0 < chunk < s_len else float(s_len)
-        core = 0.0 if "core_attn" in mods else m.num_heads / t * keys
+        # explicit attention: the softmax probabilities [H, S, S_k], re-computed by 'core_attn'
+        core = 0.0 if "core_attn" in mods else _probs_elems(cfg, t)
     else:
         core = 2.0 * m.num_heads / t                            # fused attention: softmax LSE (fp32)
     return h / t + norm_out + qkvo + core + lat + lat_norm + sandwich
+
+
+def _probs_elems(cfg: Config, t: int) -> float:
+    """Per token: the explicit attention's softmax probabilities H/t * S_k (query-chunked: only the causally
+    visible keys, about (S + chunk) / 2)."""
+    s_len, chunk = cfg.train.seq_length, cfg.long_context.attention_chunk
+    keys = (s_len + chunk) / 2.0 if 0 < chunk < s_len else float(s_len)
+    return cfg.model.num_heads / t * keys
+
+
+# RecomputableSoftmax, the softmax of a recomputed attention core, keeps three probability-sized tensors for its
+# backward (the probabilities, its input x and x - rowsum) where the Softmax Cell keeps one
+RECOMPUTED_SOFTMAX_TENSORS = 3
 
 
 def _elems_dense_ffn(cfg: Config, t: int, ffn: int, mods) -> float:
     h = cfg.model.hidden_size
     sandwich = h / t if cfg.model.sandwich_norm else 0.0
     gate_up = 0.0 if "mlp" in mods else 2 * ffn / t
-    act = 0.0 if ("mlp" in mods or "mlp_act" in mods) else ffn / t
+    # the SwiGLU output (the down-projection input); the reference path's unfused SwiGLU also keeps silu(gate)
+    act = 0.0 if ("mlp" in mods or "mlp_act" in mods) else (2 if reference_path(cfg) else 1) * ffn / t
     return h / t + (0.0 if "norm" in mods else h / t) + gate_up + act + sandwich
 
 
@@ -140,9 +153,10 @@ def _elems_moe(cfg: Config, layout: ParallelDims, mods) -> dict:
     common = h / t + (0.0 if "norm" in mods else h / t) + 2.0 * e.num_experts / t + sandwich
     if reference_path(cfg) and e.resolved_dropless_impl() == "masked_dense":
         # every token through every expert (and the folded shared experts) in two matmuls: per (token, expert)
-        # fc1 output 2F, SwiGLU output F and gated SwiGLU output F (the fc2 input)
+        # the SwiGLU's gate and up halves 2F, silu(gate) F, SwiGLU output F (for the gate gradient) and gated
+        # output F (the fc2 input)
         n = e.num_experts + e.num_shared_experts
-        routed = n * ((0.0 if "experts" in mods else 2 * f) + (0.0 if act else 2 * f))
+        routed = n * ((0.0 if "experts" in mods else 2 * f) + (0.0 if act else 3 * f))
         return {"moe.common": common, "moe.routed": routed, "moe.shared": 0.0}
     rows, n_w = layout.routed_rows(e.top_k, f)
     fp8_scale = 0.5 if cfg.sim.precision == "fp8" else 1.0     # expert inputs / fc1 outputs cached in FP8
@@ -168,12 +182,20 @@ def layer_activation_bytes(cfg: Config, layout: ParallelDims, moe_layer: bool, r
     else:
         out["ffn"] = _elems_dense_ffn(cfg, t, cfg.model.dense_ffn_hidden, mods)
     out = {k: v * tok * b for k, v in out.items()}
+    # the re-run attention core's softmax (reference path) holds RECOMPUTED_SOFTMAX_TENSORS probability-sized
+    # tensors while its layer's backward runs: transient
+    rerun_core = (RECOMPUTED_SOFTMAX_TENSORS * _probs_elems(cfg, t) * tok * b
+                  if reference_path(cfg) and (rc == FULL or "core_attn" in mods) else 0.0)
     if rc == FULL:
         kept = cfg.model.hidden_size / t * tok * b
         full_total = sum(out.values())
+        if rerun_core:
+            full_total += rerun_core - _probs_elems(cfg, t) * tok * b     # instead of the Softmax's one
         out = {k: (1.0 - frac) * v for k, v in out.items()}
         out["layer_input"] = frac * kept
-        out["_full_working_set"] = full_total      # transient, not multiplied by in-flight micro-batches
+        out["_recompute_working_set"] = full_total     # transient, not multiplied by in-flight micro-batches
+    elif rerun_core:
+        out["_recompute_working_set"] = rerun_core
     return out
 
 

@@ -26,19 +26,20 @@ def _predictions():
 
 def test_the_first_granularity_that_fits_is_chosen():
     pred = _predictions()
-    assert pred["none"] > pred["selective"] > pred["moe_fine"] > pred["full"]   # recompute lowers the model
+    assert pred["none"] > pred["selective"] > pred["moe_fine"]                   # recompute lowers the model
     assert choose_recompute(_cfg(2 * pred["none"] / GB), 1)[0] == "none"
     between = (pred["none"] + pred["selective"]) / 2 / GB
     choice, tried = choose_recompute(_cfg(between), 1)
     assert choice == "selective" and [rc for rc, _ in tried] == ["none", "selective"]
-    assert choose_recompute(_cfg((pred["moe_fine"] + pred["full"]) / 2 / GB), 1)[0] == "full"
+    assert choose_recompute(_cfg(pred["moe_fine"] / GB), 1)[0] == "moe_fine"
 
 
 def test_a_budget_no_granularity_meets_is_one_error():
     pred = _predictions()
+    smallest = min(pred, key=pred.get)
     with pytest.raises(ConfigError, match=r"train.memory_budget_gb: .* below the smallest predicted peak, "
-                                          rf"{pred['full'] / GB:.3g} GB with train.recompute=full"):
-        choose_recompute(_cfg(pred["full"] / GB / 2), 1)
+                                          rf"{pred[smallest] / GB:.3g} GB with train.recompute={smallest}"):
+        choose_recompute(_cfg(pred[smallest] / GB / 2), 1)
 
 
 def test_trainer_builds_and_logs_the_choice(tmp_path):

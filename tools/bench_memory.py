@@ -136,6 +136,18 @@ def _start(args, name: str):
     return {**lines[0], **lines[1]}
 
 
+def short_name(name: str) -> str:
+    """'norm+mla_up_proj+...' -> the largest preset it contains plus the rest ('moe_fine+core_attn')."""
+    if "+" not in name:
+        return name
+    from pangu_ms.config.recompute import RECOMPUTE_PRESETS
+    mods = name.split("+")
+    for preset, members in sorted(RECOMPUTE_PRESETS.items(), key=lambda kv: -len(kv[1])):
+        if members and set(members) <= set(mods):
+            return "+".join([preset] + [m for m in mods if m not in members])
+    return name
+
+
 def _plot(rows: list, path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -144,7 +156,7 @@ def _plot(rows: list, path: str) -> None:
     for r in rows:
         ax.scatter(r["time_cost_pct"], r["measured_mb"], color="C0")
         ax.scatter(r["time_cost_pct"], r["predicted_mb"], color="C1", marker="x")
-        ax.annotate(r["granularity"], (r["time_cost_pct"], r["measured_mb"]), fontsize=8,
+        ax.annotate(short_name(r["granularity"]), (r["time_cost_pct"], r["measured_mb"]), fontsize=8,
                     xytext=(4, 3), textcoords="offset points")
     ax.scatter([], [], color="C0", label="measured (peak RSS - RSS before step 1)")
     ax.scatter([], [], color="C1", marker="x", label="simulator (cpu_local)")

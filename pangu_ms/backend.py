@@ -27,9 +27,8 @@ class RMSNormKernel(nn.Cell):
 
     The [..., 1] inverse RMS is expanded to x's shape with ``BroadcastTo`` before the multiply (implicitly
     broadcasting elementwise kernels hold four output-sized buffers per call on CPU:
-    ``layers/explicit_broadcast.py``). The [d] weight is still broadcast implicitly: expanding the weight
-    Parameter (``BroadcastTo``, ``Tile``, or a K=1 matmul) inside a recomputed decoder layer of the training step
-    makes MindSpore 2.9's recompute pass build a cyclic graph ("Graph cycle exists").
+    ``layers/explicit_broadcast.py``), and so is the [d] weight: with the weight broadcast implicitly a norm
+    held about 11 [T, d] buffers until the step ended (5.75 MB per layer at T=1024, d=128 vs 2 MB expanded).
     """
 
     def __init__(self, eps: float):
@@ -43,7 +42,7 @@ class RMSNormKernel(nn.Cell):
 
     def construct(self, x, weight):
         n = self.normalize(x, expand_as(self.rsqrt(self.mean(self.square(x, x), -1) + self.eps), x))
-        return self.scale(n, weight)
+        return self.scale(n, expand_as(weight, n))
 
 
 class RMSNorm(nn.Cell):

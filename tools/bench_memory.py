@@ -112,9 +112,8 @@ def predict(config: str, overrides: list, name: str) -> dict:
     """The simulator's step memory (activations + transient + gradients) on cpu_local, one device, in MB."""
     from pangu_ms.config import load_config
     from pangu_ms.sim.estimate import estimate
-    if name not in ("none", "selective", "moe_fine", "full"):
-        return {"predicted_mb": float("nan")}             # module lists: not in the simulator's model yet
-    rc_set = name
+    rc = recompute_value(name)
+    rc_set = "[" + ",".join(rc) + "]" if isinstance(rc, list) else rc
     cfg = load_config(config, list(overrides) + ["sim.hardware=cpu_local", "sim.precision=fp32",
                                                   "sim.moe_impl=training_cpu", f"sim.recompute={rc_set}"])
     est = estimate(cfg, devices=1)
@@ -137,6 +136,18 @@ def _start(args, name: str):
     return {**lines[0], **lines[1]}
 
 
+def short_name(name: str) -> str:
+    """'norm+mla_up_proj+...' -> the largest preset it contains plus the rest ('moe_fine+core_attn')."""
+    if "+" not in name:
+        return name
+    from pangu_ms.config.recompute import RECOMPUTE_PRESETS
+    mods = name.split("+")
+    for preset, members in sorted(RECOMPUTE_PRESETS.items(), key=lambda kv: -len(kv[1])):
+        if members and set(members) <= set(mods):
+            return "+".join([preset] + [m for m in mods if m not in members])
+    return name
+
+
 def _plot(rows: list, path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -145,7 +156,7 @@ def _plot(rows: list, path: str) -> None:
     for r in rows:
         ax.scatter(r["time_cost_pct"], r["measured_mb"], color="C0")
         ax.scatter(r["time_cost_pct"], r["predicted_mb"], color="C1", marker="x")
-        ax.annotate(r["granularity"], (r["time_cost_pct"], r["measured_mb"]), fontsize=8,
+        ax.annotate(short_name(r["granularity"]), (r["time_cost_pct"], r["measured_mb"]), fontsize=8,
                     xytext=(4, 3), textcoords="offset points")
     ax.scatter([], [], color="C0", label="measured (peak RSS - RSS before step 1)")
     ax.scatter([], [], color="C1", marker="x", label="simulator (cpu_local)")

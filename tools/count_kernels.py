@@ -37,7 +37,7 @@ VARIANTS = {
 
 def _child(config: str, overrides: list) -> None:
     from pangu_ms.config import load_config
-    from pangu_ms.sim.calibrate import compiled_train_step
+    from pangu_ms.train.probe import compiled_train_step
     cfg = load_config(config, overrides + FP32)
     compiled_train_step(cfg)()
 

@@ -6,25 +6,17 @@ loss and validation loss against the step, the learning rate, and tokens/s. Defa
 ``<run_dir>/curves.png``.
 """
 import argparse
-import json
 import os
 import sys
+
+from pangu_ms.eval.run_metrics import read_metrics
 
 
 def load_metrics(run_dir: str) -> list[dict]:
     path = os.path.join(run_dir, "metrics.jsonl")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no metrics.jsonl in {run_dir} (is it a pangu_ms run directory?)")
-    rows = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-    return rows
+    return read_metrics(path)
 
 
 def series(rows, key):

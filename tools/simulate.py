@@ -207,10 +207,11 @@ def cmd_calibrate(args) -> int:
     if args.from_runs:
         return _calibrate_from_runs(args)
     from pangu_ms.sim.calibrate import calibrate
+    from pangu_ms.train.probe import compiled_train_step
 
     args.out = args.out or "yaml/hardware/cpu_local.yaml"
     res = calibrate(args.out, quick=args.quick, name=args.name or "cpu_local", passes=args.passes,
-                    model_probe=not args.no_model_probe)
+                    model_probe=not args.no_model_probe, step_factory=compiled_train_step)
     p = res["profile"]
     out = {"written": args.out, "peak_flops_fp32": p["peak_flops"]["fp32"], "hbm_bandwidth": p["hbm_bandwidth"],
            "attention_efficiency": p["attention_efficiency"], "op_overhead": p["op_overhead"],

@@ -62,7 +62,7 @@ def predict(overrides, hardware):
 
 def build_step(overrides):
     """Compiled graph-mode TrainStep of the project's model and a fixed batch; returns a callable step."""
-    from pangu_ms.sim.calibrate import compiled_train_step   # lazy: imports MindSpore and the model
+    from pangu_ms.train.probe import compiled_train_step   # lazy: imports MindSpore and the model
     return compiled_train_step(load_config(TINY, overrides + SIM_CPU))
 
 
@@ -72,6 +72,7 @@ def measure_all(names, rounds: int, steps: int, quick_cal: bool):
     config the median of its steps."""
     import mindspore as ms
     from pangu_ms.sim.calibrate import build_profile, combine, measure as cal_measure
+    from pangu_ms.train.probe import compiled_train_step
     from pangu_ms.sim.hardware import profile_from_dict
 
     ms.set_recursion_limit(10000)
@@ -83,7 +84,7 @@ def measure_all(names, rounds: int, steps: int, quick_cal: bool):
     times = {n: [] for n in names}
     passes = []
     for r in range(rounds):
-        passes.append(cal_measure(quick=quick_cal))
+        passes.append(cal_measure(quick=quick_cal, step_factory=compiled_train_step))
         for n in names:
             for _ in range(steps):
                 times[n].append(runs[n]())

@@ -9,25 +9,27 @@ preset, or a list of modules (each re-run in the backward pass instead of storin
                    re-computed from the stored latents (DeepSeek-V3)
     core_attn      the attention core (scores, softmax); its inputs q, k, v and its output are kept
     moe_act        SwiGLU activations of the routed experts (with the gate multiply) and of the shared expert
+    mlp_act        the SwiGLU activation of the dense FFN (with moe_act: MindSpeed --recompute-activation-function)
     experts        the routed experts (fc1, activation, fc2; with the masked-dense dispatcher the folded shared
                    expert too)
     shared_expert  the shared expert (not separable where the masked-dense dispatcher folds it into the experts)
     mlp            the dense FFN of the dense layers
     mtp            the whole MTP module(s)
 
-Presets (names the simulator has always used): ``selective`` = norm + mla_up_proj + moe_act (cheap element-wise
-and up-projection recompute), ``moe_fine`` = selective + experts (MindSpeed "zero memory" style).
+Presets (names the simulator has always used): ``selective`` = norm + mla_up_proj + moe_act + mlp_act (cheap
+element-wise and up-projection recompute), ``moe_fine`` = selective + experts (MindSpeed "zero memory" style).
 ``auto`` (training: with ``train.memory_budget_gb``; simulator: the fastest that fits) picks from AUTO_ORDER.
 """
 from __future__ import annotations
 
 from .errors import ConfigError
 
-RECOMPUTE_MODULES = ("norm", "mla_up_proj", "core_attn", "moe_act", "experts", "shared_expert", "mlp", "mtp")
+RECOMPUTE_MODULES = ("norm", "mla_up_proj", "core_attn", "moe_act", "mlp_act", "experts", "shared_expert", "mlp",
+                     "mtp")
 RECOMPUTE_PRESETS = {
     "none": (),
-    "selective": ("norm", "mla_up_proj", "moe_act"),
-    "moe_fine": ("norm", "mla_up_proj", "moe_act", "experts"),
+    "selective": ("norm", "mla_up_proj", "moe_act", "mlp_act"),
+    "moe_fine": ("norm", "mla_up_proj", "moe_act", "mlp_act", "experts"),
 }
 FULL = "full"
 AUTO = "auto"
@@ -97,6 +99,7 @@ def check_recompute_applies(cfg, spec, key: str = "train.recompute") -> None:
            "shared_expert": None if moe_layers and e.num_shared_experts > 0 else "moe.num_shared_experts is 0 "
                                                                                  "(or no MoE layers)",
            "mlp": None if dense_layers else "the model has no dense FFN layers (model.num_dense_layers is 0)",
+           "mlp_act": None if dense_layers else "the model has no dense FFN layers (model.num_dense_layers is 0)",
            "mtp": None if m.mtp_depth > 0 else "model.mtp_depth is 0"}
     for mod in sorted(spec):
         if why.get(mod):

@@ -322,9 +322,9 @@ class TrainConfig:
             command gives bit-identical losses run to run; false uses MindSpore's default thread pool.
         recompute: activation recompute (``pangu_ms/config/recompute.py``): ``none``, ``full`` (whole decoder
             layers), a preset (``selective``, ``moe_fine``), a list of modules (norm, mla_up_proj, core_attn,
-            moe_act, experts, shared_expert, mlp, mtp), or ``auto`` (meant to pick the cheapest granularity the
-            simulator's model fits in ``memory_budget_gb``; not implemented in training yet: building the model
-            with it is one error). Applied with ``Cell.recompute()``.
+            moe_act, mlp_act, experts, shared_expert, mlp, mtp), or ``auto`` (the trainer picks the cheapest
+            granularity whose predicted peak fits ``memory_budget_gb``: ``pangu_ms/sim/recompute_choice.py``).
+            Applied with ``Cell.recompute()``.
         memory_budget_gb: device memory budget (GB = 1e9 bytes) for ``recompute: auto``; 0 = not set.
         recompute_layers_per_stage: full-layer recompute of the first n_c decoder layers of each virtual pipeline
             stage c (pp*vpp entries; MindFormers ``recompute: [...]``; ``pangu_ms/config/stage_recompute.py``).

@@ -211,10 +211,7 @@ def validate_sim(cfg: Config) -> None:
     for n in ("recompute_fraction", "swap_activations"):
         if not 0.0 <= getattr(s, n) <= 1.0:
             raise ConfigError(f"sim.{n}: must be in [0, 1], got {getattr(s, n)}")
-    if not isinstance(s.recompute, str) or s.recompute not in ("none", "selective", "moe_fine", "full", "auto"):
-        resolve_recompute(cfg, s.recompute, "sim.recompute")           # unknown names: the same error as training
-        raise ConfigError(f"sim.recompute: {s.recompute!r}: the simulator's memory model knows none, selective, "
-                          "moe_fine, full and auto; module lists are not modelled yet")
+    resolve_recompute(cfg, s.recompute, "sim.recompute")               # the same names and errors as training
     if s.expert_imbalance < 1.0:
         raise ConfigError(f"sim.expert_imbalance: the busiest device gets >= the mean load, so must be >= 1, "
                           f"got {s.expert_imbalance}")

@@ -24,15 +24,38 @@ def expand_as(small, like):
 
 
 class Softmax(nn.Cell):
-    """softmax over the last axis; backward dx = (dy - sum(dy * y, -1)) * y with the row sum expanded to y's
-    shape before the subtraction (the built-in backward broadcasts it implicitly)."""
+    """softmax over the last axis with a hand-written backward, dx = dy*y - sum(dy*y, -1)*y, the row sum expanded
+    to y's shape before the multiply (the built-in backward broadcasts it implicitly). The backward's ops are in
+    the order autodiff produces for :class:`RecomputableSoftmax`, so the two give bit-identical gradients."""
 
     def construct(self, x):
         return ops.softmax(x, -1)
 
     def bprop(self, x, out, dout):
-        row = (dout * out).sum(-1, keepdims=True)
-        return ((dout - expand_as(row, out)) * out,)
+        dz = dout * out
+        row = (-dz).sum(-1, keepdims=True)
+        return (dz + expand_as(row, out) * out,)
 
 
-__all__ = ["Softmax", "expand_as"]
+class RecomputableSoftmax(nn.Cell):
+    """softmax over the last axis whose gradient MindSpore's autodiff derives from same-shape ops only, for the
+    attention core inside a recomputed region.
+
+    Forward: ``p + (f - stop_gradient(f))`` with ``p = stop_gradient(softmax(x))`` and ``f = p * (x - r)``,
+    ``r = sum(p * x, -1)`` expanded to x's shape: the value is exactly p (f - f = 0), the gradient is
+    d f / d x = the softmax Jacobian, dx = dy*p - sum(dy*p, -1)*p (same op order as :class:`Softmax`'s backward).
+    Why not :class:`Softmax` there: a Cell with a custom ``bprop`` inside a recomputed decoder layer whose norms
+    expand their weights makes MindSpore 2.9's recompute pass build a cyclic graph ("Graph cycle exists"); the
+    built-in softmax's backward broadcasts implicitly (about 4 [.., S, S] buffers per layer held until the step
+    ends, docs/memory.md). Costs: a few more same-shape elementwise kernels, and without recompute it keeps one
+    more [.., S, S] tensor than :class:`Softmax` (so it is used only where the core is recomputed).
+    """
+
+    def construct(self, x):
+        p = ops.stop_gradient(ops.softmax(x, -1))
+        r = (p * x).sum(-1, keepdims=True)
+        f = p * (x - expand_as(r, x))
+        return p + (f - ops.stop_gradient(f))
+
+
+__all__ = ["RecomputableSoftmax", "Softmax", "expand_as"]

@@ -57,8 +57,9 @@ CHAIN = 8
 ELEM_SIZES = (256, 8192, 65536, 262144)      # floats per tensor of the element-wise chain
 
 
-def measure(quick: bool = False, model_probe: bool = True) -> dict:
-    """One calibration pass in GRAPH mode (what the training step runs); see the module docstring."""
+def measure(quick: bool = False, model_probe: bool = True, step_factory=None) -> dict:
+    """One calibration pass in GRAPH mode (what the training step runs); see the module docstring.
+    ``model_probe`` needs ``step_factory`` (see ``model_kernel_cost``)."""
     import mindspore as ms
     from mindspore import Tensor, ops
 
@@ -93,7 +94,9 @@ def measure(quick: bool = False, model_probe: bool = True) -> dict:
     overhead, step_fixed = _train_step_kernel_cost(ms, ops, mt)
     generic = overhead
     if model_probe:
-        overhead, step_fixed = model_kernel_cost(2 * mt)
+        if step_factory is None:
+            raise ValueError("calibrate: model_probe needs step_factory (pangu_ms.train.probe.compiled_train_step)")
+        overhead, step_fixed = model_kernel_cost(step_factory, 2 * mt)
 
     mm = ops.MatMul()
 
@@ -248,38 +251,14 @@ MODEL_PROBE_LAYERS = (2, 6)
 _PROBE_STEPS: dict = {}
 
 
-def compiled_train_step(cfg):
-    """The project's training step (PanguForCausalLM + TrainStep, graph mode, fp32) for ``cfg`` on a fixed
-    random batch of the config's global batch x sequence length; returns a callable that runs one step and
-    returns its wall time (the first call compiles)."""
-    import mindspore as ms
-    from ..model import CausalLMLoss, build_model
-    from ..train.optim import build_optimizer
-    from ..train.step import TrainStep, compile_step
-
-    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
-    ms.set_recursion_limit(10000)
-    net = build_model(cfg)
-    opt = build_optimizer(net.trainable_params(), cfg.train)
-    step = compile_step(TrainStep(CausalLMLoss(net, cfg.model.mtp_loss_weight), opt, cfg.train.grad_clip), "graph")
-    rng = np.random.default_rng(0)
-    shape = (cfg.train.global_batch_size, cfg.train.seq_length)
-    ids = ms.Tensor(rng.integers(0, cfg.model.vocab_size, shape).astype(np.int32))
-    labels = ms.Tensor(rng.integers(0, cfg.model.vocab_size, shape).astype(np.int32))
-
-    def run() -> float:
-        t0 = time.perf_counter()
-        step(ids, labels)[0].asnumpy()
-        return time.perf_counter() - t0
-    return run
-
-
-def model_kernel_cost(min_time: float = 0.3) -> tuple:
+def model_kernel_cost(step_factory, min_time: float = 0.3) -> tuple:
     """(per-kernel cost, per-step fixed cost) of the project's own training step (PanguForCausalLM + TrainStep,
     graph mode) at negligible width (hidden 32, 2 x 16 tokens), so that its time is kernel launches: the same
     op mix, DAG shape and runtime as the real steps. Two depths (MODEL_PROBE_LAYERS, 1 dense layer + MoE layers,
     MTP 1) and the structural kernel counts of kernels.py give
         op_overhead = (t(L1) + t(L2)) / (K(L1) + K(L2))     (step_overhead 0: folded in; see the comment below).
+    ``step_factory(cfg)`` compiles the training step and returns a callable timing one step
+    (``pangu_ms.train.probe.compiled_train_step``; passed in, since the simulator does not import training).
     The compiled probes are cached per process (two compiles)."""
     import mindspore as ms
     from ..config import load_config
@@ -292,7 +271,7 @@ def model_kernel_cost(min_time: float = 0.3) -> tuple:
     for n in MODEL_PROBE_LAYERS:
         cfg = load_config(tiny, MODEL_PROBE + [f"model.num_layers={n}"])
         if n not in _PROBE_STEPS:
-            _PROBE_STEPS[n] = compiled_train_step(cfg)
+            _PROBE_STEPS[n] = step_factory(cfg)
         times.append(_bench(_PROBE_STEPS[n], min_time, warmup=1))
         kernels.append(reference_step_kernels(cfg))
     # the two-depth difference would separate a per-step fixed cost, but on a shared machine it swings from 0 to
@@ -354,8 +333,8 @@ def build_profile(meas: dict, name: str = "cpu_local") -> dict:
 
 
 def calibrate(path: str, quick: bool = False, name: str = "cpu_local", passes: int = 1,
-              model_probe: bool = True) -> dict:
-    meas = combine([measure(quick, model_probe) for _ in range(max(1, passes))])
+              model_probe: bool = True, step_factory=None) -> dict:
+    meas = combine([measure(quick, model_probe, step_factory) for _ in range(max(1, passes))])
     prof = build_profile(meas, name)
     profile_from_dict(prof, name)           # validate
     from .hardware import save_hardware

@@ -51,6 +51,27 @@ GEMM, ATTN, ELEM = "gemm", "attn", "elementwise"
 R_ELEM, R_EXPERT_FC1, R_NONE = "elementwise", "expert_fc1", "none"
 
 
+# forward operators each recompute module re-runs (``pangu_ms/config/recompute.py``), for module lists that are
+# not a preset; the presets keep their tags above. The element-wise groups are upper bounds (a norm group also
+# holds the residual add / RoPE it is fused with).
+MODULE_OPS = {
+    "norm": ("attn.norm_rope_residual", "moe.norm_residual", "ffn.act_norm_residual"),
+    "mla_up_proj": ("attn.up_proj",),
+    "core_attn": ("attn.core",),
+    "moe_act": ("moe.experts.act", "moe.shared.act"),
+    "mlp_act": ("ffn.act_norm_residual",),
+    "experts": ("moe.experts.fc1", "moe.experts.fc2", "moe.experts.act"),
+    "shared_expert": ("moe.shared", "moe.shared.act"),
+    "mlp": ("ffn.swiglu", "ffn.act_norm_residual"),
+}
+
+
+def module_recompute_time(cost, modules) -> float:
+    """Forward time of ``cost``'s operators that the recompute ``modules`` re-run (each operator once)."""
+    names = {n for m in modules for n in MODULE_OPS.get(m, ())}
+    return sum(t for op, t in cost.ops if op.name in names)
+
+
 @dataclass
 class Op:
     """One forward operator of one micro-batch on one device."""

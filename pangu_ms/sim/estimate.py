@@ -40,16 +40,18 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from ..config.recompute import AUTO_ORDER, FULL, parse_recompute, recompute_label
 from ..config.schema import Config
 from ..model.stats import attention_params, compute_stats, dense_mlp_params, layer_norm_params, moe_params
 from .comm import CommModel
-from .compute import ComputeModel
+from .compute import ComputeModel, module_recompute_time
 from .hardware import HardwareProfile, load_hardware
 from .kernels import optimizer_step_kernels
 from ..parallel.dims import ParallelDims
 from ..parallel.split import ItemCosts, pipeline_split
 from .layout import resolve_layout
-from .memory import a2a_buffer_bytes, head_transient_bytes, layer_activation_bytes, model_state_bytes
+from .memory import (a2a_buffer_bytes, backward_working_set_bytes, head_transient_bytes, layer_activation_bytes,
+                     model_state_bytes)
 from .overlap import EPPhases
 from .schedule import bubble_units, device_chunks, stage_sums, unpaired_fraction
 
@@ -156,7 +158,9 @@ class Simulator:
         self.unpaired_split = max(self.unpaired)
 
     # --------------------------------------------------------------- blocks
-    def _layer_block(self, moe_layer: bool, name: str) -> Block:
+    def _layer_block(self, moe_layer: bool, name: str, recompute=None, full_fraction=None) -> Block:
+        """``recompute`` / ``full_fraction``: this block's granularity (default ``sim.recompute`` and its
+        fraction; the MTP layer under a module list containing ``mtp``: ``full``, 1.0)."""
         cfg, s = self.cfg, self.cfg.sim
         c = self.cm.layer(moe_layer)
         lc = self.comm.layer(moe_layer)
@@ -188,16 +192,21 @@ class Simulator:
             b.ep_exposed = (1.0 - self.unpaired_split) * b.ep_paired + self.unpaired_split * b.ep_alone
             b.ep_recompute = ph.exposed_recompute(on, k)
         # recompute
-        rc, frac = s.recompute, s.recompute_fraction
-        if rc == "selective":
+        spec = parse_recompute(s.recompute if recompute is None else recompute, "sim.recompute", allow_auto=False)
+        rc = recompute_label(spec)
+        frac = s.recompute_fraction if full_fraction is None else full_fraction
+        if rc not in ("none", "selective", "moe_fine", FULL):             # a module list: per module
+            b.recompute = frac * module_recompute_time(c, spec)
+        elif rc == "selective":
             b.recompute = c.recompute_selective
         elif rc == "moe_fine":
             b.recompute = c.recompute_selective + c.recompute_expert
         elif rc == "full":
             b.recompute = frac * (c.fwd + tp_f + cp_f + b.ep_recompute)
         # activations
-        mods = layer_activation_bytes(cfg, self.L, moe_layer)
-        b.transient = mods.pop("_full_working_set", 0.0) + (a2a_buffer_bytes(cfg, self.L) if moe_layer else 0.0)
+        mods = layer_activation_bytes(cfg, self.L, moe_layer, recompute, full_fraction)
+        b.transient = (mods.pop("_recompute_working_set", 0.0) + backward_working_set_bytes(cfg, self.L)
+                       + (a2a_buffer_bytes(cfg, self.L) if moe_layer else 0.0))
         b.act_modules = mods
         b.act_bytes = sum(mods.values())
         if s.swap_activations > 0:
@@ -244,6 +253,9 @@ class Simulator:
             proj = self._simple_block(self.cm.mtp_extra(), "mtp_proj", 2 * h + 2 * h * h + h + emb_copy,
                                       act_per_token=4 * h / t)
             mtp_layer = moe if cfg.moe.enabled else (dense or self._layer_block(False, "dense_layer"))
+            rc = parse_recompute(cfg.sim.recompute, "sim.recompute", allow_auto=False)
+            if rc != FULL and "mtp" in rc:                                # the whole MTP layer re-run
+                mtp_layer = self._layer_block(cfg.moe.enabled, "mtp_layer", FULL, 1.0)
             mtp_head = self._simple_block(self.cm.head("mtp_head"), "mtp_head", 0.0, act_per_token=2 * h / t,
                                           transient=head_t)
             out += [proj, mtp_layer, mtp_head] * m.mtp_depth
@@ -437,11 +449,8 @@ def estimate(cfg: Config, hardware: HardwareProfile | str | None = None, devices
     return run_with_recompute(cfg, layout, hw)
 
 
-RECOMPUTE_ORDER = ("none", "selective", "moe_fine", "full")
-
-
 def run_with_recompute(cfg: Config, layout: ParallelDims, hw: HardwareProfile) -> Estimate:
-    """Run the simulator; ``sim.recompute: auto`` takes the fastest granularity (of RECOMPUTE_ORDER) that fits.
+    """Run the simulator; ``sim.recompute: auto`` takes the fastest granularity (of AUTO_ORDER, config/recompute.py) that fits.
 
     Granularities are tried cheapest first. The first whose split is not ``memory_aware`` (time-balanced or
     user-set) and fits ends the search: a later granularity only adds recompute time on the same blocks and
@@ -452,7 +461,7 @@ def run_with_recompute(cfg: Config, layout: ParallelDims, hw: HardwareProfile) -
     if cfg.sim.recompute != "auto":
         return Simulator(cfg, layout, hw).run()
     best = est = None
-    for rc in RECOMPUTE_ORDER:
+    for rc in AUTO_ORDER:
         c = dataclasses.replace(cfg, sim=dataclasses.replace(cfg.sim, recompute=rc))
         est = Simulator(c, layout, hw).run()
         if est.fits and (best is None or est.step_time_s < best.step_time_s):

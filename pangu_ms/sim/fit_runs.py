@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 import os
 import statistics
@@ -43,6 +42,7 @@ import numpy as np
 
 from ..config.loader import ConfigError, load_config
 from ..config.schema import Config
+from ..eval.run_metrics import read_metrics
 from ..model.stats import compute_stats
 from .estimate import run_with_recompute
 from .hardware import Curve, HardwareProfile, load_hardware
@@ -162,17 +162,7 @@ def read_run_dir(path: str, overrides=()) -> Case:
             raise ConfigError(f"--from-runs: {p} is missing ({path} is not a pangu_ms run directory: it needs "
                               f"config.yaml and metrics.jsonl)")
     cfg = _load_recipe(cfg_path, list(overrides), cfg_path)
-    tps = []
-    with open(met_path, encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{met_path}:{lineno}: not valid JSON ({e.msg})") from None
-            if METRIC_KEY in rec:
-                tps.append(float(rec[METRIC_KEY]))
+    tps = [float(rec[METRIC_KEY]) for rec in read_metrics(met_path, ConfigError) if METRIC_KEY in rec]
     if len(tps) < 2:
         raise ConfigError(f"{met_path}: needs at least 2 records with '{METRIC_KEY}' (the first logging window "
                           f"holds the compilation and is dropped), found {len(tps)}")

@@ -28,6 +28,7 @@ from .divergence import DivergenceError, LossSpikeDetector, NonFiniteGuard
 from .logging import RunLogger, expert_load_stats, truncate_metrics
 from .mf import ensure_mindformers
 from .optim import current_lr
+from .recompute_auto import PeakMeter, describe_measured, parameter_bytes, resolve_auto
 from .schedule import phase_starts
 from .step import TrainStep, compile_step
 
@@ -48,6 +49,9 @@ class Trainer:
         ms.set_context(mode=ms.GRAPH_MODE if t.mode == "graph" else ms.PYNATIVE_MODE)
         apply_determinism(t.deterministic)
         self.rt = runtime or setup_runtime(cfg)
+        # train.recompute: auto -> the cheapest granularity the memory model fits in train.memory_budget_gb
+        cfg, self._auto_note, self._auto_predicted = resolve_auto(cfg, self.rt.world)
+        self.cfg = cfg
         self.sampler, self.valid, self.tokenizer = self._build_data()
         self.accum = self.sampler.accumulation_steps
         self.micro = self.sampler.micro_batch_size
@@ -178,6 +182,18 @@ class Trainer:
             return self.sampler.batch(step, micro, with_segments=True)
         return self.sampler.batch(step, micro)
 
+    def _peak_meter(self):
+        """A PeakMeter for the first step, with the step compiled before it (the compile's own memory is not
+        the step's); None (and a log line) with gradient accumulation, whose jitted micro-step compiles on its
+        first call."""
+        if self.accum > 1:
+            self.log.info("recompute auto: the measured peak is not taken with gradient accumulation")
+            return None
+        if self.cfg.train.mode == "graph":
+            self.step_cell.compile(*self._inputs(self._batch(self.start_step, 0)))
+            self._step = self.step_cell                     # the compiled Cell (same graph as ms.jit of construct)
+        return PeakMeter()
+
     def run_step(self, step: int):
         vals, load = self._run_step_local(step)
         return self._across_ranks(vals, load)
@@ -300,11 +316,20 @@ class Trainer:
         guard = NonFiniteGuard(t.on_nonfinite, t.max_skipped_steps, self.log.info, self.skipped_before)
         ep_width = self.placement.ep_width if self.placement is not None else 1
         spikes = LossSpikeDetector(t.loss_spike_factor, t.loss_spike_window, self.log.info)
+        meter = None
+        if self._auto_note:
+            self.log.info(self._auto_note)
+            meter = self._peak_meter()
         for step in range(self.start_step, end):
             if step in phase_at:
                 self.log.info(f"phase '{phase_at[step]}' starts at step {step}")
+            if meter is not None and step == self.start_step:
+                meter.start()
             t0 = time.perf_counter()
             (loss, lm, mtp, aux, drop, norm), load = self.run_step(step)
+            if meter is not None and step == self.start_step:
+                self.log.info(describe_measured(self._auto_predicted, parameter_bytes(self.step_cell),
+                                                meter.growth_bytes()))
             tables = None
             if self.placement is not None:
                 tables = self.placement.tables()          # the placement this step's tokens were routed under

@@ -39,11 +39,12 @@ def msrun(out, *extra, ok=True):
 
 
 def worker_runs(tmp_path, dirs):
-    """One msrun launch of train_worker.py: runs of SETS into ``dirs`` = [(output_dir, stop_after)], in sequence,
-    with the layout run/msrun.sh 2 chooses for tiny_cpu.yaml (dp=2, ep=2, micro-batch 4 / 2)."""
+    """One msrun launch of train_worker.py: runs of SETS into ``dirs`` = [(output_dir, stop_after[, extra sets])],
+    in sequence, with the layout run/msrun.sh 2 chooses for tiny_cpu.yaml (dp=2, ep=2, micro-batch 4 / 2)."""
     spec = {"recipe": "yaml/tiny_cpu.yaml",
             "sets": SETS + ["parallel.dp=2", "parallel.ep=2", "parallel.micro_batch_size=2"],
-            "runs": [{"output_dir": str(out), "stop_after": stop} for out, stop in dirs]}
+            "runs": [{"output_dir": str(d[0]), "stop_after": d[1], "sets": list(d[2]) if len(d) > 2 else []}
+                     for d in dirs]}
     res, wall, rc = launch(2, "train_worker.py", [json.dumps(spec)], tmp_path, timeout=600)
     assert rc == 0
     assert [r["world"] for r in res.values()] == [2, 2]
@@ -97,9 +98,15 @@ def test_msrun_trains_like_single_process_and_resumes_after_stop_and_kill(tmp_pa
     # checkpoint step_10 resumed by 2 ranks
     step10 = os.path.join("checkpoints", f"step_{STEPS - 2:08d}")
     shutil.copytree(tmp_path / "single" / step10, tmp_path / "grow" / step10)
-    worker_runs(tmp_path, [(full, None), (cut, 2), (tmp_path / "grow", None)])
+    # ... and (5. below) full recompute under DP=2 / EP=2: its own Trainer, 3 steps
+    worker_runs(tmp_path, [(full, None), (cut, 2), (tmp_path / "grow", None),
+                           (tmp_path / "recompute", 3, ["train.recompute=full"])])
     a = losses(full)
     assert sorted(a) == list(range(1, STEPS + 1))
+    # 5. recompute composes with DP / EP under msrun: the same losses as without (both ranks' logs)
+    rc = losses(tmp_path / "recompute")
+    assert sorted(rc) == [1, 2, 3] and all(rc[s] == a[s] for s in rc), (rc, a)
+    assert "recompute: full" in open(tmp_path / "recompute" / "config.yaml").read()
     # 1. --stop-after: one expert part per rank, a manifest naming both
     assert sorted(losses(cut)) == [1, 2]
     manifest = ck.read_manifest(ck.checkpoint_paths(str(cut), 2).directory)

@@ -65,7 +65,15 @@ def test_loss_cell_equals_numpy_ce_mtp_and_aux(small_cfg):
 def test_loss_cells_keep_the_model_parameter_names(small_cfg):
     from pangu_ms.train.optim import build_optimizer
     from pangu_ms.train.step import TrainStep
+    mode = ms.get_context("mode")
     ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        _check_parameter_names(small_cfg, build_optimizer, TrainStep)
+    finally:
+        ms.set_context(mode=mode)          # later tests run in the suite's mode
+
+
+def _check_parameter_names(small_cfg, build_optimizer, TrainStep):
     model = build_model(small_cfg())
     names = [p.name for p in model.get_parameters()]
     assert "embedding.weight" in names and any(n.startswith("layers.1.moe.") for n in names)

@@ -23,7 +23,7 @@ from tests.conftest import tiny_overrides
 BASE = {"model.num_layers": 2, "model.mtp_depth": 1, "model.mtp_loss_weight": 0.3}
 MASKED = {"moe.dropless_impl": "masked_dense"}             # shared expert folded into the expert matmuls
 SORTED = {"moe.dropless_impl": "sorted_block", "moe.sorted_block_size": 4}   # shared expert separate
-GROUP_MASKED = ["norm", "core_attn", "experts", "mtp"]
+GROUP_MASKED = ["norm", "core_attn", "experts", "mtp", "mlp_act"]
 GROUP_SORTED = ["mla_up_proj", "moe_act", "mlp"]
 # shared_expert: its input also feeds the router / dispatcher, and with the shared expert recomputed MindSpore
 # sums that input's two gradient contributions in the other order: gradients differ in the last bit (<= 3e-8
@@ -109,15 +109,38 @@ def test_composes_with_chunked_attention():
 
 
 @pytest.mark.parametrize("module,count", [("norm", 4 * 3), ("mla_up_proj", 8 * 3), ("core_attn", 3),
-                                          ("moe_act", 3 * 2), ("experts", 2), ("shared_expert", 2), ("mlp", 1),
-                                          ("mtp", 1)])
+                                          ("moe_act", 3 * 2), ("mlp_act", 1), ("experts", 2), ("shared_expert", 2), ("mlp", 1),
+                                          ("mtp", 3 + 8)])
 def test_each_module_marks_its_cells(module, count):
     """Per module, the Cells marked (3 decoder layers incl. MTP's; 2 MoE; sandwich norm: 4 norms a layer)."""
     net = build_model(_cfg(**SORTED))
     marked = apply_recompute(net, [module])
     assert marked == [module] * count
-    full = apply_recompute(build_model(_cfg(**SORTED)), "full")
-    assert full == ["full"] * 3
+    net = build_model(_cfg(**SORTED))
+    full = apply_recompute(net, "full")
+    # per layer: input / post-attention / pre-MLP / post-MLP norms, attention, and the MLP (dense) or the
+    # dispatcher, experts and shared expert (MoE); the router is not recomputed (model/recompute.py says why)
+    assert full == ["full"] * (6 + 8 + 8)
+    moe_layers = [net.layers[1], net.mtp[0].layer]
+    assert all(ly.moe.experts._has_config_recompute and not ly.moe.router._has_config_recompute for ly in moe_layers)
+
+
+def test_layers_per_stage_recompute_the_first_layers_whole():
+    """train.recompute_layers_per_stage=[1] (one stage): decoder layer 0 is recomputed whole, layer 1 gets the
+    modules of train.recompute, the MTP layer is not counted; the math stays bit-identical (masked-dense)."""
+    cfg = _cfg(**SORTED, **{"train.recompute_layers_per_stage": "[1]", "train.recompute": "[core_attn]"})
+    net = build_model(cfg)
+    first, second = net.layers[0], net.layers[1]
+    assert first.attention._has_config_recompute and first.input_norm._has_config_recompute
+    assert not second.attention._has_config_recompute and second.attention.core._has_config_recompute
+    mtp_layer = net.mtp[0].layer
+    assert not mtp_layer.attention._has_config_recompute and mtp_layer.attention.core._has_config_recompute
+    assert apply_recompute(build_model(_cfg(**SORTED)), frozenset(), whole_layers={1}) == ["full"] * 8
+
+
+def test_layers_per_stage_is_bit_identical(refs):
+    cfg = _cfg(**MASKED, **{"train.recompute_layers_per_stage": "[2]"})
+    _assert_identical(_compiled(cfg, "none")(_batch()), refs["masked"], "recompute_layers_per_stage=[2]")
 
 
 @pytest.mark.parametrize("value,match", [

@@ -106,6 +106,8 @@ def test_activation_memory_recompute_hand_computed():
     assert none["ffn"] == pytest.approx(tok * 2 * (3 * h + 3 * f))
     sel = memory.layer_activation_bytes(cfg, L, False, "selective")
     assert sel["ffn"] == pytest.approx(tok * 2 * (2 * h + 2 * f))       # norm output and act dropped
+    mlp = memory.layer_activation_bytes(cfg, L, False, ["mlp"])
+    assert mlp["ffn"] == pytest.approx(tok * 2 * (3 * h))                # gate, up, act dropped
     full = memory.layer_activation_bytes(cfg, L, False, "full", 1.0)
     assert sum(v for k, v in full.items() if not k.startswith("_")) == pytest.approx(tok * 2 * h)
     half = memory.layer_activation_bytes(cfg, L, False, "full", 0.5)

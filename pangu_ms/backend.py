@@ -69,7 +69,7 @@ class RMSNorm(nn.Cell):
         """Shard the logical ``norm`` op (strategies of x [T, d] and weight [d]); returns {primitive attr: strategy}."""
         x, w = in_strategy
         row = x[:-1] + (1,)
-        plan = {"square": (x, x), "mean": (x,), "rsqrt": (row,), "normalize": (x, x), "scale": (x, w)}
+        plan = {"square": (x, x), "mean": (x,), "rsqrt": (row,), "normalize": (x, x), "scale": (x, x)}   # weight expanded
         for name, strategy in plan.items():
             getattr(self.kernel, name).shard(strategy)
         return {f"kernel.{name}": strategy for name, strategy in plan.items()}

@@ -10,7 +10,9 @@
    at 4x the length ("before");
 4. runs the long_context stage (its schedule, e.g. 128 -> 256 -> 512 with a raised RoPE base);
 5. evaluates the extended model the same way ("after"), writes heat-maps + ``demo_results.json`` to the stage's
-   output directory and the before/after table into docs/long_context.md (between the DEMO markers).
+   output directory and the before/after table into docs/long_context.md (between the DEMO markers);
+6. comparisons without training: the pretrained model at 4x with NTK-aware and with YaRN RoPE scaling (factor 4,
+   original length = the pretraining length), evaluated the same way (``--no-scaling-rows`` skips them).
 
 Reruns reuse finished runs (every run resumes); ``--fresh`` deletes the demo's runs, prepared data and passkey
 corpora first (the timed one-command run).
@@ -55,6 +57,13 @@ def evaluate(cfg, ckpt, lengths, long_len, long_data, trials, tok, log):
     return pk, loss_long
 
 
+def scaled_config(cfg, scaling: str, factor: float, original: int):
+    """``cfg`` with RoPE scaling ``scaling`` (ntk / yarn) of ``factor`` over ``original`` positions."""
+    lc = dataclasses.replace(cfg.long_context, rope_scaling=scaling, rope_scaling_factor=factor,
+                             rope_original_max_position=original)
+    return dataclasses.replace(cfg, long_context=lc)
+
+
 def _mean_acc(pk, length) -> float:
     """Passkey accuracy at ``length``, mean over depths (fraction; keys are strings once read from JSON)."""
     table = pk["mean_accuracy"]
@@ -72,10 +81,11 @@ def render_table(res: dict) -> str:
     short, long_len = b["lengths"][0], res["long_length"]
     acc = _mean_acc
     load = f"~{res['load_average']:.0f}" if "load_average" in res else "~6"
+    evals = t["eval_before_s"] + t["eval_after_s"] + t.get("eval_scaling_s", 0.0)
     return "\n".join([
         f"Schedule: {res['schedule']}. Measured on this 2-core CPU machine (shared with other jobs, load average "
-        f"{load} at the end), wall time of the whole demo {res['total_s'] / 60:.1f} min (pretrain {t['pretrain_s']:.0f} s, "
-        f"extension {t['extend_s']:.0f} s, evaluations {t['eval_before_s'] + t['eval_after_s']:.0f} s; rest = "
+        f"{load} at the end), wall time of the whole demo {res['total_s'] / 60:.1f} min (pretrain "
+        f"{t['pretrain_s']:.0f} s, extension {t['extend_s']:.0f} s, evaluations {evals:.0f} s; rest = "
         f"data preparation and start-up).",
         "",
         f"| model | passkey acc @ {short} | passkey acc @ {long_len} (4x) | answer log-prob @ {short} | "
@@ -86,6 +96,11 @@ def render_table(res: dict) -> str:
         f"| after (extended to {res['sub_stages'][-1]['seq_length']}) | {acc(a, short):.2f} | "
         f"{acc(a, long_len):.2f} | {_mean_lp(a, short):.2f} | {_mean_lp(a, long_len):.2f} | "
         f"{res['heldout_loss_after']:.3f} |",
+    ] + [
+        f"| pretrained + {name} x4, no training | {acc(r['passkey'], short):.2f} | {acc(r['passkey'], long_len):.2f} | "
+        f"{_mean_lp(r['passkey'], short):.2f} | {_mean_lp(r['passkey'], long_len):.2f} | {r['heldout_loss']:.3f} |"
+        for name, r in res.get("scaling_rows", {}).items()
+    ] + [
         "",
         f"Passkey accuracy = exact greedy match of all answer tokens, mean over 5 depths x {res['trials']} random "
         f"keys; answer log-prob = summed log-probability of the answer tokens (space, '#', the 4-5 digits; guessing 5 "
@@ -117,6 +132,8 @@ def main(argv=None) -> int:
                     help="markdown file whose DEMO block receives the table ('' = do not write)")
     ap.add_argument("--out", default="",
                     help="put the demo's runs under DIR (DIR/pretrain, DIR/long_context) and write DIR/results.json")
+    ap.add_argument("--no-scaling-rows", action="store_true",
+                    help="skip the NTK / YaRN comparisons (the pretrained model at 4x with RoPE scaling)")
     ap.add_argument("--report-only", action="store_true",
                     help="only re-render the docs table from the last run's demo_results.json")
     args = ap.parse_args(argv)
@@ -186,6 +203,15 @@ def main(argv=None) -> int:
     pk_before, loss_before = evaluate(pre_cfg, before_ckpt, [short, long_len], long_len, long_data, args.trials,
                                       tok, log)
     timings["eval_before_s"] = time.perf_counter() - t0
+    # 3b. comparisons: the same pretrained weights at 4x with NTK-aware / YaRN RoPE scaling, no training
+    scaling_rows = {}
+    if not args.no_scaling_rows:
+        t0 = time.perf_counter()
+        for name in ("ntk", "yarn"):
+            cfg_s = scaled_config(pre_cfg, name, float(long_len // short), short)
+            pk, loss = evaluate(cfg_s, before_ckpt, [short, long_len], long_len, long_data, args.trials, tok, log)
+            scaling_rows[name.upper() if name == "ntk" else "YaRN"] = {"passkey": pk, "heldout_loss": loss}
+        timings["eval_scaling_s"] = time.perf_counter() - t0
     # 4. extension
     t0 = time.perf_counter()
     summary = run_long_context(lc_cfg, progress=False)
@@ -210,18 +236,20 @@ def main(argv=None) -> int:
     res = {"schedule": sched, "passkey_before": pk_before, "passkey_after": pk_after,
            "heldout_loss_before": loss_before, "heldout_loss_after": loss_after, "long_length": long_len,
            "pretrain_valid_loss": pre.get("valid_loss"), "timings_s": timings, "total_s": total,
-           "trials": args.trials, "sub_stages": [{k: v for k, v in s.items() if k != "losses"}
+           "trials": args.trials, "scaling_rows": scaling_rows, "sub_stages": [{k: v for k, v in s.items() if k != "losses"}
                                                  for s in summary["sub_stages"]]}
     res.update(acc_train_len=_mean_acc(pk_before, short), acc_4x_before=_mean_acc(pk_before, long_len),
-               acc_4x_after=_mean_acc(pk_after, long_len), load_average=os.getloadavg()[0])
+               acc_4x_after=_mean_acc(pk_after, long_len), load_average=os.getloadavg()[0],
+               **{f"acc_4x_{k.lower()}_no_training": _mean_acc(v["passkey"], long_len)
+                  for k, v in scaling_rows.items()})
     with open(os.path.join(out_dir, "demo_results.json"), "w", encoding="utf-8") as f:
         json.dump(res, f, indent=1)
     if args.out:
         for name in ("passkey_before.png", "passkey_after.png"):
             shutil.copy(os.path.join(out_dir, name), os.path.join(args.out, name))
         with open(os.path.join(args.out, "results.json"), "w", encoding="utf-8") as f:
-            json.dump({k: res[k] for k in ("acc_train_len", "acc_4x_before", "acc_4x_after", "schedule",
-                                           "total_s")}, f, indent=1)
+            json.dump({k: res[k] for k in ("acc_train_len", "acc_4x_before", "acc_4x_after", "schedule", "total_s")
+                       + tuple(k for k in res if k.endswith("_no_training"))}, f, indent=1)
     table = render_table(res)
     print("\n" + format_table(pk_before, "before:") + "\n\n" + format_table(pk_after, "after:") + "\n\n" + table)
     write_doc(args.doc, table)

@@ -71,7 +71,7 @@ def test_dry_run_binds_every_target(layout):
     assert got["layers.1.attention.o_proj", "matmul"] == ((tokens, p.tp), (1, p.tp))
     assert got["layers.1.attention.q_b_proj", "matmul"] == ((tokens, 1), (p.tp, 1))
     assert got["layers.1.attention.core", "score_matmul"] == ((p.dp, p.tp, p.cp, 1), (p.dp, p.tp, 1, 1))
-    assert got["layers.1.input_norm.kernel", "scale"] == ((tokens, 1), (1,))
+    assert got["layers.1.input_norm.kernel", "scale"] == ((tokens, 1), (tokens, 1))    # the weight expanded to x
     width, ffn_split, edp = plan.dims.ep_width, plan.dims.etp, plan.dims.edp      # config/expert_grid.py
     assert edp == tokens * p.tp // (width * ffn_split)
     assert got["layers.1.moe.experts", "bmm_gate_up"] == ((width, edp, 1), (width, 1, ffn_split))

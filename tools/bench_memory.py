@@ -59,14 +59,6 @@ def recompute_value(name: str):
     return name.split("+") if "+" in name else name
 
 
-def _status_kb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return float(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def child(args) -> int:
     """One granularity: compile, measure step memory, then run timing blocks on request (stdin)."""
     import mindspore as ms
@@ -80,6 +72,7 @@ def child(args) -> int:
     from pangu_ms.config import load_config
     from pangu_ms.model import CausalLMLoss, build_model
     from pangu_ms.train.optim import build_optimizer
+    from pangu_ms.train.recompute_auto import PeakMeter
     from pangu_ms.train.step import TrainStep
     cfg = load_config(args.config, list(args.set))
     net = build_model(cfg, recompute=recompute_value(args.child))
@@ -91,13 +84,15 @@ def child(args) -> int:
     t0 = time.perf_counter()
     step.compile(x, y)
     compile_s = time.perf_counter() - t0
-    with open("/proc/self/clear_refs", "w") as f:      # peak RSS := current RSS (drops the compile's peak)
-        f.write("5")
-    rss0 = _status_kb("VmRSS")
+    meter = PeakMeter()                                # peak RSS := current RSS (drops the compile's peak)
+    meter.start()
     losses = [float(step(x, y)[0].asnumpy()) for _ in range(args.mem_steps)]
-    peak = _status_kb("VmHWM")
-    print(json.dumps({"ready": True, "compile_s": compile_s, "rss_before_kb": rss0, "peak_kb": peak,
-                      "step_kb": peak - rss0, "loss": losses[0]}), flush=True)
+    growth = meter.growth_bytes()
+    if growth is None:
+        raise SystemExit("error: the step memory needs /proc/self/status and /proc/self/clear_refs (Linux)")
+    print(json.dumps({"ready": True, "compile_s": compile_s, "rss_before_kb": meter.before_kb,
+                      "peak_kb": meter.before_kb + growth / 1024.0, "step_kb": growth / 1024.0,
+                      "loss": losses[0]}), flush=True)
     times = []
     for _ in range(args.blocks):
         t0 = time.perf_counter()

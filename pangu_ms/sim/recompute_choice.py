@@ -4,8 +4,8 @@
 Candidates, cheapest (least re-run compute) first: ``AUTO_ORDER`` of ``pangu_ms/config/recompute.py``. The
 prediction is the simulator's memory model (``pangu_ms/sim/memory.py``) of this recipe and layout on the
 reference path the training runs here (``sim.moe_impl: training_cpu``, explicit attention, the CPU dispatchers,
-the ``cpu_local`` profile), in the compute dtype: model states (weights, gradients, Adam moments) + stored activations + the largest
-transient of one device. The budget covers those; the framework's own footprint (MindSpore's runtime, the
+the ``cpu_local`` profile), in the compute dtype: model states (weights, gradients, Adam moments) + stored
+activations + the largest transient of one device. The budget covers those; the framework's own footprint (MindSpore's runtime, the
 compiled graphs, the data pipeline) is not part of it.
 
 The trainer logs the choice and, after the first step, the measured peak beside the prediction
@@ -25,6 +25,8 @@ GB = 1e9
 
 def format_gb(n_bytes: float) -> str:
     return f"{n_bytes / GB:.3g} GB"
+
+
 _PRECISION = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 
 

@@ -209,11 +209,17 @@ def setup_parallel(cfg, impl: str = "auto"):
         return Runtime.single_process()
     from mindspore.communication import get_group_size, get_rank, init
     init()
-    rank, world = get_rank(), get_group_size()
+    return distributed_runtime(cfg, get_rank(), get_group_size(), impl)
+
+
+def distributed_runtime(cfg, rank: int, world: int, impl: str = "auto") -> Runtime:
+    """The explicit-collective runtime of ``cfg`` for ``rank`` of ``world`` once the collectives are initialised
+    (``setup_parallel`` does both; a process that trains several layouts calls ``init()`` once and this per
+    layout)."""
     dims = validate_layout(cfg, world)
     _check_explicit(cfg)
     groups = build_groups(dims, rank, world, hierarchical=bool(cfg.parallel.hierarchical_alltoall))
     return Runtime.distributed(cfg, dims, rank, world, groups, impl)
 
 
-__all__ = ["setup_parallel", "Runtime", "MoEHooks", "build_groups", "launched_by_msrun"]
+__all__ = ["setup_parallel", "distributed_runtime", "Runtime", "MoEHooks", "build_groups", "launched_by_msrun"]

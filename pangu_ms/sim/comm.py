@@ -264,7 +264,10 @@ class CommModel:
         c.tp_mlp = pair if (e.num_shared_experts or L.etp > 1) else 0.0
         n_loc, _ = ep_group_geometry(L, hw.devices_per_node)
         owned = L.tokens_per_micro / L.tp                       # tokens this rank routes (sequence parallel)
-        if L.ep_width > 1:
+        if L.ep_width > 1 and cfg.sim.moe_impl == "training_cpu":
+            c.ep_dispatch, c.ep_combine, c.a2a_bytes = self.reference_alltoall(owned)
+            c.ep_a2a = c.ep_dispatch + c.ep_combine
+        elif L.ep_width > 1:
             disp = alltoall_volume(owned, h, e.top_k, e.num_experts, L.ep_width, n_loc, self.dispatch_bytes,
                                    L.hierarchical_alltoall)
             comb = alltoall_volume(owned, h, e.top_k, e.num_experts, L.ep_width, n_loc, self.act_bytes,
@@ -280,6 +283,43 @@ class CommModel:
             c.tp_expert = cfg.sim.expert_imbalance * 2.0 * allgather_time(rows, L.etp, hw,
                                                                           L.etp > hw.devices_per_node)
         return c
+
+    def reference_alltoall(self, tokens: float) -> tuple[float, float, float]:
+        """(dispatch s, combine s, bytes) of one MoE layer's forward on the explicit CPU path (``sim.moe_impl:
+        training_cpu``, ``pangu_ms/parallel/ep_dispatcher.py`` + ``comm.py``), where every collective is built
+        from AllReduce (AllGather on the world group) and the buffers are static and dropless:
+
+            flat:          dispatch and combine each move the [E*C, h] slot buffer (C = T, the rank's tokens)
+                           through a gather over the W EP members: AllGather of W x buffer on the world group,
+                           else AllReduce of the W x buffer (one-hot slot r holds the member's buffer);
+            hierarchical:  dispatch = gather of [T, h + 2k] (x | weights | ids) over the N nodes + the intra-node
+                           gather of the [E*T, h] buffer over the L node members (none when L = 1); combine =
+                           the intra-node gather + ReduceScatter (an AllReduce of [N*T, h]) over the nodes.
+
+        Nothing overlaps (the graph waits for each collective); routing imbalance does not change static
+        buffers. The backward's collectives move the same bytes (the adjoints in comm.py)."""
+        cfg, L, hw = self.cfg, self.L, self.hw
+        e, h, b = cfg.moe, cfg.model.hidden_size, self.act_bytes
+        w = L.ep_width
+        buf = e.num_experts * tokens * h * b
+
+        def gather(each: float, n: int) -> float:
+            if n <= 1:
+                return 0.0
+            spans = n > hw.devices_per_node
+            if n == L.world:
+                return allgather_time(n * each, n, hw, spans)
+            return allreduce_time(n * each, n, hw, spans)
+
+        if not L.hierarchical_alltoall:
+            t = gather(buf, w)
+            return t, t, 2.0 * w * buf
+        n_loc, n_nodes = L.ep_node_span()          # the explicit path's nodes: parallel.ranks_per_node
+        inner = gather(buf, n_loc)
+        outer = gather(tokens * (h + 2 * e.top_k) * b, n_nodes)
+        scatter = allreduce_time(n_nodes * tokens * h * b, n_nodes, hw, n_nodes > 1) if n_nodes > 1 else 0.0
+        nbytes = 2.0 * n_loc * buf * (n_loc > 1) + n_nodes * tokens * ((h + 2 * e.top_k) + h) * b
+        return outer + inner, inner + scatter, nbytes
 
     def cp(self) -> CPComm:
         """Context-parallel K/V exchange of one layer (identical for dense and MoE layers: attention only)."""

@@ -147,6 +147,7 @@ class Simulator:
     """Costs blocks once per (config, layout, hardware) and assembles the step."""
 
     def __init__(self, cfg: Config, layout: ParallelDims, hw: HardwareProfile):
+        hw = hw.per_rank(min(layout.world, hw.devices_per_node))     # ranks sharing a CPU host (hardware.py)
         self.cfg, self.L, self.hw = cfg, layout, hw
         self.cm = ComputeModel(cfg, layout, hw)
         self.comm = CommModel(cfg, layout, hw)

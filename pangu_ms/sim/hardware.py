@@ -29,11 +29,17 @@ A profile YAML (``yaml/hardware/<name>.yaml``) has these keys (SI units: FLOP/s,
         (EP all-to-all overlap, sim/overlap.py); 0 = none. Sourced per profile
     step_overhead: fixed seconds per training-step call (graph launch, inputs, host sync); measured on CPU by
         ``calibrate``, 0 (negligible against multi-second steps) in the accelerator profiles
+    host_shared: the "devices" are processes sharing one host's cores (the CPU profile: msrun ranks on this
+        machine); ``devices_per_node`` is then the ranks one host runs, one per core. The compute rates (peaks,
+        memory bandwidth) are measured by a single process using every core, so a rank of a job with r ranks
+        on the host gets 1/r of them (:meth:`HardwareProfile.per_rank`); the per-kernel overhead is host
+        dispatch on the rank's own core and stays. false (default): dedicated accelerators
 
 Efficiency curves are interpolated linearly in log10(size) and clamped at both ends.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
@@ -113,11 +119,22 @@ class HardwareProfile:
     broadcast_efficiency: float = 0.0      # 0: same as elementwise_efficiency
     comm_compute_slowdown: float = 0.0     # compute slowdown beside a communication kernel (overlap.py)
     fp8_gemm_efficiency_scale: float = 1.0  # FP8 GEMM efficiency relative to the BF16 curve
+    host_shared: bool = False              # devices = processes sharing one host's cores (CPU profile)
 
     def peak(self, dtype: str) -> float:
         if dtype not in self.peak_flops:
             raise ConfigError(f"hardware {self.name}: no peak_flops.{dtype} in the profile")
         return float(self.peak_flops[dtype])
+
+    def per_rank(self, ranks_on_host: int) -> "HardwareProfile":
+        """The profile one rank sees when ``ranks_on_host`` ranks share the host (``host_shared``): peaks, memory
+        bandwidth and memory divided by that count, everything else unchanged; self for dedicated devices."""
+        if not self.host_shared or ranks_on_host <= 1:
+            return self
+        r = float(ranks_on_host)
+        return dataclasses.replace(self, peak_flops={k: v / r for k, v in self.peak_flops.items()},
+                                   hbm_bandwidth=self.hbm_bandwidth / r, hbm_bytes=self.hbm_bytes / r,
+                                   usable_hbm_bytes=self.usable_hbm_bytes / r)
 
     @property
     def mfu_peak(self) -> float:
@@ -148,6 +165,7 @@ class HardwareProfile:
             "step_overhead": self.step_overhead,
             "comm_compute_slowdown": self.comm_compute_slowdown,
             "fp8_gemm_efficiency_scale": self.fp8_gemm_efficiency_scale,
+            "host_shared": self.host_shared,
         }
 
 
@@ -164,6 +182,12 @@ def _link(d: dict, what: str) -> Link:
         raise ConfigError(f"{what}.topology: '{topo}' is not one of switch, mesh")
     return Link(float(d["bandwidth"]), float(d.get("latency", 0.0)), Curve.from_points(d["efficiency"], what),
                 topo)
+
+
+def _flag(v, what: str) -> bool:
+    if not isinstance(v, bool):
+        raise ConfigError(f"{what}: expected true or false, got {v!r}")
+    return v
 
 
 def profile_from_dict(d: dict, name: str = "custom") -> HardwareProfile:
@@ -194,6 +218,7 @@ def profile_from_dict(d: dict, name: str = "custom") -> HardwareProfile:
             step_overhead=float(d.get("step_overhead", 0.0)),
             comm_compute_slowdown=float(d.get("comm_compute_slowdown", 0.0)),
             fp8_gemm_efficiency_scale=float(d.get("fp8_gemm_efficiency_scale", 1.0)),
+            host_shared=_flag(d.get("host_shared", False), f"hardware {name}: host_shared"),
         )
     except (TypeError, ValueError, KeyError) as e:
         if isinstance(e, ConfigError):

@@ -90,10 +90,16 @@ def predict(shape: str, layout: str, hardware):
     return estimate(load_config(TINY, case_overrides(shape, layout)), hardware, LAYOUTS[layout][0])
 
 
-def build_step(shape: str, layout: str, runtime=None):
-    """Compiled graph-mode TrainStep of the project's model and a fixed batch; returns a callable step."""
+def build_step(shape: str, layout: str, rank_world: tuple | None = None):
+    """Compiled graph-mode TrainStep of the project's model and a fixed batch; returns a callable step.
+    ``rank_world``: (rank, world) of an msrun job whose collectives are initialised (the explicit path)."""
     from pangu_ms.train.probe import compiled_train_step   # lazy: imports MindSpore and the model
-    return compiled_train_step(load_config(TINY, case_overrides(shape, layout)), runtime)
+    cfg = load_config(TINY, case_overrides(shape, layout))
+    runtime = None
+    if rank_world is not None:
+        from pangu_ms.parallel.runtime import distributed_runtime
+        runtime = distributed_runtime(cfg, *rank_world)
+    return compiled_train_step(cfg, runtime)
 
 
 def measure_single(todo, rounds: int, steps: int, quick_cal: bool):
@@ -128,7 +134,6 @@ def worker(todo, rounds: int, steps: int) -> None:
     prints ``RESULT {json}`` (per case the median step, per size the median AllReduce seconds)."""
     import mindspore as ms
     from mindspore.communication import get_group_size, get_rank, init
-    from pangu_ms.parallel.runtime import distributed_runtime
     from pangu_ms.sim.calibrate_comm import measure_collectives
 
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
@@ -137,8 +142,7 @@ def worker(todo, rounds: int, steps: int) -> None:
     rank, world = get_rank(), get_group_size()
     runs = {}
     for c in todo:
-        cfg = load_config(TINY, case_overrides(*c))
-        runs[c] = build_step(*c, runtime=distributed_runtime(cfg, rank, world))
+        runs[c] = build_step(*c, rank_world=(rank, world))
         runs[c]()
         runs[c]()
     times = {c: [] for c in todo}

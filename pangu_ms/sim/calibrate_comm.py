@@ -2,13 +2,12 @@
 simulator's collective model.
 
 ``comm.allreduce_time`` charges an all-reduce of B bytes over n ranks ``2 * ((n-1)/n * B / bw_eff(B/n) +
-(n-1) * latency)``. :func:`measure_allreduce` times graph-mode ``ops.AllReduce`` calls of several sizes over the
-world group (run it on every rank of an msrun job, the ranks in lock step); :func:`link_from_allreduce` fits
-``latency`` by least squares on t = a + c * B (bounded by the fastest call), takes the best rate reached as
-``bandwidth`` and stores, per message size B/n, the efficiency
-that makes the model reproduce each measured point (clamped to (0, 1]). The explicit CPU path builds every
-collective from AllReduce (and AllGather on the world group, ``pangu_ms/parallel/comm.py``), so this one link is
-what the simulator needs for it.
+(n-1) * latency)``. :func:`measure_collectives` times graph-mode ``ops.AllReduce`` (and ``ops.AllGather``, the
+check) calls of several sizes over the world group (run it on every rank of an msrun job, the ranks in lock step).
+:func:`link_from_allreduce` fits ``latency`` by least squares on t = a + c * B (bounded by the fastest call), takes
+the best rate reached as ``bandwidth`` and stores, per message size B/n, the efficiency that makes the model
+reproduce each measured point (in (0, 1]). The explicit CPU path builds every collective from AllReduce (and
+AllGather on the world group, ``pangu_ms/parallel/comm.py``), so this one link is what the simulator needs for it.
 """
 from __future__ import annotations
 
@@ -25,9 +24,8 @@ def measure_collectives(sizes=SIZES, repeats: int = 7) -> dict:
     import mindspore as ms
     import numpy as np
     from mindspore import nn, ops
-    from mindspore.ops import ReduceOp
-
     from mindspore.communication import get_group_size
+    from mindspore.ops import ReduceOp
 
     class _Collective(nn.Cell):
         def __init__(self, op):

@@ -11,10 +11,8 @@ from pangu_ms.sim.comm import CommModel, allgather_time, allreduce_time
 from pangu_ms.sim.estimate import estimate
 from pangu_ms.sim.hardware import load_hardware, profile_from_dict
 from pangu_ms.parallel.dims import validate_layout
+from tools.validate_sim_cpu import SIM_CPU      # the CPU reference-path settings: one place
 
-SIM_CPU = ["sim.precision=fp32", "sim.attention_causal_skip=false", "sim.fused_kernels=false",
-           "sim.moe_impl=training_cpu", "model.compute_dtype=float32", "model.param_dtype=float32",
-           "sim.dp_overlap=false"]
 
 
 def _cpu(link=None):

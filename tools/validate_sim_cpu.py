@@ -90,6 +90,17 @@ def predict(shape: str, layout: str, hardware):
     return estimate(load_config(TINY, case_overrides(shape, layout)), hardware, LAYOUTS[layout][0])
 
 
+def in_run_profile(prof: dict, link: dict | None, world: int):
+    """The profile of this run: the single-process calibration ``prof`` and, when msrun cases ran, the fitted
+    intra-node link with ``world`` ranks on this host sharing its cores (``host_shared``: each rank gets 1/world
+    of the compute rates, ``HardwareProfile.per_rank``)."""
+    from pangu_ms.sim.hardware import profile_from_dict
+    prof = dict(prof)
+    if link is not None:
+        prof.update(intra_node=link, devices_per_node=world, host_shared=True)
+    return profile_from_dict(prof, "cpu_local")
+
+
 def build_step(shape: str, layout: str, rank_world: tuple | None = None):
     """Compiled graph-mode TrainStep of the project's model and a fixed batch; returns a callable step.
     ``rank_world``: (rank, world) of an msrun job whose collectives are initialised (the explicit path)."""
@@ -212,7 +223,6 @@ def main(argv=None):
         return worker([tuple(c) for c in json.loads(args.msrun_cases)], args.rounds, args.steps)
     todo = cases(args.layouts)
     measured, meas = {}, None
-    from pangu_ms.sim.hardware import profile_from_dict
     if args.predict_only:
         hw = load_hardware(args.hardware or os.path.join(ROOT, "yaml", "hardware", "cpu_local.yaml"))
     else:
@@ -226,10 +236,7 @@ def main(argv=None):
         prof, s_times, meas = measure_single([c for c in todo if LAYOUTS[c[1]][0] == 1], args.rounds, args.steps,
                                              args.quick_calibration)
         measured.update(s_times)
-        if link is not None:
-            prof["intra_node"] = link
-            prof["devices_per_node"] = world
-        hw = profile_from_dict(prof, "cpu_local")
+        hw = in_run_profile(prof, link, world)
         if args.hardware:
             hw = load_hardware(args.hardware)
         if args.save_profile:

@@ -61,3 +61,20 @@ def test_reference_alltoall_is_the_gather_of_the_slot_buffer():
     expect = allgather_time(2 * buf, 2, hw, False)                       # EP group = the world: AllGather
     assert lc.ep_dispatch == pytest.approx(expect) and lc.ep_combine == pytest.approx(expect)
     assert lc.a2a_bytes == pytest.approx(4 * buf)
+
+
+def test_the_validation_run_profile_shares_the_host_between_its_ranks():
+    """tools/validate_sim_cpu.py predicts its msrun cases with the profile it calibrated: with msrun cases the two
+    ranks share this host, so a DP2 rank gets half the compute of the single-process calibration."""
+    from tools.validate_sim_cpu import in_run_profile
+    prof = load_hardware("cpu_local").as_dict()
+    prof.update(host_shared=False, devices_per_node=1)
+    link = {"bandwidth": 5e8, "latency": 5e-4, "efficiency": [[1.0, 1.0]]}
+    single = in_run_profile(prof, None, 1)
+    shared = in_run_profile(prof, link, 2)
+    assert not single.host_shared and shared.host_shared and shared.devices_per_node == 2
+    assert shared.intra_node.bandwidth == link["bandwidth"] and shared.intra_node.latency == link["latency"]
+    cfg = load_config("yaml/tiny_cpu.yaml", SIM_CPU + ["parallel.dp=2", "parallel.ep=1", "parallel.micro_batch_size=4"])
+    half = estimate(cfg, shared, 2).breakdown_s["compute_fwd_bwd"]
+    whole = estimate(cfg, dataclasses.replace(shared, host_shared=False), 2).breakdown_s["compute_fwd_bwd"]
+    assert half > 1.2 * whole            # compute at half rate (the per-kernel overhead is not divided)

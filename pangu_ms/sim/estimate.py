@@ -51,7 +51,7 @@ from ..parallel.dims import ParallelDims
 from ..parallel.split import ItemCosts, pipeline_split
 from .layout import resolve_layout
 from .memory import (a2a_buffer_bytes, backward_working_set_bytes, head_transient_bytes, layer_activation_bytes,
-                     model_state_bytes)
+                     model_state_bytes, norm_kept_elems)
 from .overlap import EPPhases
 from .schedule import bubble_units, device_chunks, stage_sums, unpaired_fraction
 
@@ -242,8 +242,9 @@ class Simulator:
         moe = self._layer_block(True, "moe_layer") if n_moe else None
         emb = self._simple_block(self.cm.embedding(), "embedding", v * h, act_per_token=0.0)
         head_t = head_transient_bytes(cfg, self.L)
+        norm_kept = norm_kept_elems(cfg, h / t)        # per RMSNorm outside the layers (reference path)
         head = self._simple_block(self.cm.head(), "head", (0 if m.tie_embeddings else v * h) + h,
-                                  act_per_token=2 * h / t, transient=head_t)
+                                  act_per_token=2 * h / t + norm_kept, transient=head_t)
         out = [emb] + [dense] * (m.num_layers - n_moe) + [moe] * n_moe + [head]
         if m.mtp_depth:
             # MTP keeps its own copy of the input embedding on the last stage (DeepSeek-V3 / Megatron); its
@@ -252,13 +253,13 @@ class Simulator:
             # shares them physically (DeepSeek-V3 sec. 3.2.1)
             emb_copy = 0 if self.L.pipeline_schedule == "dualpipe" else v * h
             proj = self._simple_block(self.cm.mtp_extra(), "mtp_proj", 2 * h + 2 * h * h + h + emb_copy,
-                                      act_per_token=4 * h / t)
+                                      act_per_token=4 * h / t + 2 * norm_kept)
             mtp_layer = moe if cfg.moe.enabled else (dense or self._layer_block(False, "dense_layer"))
             rc = parse_recompute(cfg.sim.recompute, "sim.recompute", allow_auto=False)
             if rc != FULL and "mtp" in rc:                                # the whole MTP layer re-run
                 mtp_layer = self._layer_block(cfg.moe.enabled, "mtp_layer", FULL, 1.0)
-            mtp_head = self._simple_block(self.cm.head("mtp_head"), "mtp_head", 0.0, act_per_token=2 * h / t,
-                                          transient=head_t)
+            mtp_head = self._simple_block(self.cm.head("mtp_head"), "mtp_head", 0.0,
+                                          act_per_token=2 * h / t + norm_kept, transient=head_t)
             out += [proj, mtp_layer, mtp_head] * m.mtp_depth
         return out
 

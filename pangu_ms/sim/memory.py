@@ -34,8 +34,10 @@ the recompute module (``pangu_ms/config/recompute.py``; the presets are module s
                shared expert gate/up 2*f_s/t [shared_expert], act f_s/t [moe_act, shared_expert],
                post-norm in h/t;
                reference path, masked-dense dispatcher: every token through all E + n_shared experts, per
-               (token, expert) the gate / up halves 2f [experts], silu(gate), SwiGLU output and gated output
-               3f [moe_act, experts]; the dense FFN's unfused SwiGLU keeps silu(gate) too (act 2f/t)
+               (token, expert) the gate / up halves 2f [experts], silu(gate), SwiGLU output, the expanded
+               routing gates and gated output 4f [moe_act, experts]; the dense FFN's unfused SwiGLU keeps
+               silu(gate) too (act 2f/t); every RMSNorm keeps the expanded inverse RMS, the normalised input
+               and the expanded weight (3 x its width: ``norm_kept_elems``) [norm; latent norms mla_up_proj]
 
 ``mtp`` keeps only the MTP layer's input. With ``fp8`` precision the o_proj input, the dispatched expert inputs
 and the fc1 outputs are cached in FP8 (1 byte; DeepSeek-V3 sec. 3.3.4); ``full`` keeps only the layer input
@@ -96,6 +98,18 @@ def reference_path(cfg: Config) -> bool:
     return cfg.sim.moe_impl == "training_cpu"
 
 
+# The reference path's RMSNorm (backend.RMSNormKernel) multiplies x by its inverse RMS and the result by the weight,
+# both expanded to x's shape first; each multiply keeps its two operands for the backward, so a norm stores, beside
+# its input and output, the expanded inverse RMS, the normalised x and the expanded weight: 3 tensors of its width
+REFERENCE_NORM_TENSORS = 3
+
+
+def norm_kept_elems(cfg: Config, width: float) -> float:
+    """Per token: what one RMSNorm of ``width`` stores beyond its input and output (reference path only; the
+    fused Ascend norm keeps a [T, 1] statistic, not counted)."""
+    return REFERENCE_NORM_TENSORS * width if reference_path(cfg) else 0.0
+
+
 def _elems_attention(cfg: Config, t: int, mods) -> float:
     m = cfg.model
     fp8_scale = 0.5 if cfg.sim.precision == "fp8" else 1.0     # o_proj input cached in FP8
@@ -119,7 +133,11 @@ def _elems_attention(cfg: Config, t: int, mods) -> float:
         core = 0.0 if "core_attn" in mods else _probs_elems(cfg, t)
     else:
         core = 2.0 * m.num_heads / t                            # fused attention: softmax LSE (fp32)
-    return h / t + norm_out + qkvo + core + lat + lat_norm + sandwich
+    # the norms' own tensors (reference path): input norm and sandwich post-norm [norm], latent norms [mla_up_proj]
+    norms = (0.0 if "norm" in mods else norm_kept_elems(cfg, h / t) * (2 if m.sandwich_norm else 1))
+    if m.attention_type == "mla" and not up:
+        norms += norm_kept_elems(cfg, m.q_lora_rank + m.kv_lora_rank)
+    return h / t + norm_out + qkvo + core + lat + lat_norm + sandwich + norms
 
 
 def _probs_elems(cfg: Config, t: int) -> float:
@@ -141,7 +159,8 @@ def _elems_dense_ffn(cfg: Config, t: int, ffn: int, mods) -> float:
     gate_up = 0.0 if "mlp" in mods else 2 * ffn / t
     # the SwiGLU output (the down-projection input); the reference path's unfused SwiGLU also keeps silu(gate)
     act = 0.0 if ("mlp" in mods or "mlp_act" in mods) else (2 if reference_path(cfg) else 1) * ffn / t
-    return h / t + (0.0 if "norm" in mods else h / t) + gate_up + act + sandwich
+    norms = 0.0 if "norm" in mods else norm_kept_elems(cfg, h / t) * (2 if cfg.model.sandwich_norm else 1)
+    return h / t + (0.0 if "norm" in mods else h / t) + gate_up + act + sandwich + norms
 
 
 def _elems_moe(cfg: Config, layout: ParallelDims, mods) -> dict:
@@ -150,13 +169,14 @@ def _elems_moe(cfg: Config, layout: ParallelDims, mods) -> dict:
     act = "moe_act" in mods or "experts" in mods
     fs = e.num_shared_experts * f
     sandwich = h / t if m.sandwich_norm else 0.0
-    common = h / t + (0.0 if "norm" in mods else h / t) + 2.0 * e.num_experts / t + sandwich
+    norms = 0.0 if "norm" in mods else norm_kept_elems(cfg, h / t) * (2 if m.sandwich_norm else 1)
+    common = h / t + (0.0 if "norm" in mods else h / t) + 2.0 * e.num_experts / t + sandwich + norms
     if reference_path(cfg) and e.resolved_dropless_impl() == "masked_dense":
         # every token through every expert (and the folded shared experts) in two matmuls: per (token, expert)
-        # the SwiGLU's gate and up halves 2F, silu(gate) F, SwiGLU output F (for the gate gradient) and gated
-        # output F (the fc2 input)
+        # the SwiGLU's gate and up halves 2F, silu(gate) F, SwiGLU output F (for the gate gradient), the routing
+        # gates expanded to [T, E, F] F (GateScale's multiply keeps both operands) and gated output F (the fc2 input)
         n = e.num_experts + e.num_shared_experts
-        routed = n * ((0.0 if "experts" in mods else 2 * f) + (0.0 if act else 3 * f))
+        routed = n * ((0.0 if "experts" in mods else 2 * f) + (0.0 if act else 4 * f))
         return {"moe.common": common, "moe.routed": routed, "moe.shared": 0.0}
     rows, n_w = layout.routed_rows(e.top_k, f)
     fp8_scale = 0.5 if cfg.sim.precision == "fp8" else 1.0     # expert inputs / fc1 outputs cached in FP8

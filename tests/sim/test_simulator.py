@@ -123,28 +123,36 @@ def test_activation_memory_recompute_hand_computed():
 
 def test_reference_path_activation_memory_hand_computed():
     """sim.moe_impl: training_cpu (the CPU reference path): explicit-attention probabilities H*S per token,
-    masked-dense rows (E + shared) x (gate/up 2F + silu, SwiGLU and gated outputs 3F), the unfused dense SwiGLU
-    (act 2f), the softmax backward's 4 probability tensors and a re-run core's 3, fp32."""
+    masked-dense rows (E + shared) x (gate/up 2F + silu, SwiGLU, expanded gates and gated outputs 4F), the unfused
+    dense SwiGLU (act 2f), every RMSNorm's expanded inverse RMS, normalised input and expanded weight (3 x its
+    width), the softmax backward's 4 probability tensors and a re-run core's 3, fp32."""
     cfg = tiny_moe()
     cfg = dataclasses.replace(cfg, moe=dataclasses.replace(cfg.moe, dropless_impl="masked_dense"),
                               sim=dataclasses.replace(cfg.sim, moe_impl="training_cpu", precision="fp32"))
     _, L = resolve_layout(cfg, 1, 8)
     tok, h, heads, s, f, ff, e = L.tokens_per_micro, 256, 8, 512, 512, 128, 16
-    attn = 2 * h + heads * (2 * 24 + 16) + heads * 16 + heads * s + (64 + 32 + 8) + (64 + 32) + h
+    attn_fused = 2 * h + heads * (2 * 24 + 16) + heads * 16 + (64 + 32 + 8) + (64 + 32) + h
+    layer_norms, latent_norms = 3 * 2 * h, 3 * (64 + 32)     # input + sandwich norm; q_a / kv_a latent norms
+    attn = attn_fused + heads * s + layer_norms + latent_norms
     none = memory.layer_activation_bytes(cfg, L, False, "none")
     assert none["attention"] == pytest.approx(4 * tok * attn)
-    assert none["ffn"] == pytest.approx(4 * tok * (3 * h + 2 * f + 2 * f))
+    assert none["ffn"] == pytest.approx(4 * tok * (3 * h + 2 * f + 2 * f + layer_norms))
+    norm = memory.layer_activation_bytes(cfg, L, False, ["norm"])
+    assert norm["attention"] == pytest.approx(4 * tok * (attn - h - layer_norms))       # - pre-norm output too
+    assert norm["ffn"] == pytest.approx(4 * tok * (2 * h + 2 * f + 2 * f))
+    up = memory.layer_activation_bytes(cfg, L, False, ["mla_up_proj"])["attention"]
+    assert up == pytest.approx(4 * tok * (attn - heads * (2 * 24 + 16) - (64 + 32) - latent_norms))
     core = memory.layer_activation_bytes(cfg, L, False, ["core_attn"])
     assert core["attention"] == pytest.approx(4 * tok * (attn - heads * s))
     assert core["_recompute_working_set"] == pytest.approx(3 * 4 * tok * heads * s)
     moe = memory.layer_activation_bytes(cfg, L, True, "none")
-    assert moe["moe.routed"] == pytest.approx(4 * tok * (e + 1) * 5 * ff)
+    assert moe["moe.routed"] == pytest.approx(4 * tok * (e + 1) * 6 * ff)
     assert memory.layer_activation_bytes(cfg, L, True, ["moe_act"])["moe.routed"] == \
         pytest.approx(4 * tok * (e + 1) * 2 * ff)
     assert memory.backward_working_set_bytes(cfg, L) == pytest.approx(4 * 4 * tok * heads * s)
     fused = memory.layer_activation_bytes(dataclasses.replace(cfg, sim=dataclasses.replace(
         cfg.sim, moe_impl="grouped")), L, False, "none")
-    assert fused["attention"] == pytest.approx(4 * tok * (attn - heads * s + 2 * heads))   # LSE, not probabilities
+    assert fused["attention"] == pytest.approx(4 * tok * (attn_fused + 2 * heads))   # LSE, no norm tensors
 
 
 def test_optimizer_sharding_memory():

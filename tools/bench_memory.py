@@ -4,8 +4,11 @@
     python tools/bench_memory.py --config yaml/bench_memory_cpu.yaml
     python tools/bench_memory.py --config yaml/bench_memory_cpu.yaml --granularities none,full,core_attn --json
     python tools/bench_memory.py ... --png output/bench_memory.png
+    python tools/bench_memory.py ... --granularities "none,moe_fine,moe_fine@long_context.attention_chunk=128"
 
-For each granularity (``train.recompute`` values: none, presets, full, single modules) a FRESH child process
+For each granularity (``train.recompute`` values: none, presets, full, single modules; ``NAME@KEY=VALUE[@...]``
+adds config overrides to that entry only, e.g. query-chunked attention beside the unchunked reference in the
+same run) a FRESH child process
 builds the model with that recompute, compiles the training step (PanguForCausalLM + TrainStep, graph mode,
 fp32), resets its peak RSS (``/proc/self/clear_refs``), reads its RSS, runs ``--mem-steps`` steps and reads the
 peak RSS (VmHWM) again: step memory = peak - RSS before the first step (everything the step allocates:
@@ -42,8 +45,8 @@ def parse_args(argv=None):
     p.add_argument("--config", required=True, help="recipe YAML, e.g. yaml/bench_memory_cpu.yaml")
     p.add_argument("--set", action="append", default=[], metavar="K=V", help="config override (repeatable)")
     p.add_argument("--granularities", default=DEFAULT,
-                   help=f"comma-separated train.recompute values; a '+' joins modules into one list "
-                        f"(default {DEFAULT})")
+                   help=f"comma-separated train.recompute values; a '+' joins modules into one list, "
+                        f"'@KEY=VALUE' adds an override to that entry (default {DEFAULT})")
     p.add_argument("--mem-steps", type=int, default=2, help="steps run for the peak-RSS reading (default 2)")
     p.add_argument("--steps", type=int, default=2, help="timed steps per block (default 2)")
     p.add_argument("--blocks", type=int, default=5, help="interleaved timing blocks (default 5)")
@@ -54,9 +57,25 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def recompute_value(name: str):
-    """'a+b' -> ['a', 'b'] (a module list); anything else as given."""
+def split_entry(entry: str) -> tuple:
+    """'moe_fine@k=v@k2=v2' -> ('moe_fine', ['k=v', 'k2=v2']): the recompute value and the entry's overrides."""
+    name, *overrides = entry.split("@")
+    for o in overrides:
+        if "=" not in o:
+            from pangu_ms.config import ConfigError
+            raise ConfigError(f"--granularities: '{entry}': override '{o}' is not KEY=VALUE")
+    return name, overrides
+
+
+def recompute_value(entry: str):
+    """'a+b' -> ['a', 'b'] (a module list); anything else as given (the entry's '@' overrides dropped)."""
+    name = split_entry(entry)[0]
     return name.split("+") if "+" in name else name
+
+
+def entry_overrides(args, entry: str) -> list:
+    """The run's --set overrides followed by the entry's own."""
+    return list(args.set) + split_entry(entry)[1]
 
 
 def child(args) -> int:
@@ -74,7 +93,7 @@ def child(args) -> int:
     from pangu_ms.train.optim import build_optimizer
     from pangu_ms.train.recompute_auto import PeakMeter
     from pangu_ms.train.step import TrainStep
-    cfg = load_config(args.config, list(args.set))
+    cfg = load_config(args.config, entry_overrides(args, args.child))
     net = build_model(cfg, recompute=recompute_value(args.child))
     step = TrainStep(CausalLMLoss(net, cfg.model.mtp_loss_weight),
                      build_optimizer(net.trainable_params(), cfg.train), cfg.train.grad_clip)
@@ -109,7 +128,7 @@ def predict(config: str, overrides: list, name: str) -> dict:
     from pangu_ms.sim.estimate import estimate
     rc = recompute_value(name)
     rc_set = "[" + ",".join(rc) + "]" if isinstance(rc, list) else rc
-    cfg = load_config(config, list(overrides) + ["sim.hardware=cpu_local", "sim.precision=fp32",
+    cfg = load_config(config, list(overrides) + split_entry(name)[1] + ["sim.hardware=cpu_local", "sim.precision=fp32",
                                                   "sim.moe_impl=training_cpu", f"sim.recompute={rc_set}"])
     est = estimate(cfg, devices=1)
     m = est.memory_gb
@@ -133,14 +152,16 @@ def _start(args, name: str):
 
 def short_name(name: str) -> str:
     """'norm+mla_up_proj+...' -> the largest preset it contains plus the rest ('moe_fine+core_attn')."""
+    name, overrides = split_entry(name)
+    tail = "".join(" @" + o.rsplit(".", 1)[-1] for o in overrides)
     if "+" not in name:
-        return name
+        return name + tail
     from pangu_ms.config.recompute import RECOMPUTE_PRESETS
     mods = name.split("+")
     for preset, members in sorted(RECOMPUTE_PRESETS.items(), key=lambda kv: -len(kv[1])):
         if members and set(members) <= set(mods):
-            return "+".join([preset] + [m for m in mods if m not in members])
-    return name
+            return "+".join([preset] + [m for m in mods if m not in members]) + tail
+    return name + tail
 
 
 def _plot(rows: list, path: str) -> None:
@@ -175,8 +196,8 @@ def main(argv=None) -> int:
         raise ConfigError("--granularities: the first must be 'none' (the reference)")
     for n in names:                                   # bad names / modules: one error before anything compiles
         rc = recompute_value(n)
-        load_config(args.config, list(args.set) + ["train.recompute=" + ("[" + ",".join(rc) + "]"
-                                                                          if isinstance(rc, list) else rc)])
+        load_config(args.config, entry_overrides(args, n) + ["train.recompute=" + ("[" + ",".join(rc) + "]"
+                                                                                 if isinstance(rc, list) else rc)])
     try:
         from tqdm import tqdm
     except ImportError:                               # pragma: no cover
@@ -201,7 +222,7 @@ def main(argv=None) -> int:
           f"one child after another")
     print(f"{'granularity':<28}{'step MB':>9}{'saved':>8}{'ms/step':>9}{'cost':>8}{'sim MB':>9}{'sim err':>9}")
     for r in rows:
-        print(f"{r['granularity']:<28}{r['measured_mb']:>9.0f}{r['memory_saved_pct']:>7.0f}%"
+        print(f"{short_name(r['granularity']):<28}{r['measured_mb']:>9.0f}{r['memory_saved_pct']:>7.0f}%"
               f"{r['ms_per_step']:>9.0f}{r['time_cost_pct']:>7.0f}%{r['predicted_mb']:>9.0f}"
               f"{r['sim_error_pct']:>8.0f}%")
     print(f"1-min load average {load0:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")

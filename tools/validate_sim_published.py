@@ -7,7 +7,8 @@ Cases (recipes in yaml/sim/, every assumption written in the recipe header):
   2. Pangu Ultra MoE shape search at a 718B budget: rank of the paper's shape (61 layers, hidden 7680, 256 experts).
   3. Pangu Ultra 135B dense on 8,192 910B: baseline (43%) and optimised (> 52%) MFU.
   4. DeepSeek-V3 671B on 2,048 H800: GPU-hours per trillion tokens vs 180K.
-  5. Llama 3 405B on H100 (dense GQA + CP); EP overlap ablations; FP8 vs BF16.
+  5. Llama 3 405B on H100 (dense GQA + CP); EP overlap ablations; FP8 vs BF16 (published pairs: Llama 3.1 8B /
+     70B / 405B on H100, NVIDIA/dgxc-benchmarking; predicted-only pairs).
   6. MoE parallel folding (parallel.etp): Qwen3-235B-A22B TP2 EP32 ETP1 and DeepSeek-V3 TP2 EP64 ETP1 on H100.
 
   python tools/validate_sim_published.py [--skip-search] [--out docs/simulator_validation.md] [--write-residuals]
@@ -299,11 +300,52 @@ def case_overlap(lines):
     return out
 
 
+DGXC = ("NVIDIA/dgxc-benchmarking v25.02.01 (commit 0b71cfd, NeMo 24.12), llama3.1/README_{}.md: "
+        "BF16 and FP8 tables, same layout")
+# Published FP8-vs-BF16 pairs (same layout, split and batch in both precisions): (label, source, recipe,
+# devices, overrides, expressed as, tokens per step, published BF16 step s, published FP8 step s)
+PRECISION_ABLATIONS = [
+    ("Llama 3.1 8B, 8 H100, TP1 PP1 CP2, GBS 128", DGXC.format("8b"), os.path.join(ROOT, "yaml/sim/llama3_8b.yaml"),
+     None, [], "yaml/sim/llama3_8b.yaml (the recipe's layout, no recompute)", 128 * 8192, 12.78, 9.44),
+    ("Llama 3.1 70B, 64 H100, TP4 PP4 CP2 VP5, GBS 128", DGXC.format("70b"),
+     os.path.join(ROOT, "yaml/sim/llama3_70b.yaml"), None, [],
+     "yaml/sim/llama3_70b.yaml (the recipe's layout, no recompute, TP comm overlap)", 128 * 8192, 14.61, 10.46),
+    ("Llama 3.1 405B, 576 H100, TP8 PP9 CP2 VP7, GBS 252", DGXC.format("405b"),
+     os.path.join(ROOT, "yaml/sim/llama3_405b.yaml"), 576,
+     ["parallel.tp=8", "parallel.pp=9", "parallel.cp=2", "parallel.vpp=7", "train.global_batch_size=252",
+      "sim.recompute=none", "sim.tp_comm_overlap=true", "sim.cp_algorithm=ring"],
+     "yaml/sim/llama3_405b.yaml with the recipe's tp 8, pp 9, cp 2 (ring), vpp 7, GBS 252, no recompute, "
+     "TP comm overlap (llama3.1/llama3.1_405b.yaml)", 252 * 8192, 17.50, 11.00),
+]
+
+
 def case_precision(lines):
-    """FP8 vs BF16 for the same layout and split (Llama 3 405B, 16,384 H100; DeepSeek-V3 recipe), MFU against
-    both peaks. No published FP8-vs-BF16 ablation of these runs was found: predicted only."""
-    lines.append("### FP8 vs BF16, same layout and split (predicted; per-GEMM precision, compute.py)\n")
-    lines.append("| run (split and recompute of the FP8 run) | BF16 step s | FP8 step s | FP8 speed-up | FP8 MFU vs BF16 peak | FP8 MFU vs FP8 peak |")
+    """FP8 vs BF16 for the same layout and split. Published pairs (PRECISION_ABLATIONS): each run is estimated
+    in FP8, then in BF16 with the FP8 run's stage split and recompute pinned; the error is the predicted minus
+    the published speed-up in points. Below: predicted-only pairs of the other H100 / H800 recipes."""
+    lines.append("### FP8 vs BF16, same layout and split (per-GEMM precision, compute.py)\n")
+    lines.append("| run | source | expressed as | published speed-up | predicted speed-up | error (points) | "
+                 "BF16 tokens/s/GPU published / predicted | FP8 tokens/s/GPU published / predicted | "
+                 "FP8 MFU vs BF16 peak | fits BF16 / FP8 |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    published = []
+    for label, src, path, devices, ov, expressed, tokens, bf_s, f8_s in PRECISION_ABLATIONS:
+        f8 = estimate(load_config(path, ov + ["sim.precision=fp8"], validate=False), None, devices)
+        bf = estimate(load_config(path, ov + ["sim.precision=bf16"] + pinned_split(f8), validate=False), None,
+                      devices)
+        n = devices or load_config(path, validate=False).sim.devices
+        pub, pred = bf_s / f8_s, bf.step_time_s / f8.step_time_s
+        published.append((label, bf, f8, tokens / bf_s / n, tokens / f8_s / n, pub, pred))
+        lines.append(f"| {label} | {src} | {expressed} | {pub:.3f}x | {pred:.3f}x | {100 * (pred - pub):+.1f} | "
+                     f"{tokens / bf_s / n:.0f} / {bf.tokens_per_s_per_device:.0f} "
+                     f"({100 * (bf.tokens_per_s_per_device * bf_s * n / tokens - 1):+.1f}%) | "
+                     f"{tokens / f8_s / n:.0f} / {f8.tokens_per_s_per_device:.0f} "
+                     f"({100 * (f8.tokens_per_s_per_device * f8_s * n / tokens - 1):+.1f}%) | "
+                     f"{pct(f8.mfu_by_peak['bf16'])} | {bf.fits} / {f8.fits} |")
+    lines.append("")
+    lines.append("Predicted only (no published FP8-vs-BF16 pair of these runs was found):\n")
+    lines.append("| run (split and recompute of the FP8 run) | BF16 step s | FP8 step s | FP8 speed-up | "
+                 "FP8 MFU vs BF16 peak | FP8 MFU vs FP8 peak |")
     lines.append("|---|---|---|---|---|---|")
     out = []
     for label, path, devices, ov in (("Llama 3 405B, 16,384 H100, TP8 PP16", os.path.join(ROOT, "yaml/sim/llama3_405b.yaml"),
@@ -315,7 +357,7 @@ def case_precision(lines):
         lines.append(f"| {label} | {bf.step_time_s:.2f} | {f8.step_time_s:.2f} | {bf.step_time_s / f8.step_time_s:.2f}x | "
                      f"{pct(f8.mfu_by_peak['bf16'])} | {pct(f8.mfu_by_peak['fp8'])} |")
     lines.append("")
-    return out
+    return published, out
 
 
 MBRIDGE = "NVIDIA-NeMo/Megatron-Bridge docs/performance-summary.md, DGX-H100 table"
@@ -362,7 +404,7 @@ def case_folding(lines):
     return out
 
 
-def residual_rows(final, dense, dsv3, llama, folding) -> list:
+def residual_rows(final, dense, dsv3, llama, folding, precision=()) -> list:
     """Every throughput comparison of the tables (pangu_ms/sim/residuals.py); lower bounds and ablations out."""
     rows = [residual("Pangu Ultra MoE 718B, 6,144 910B (final)", "tokens_per_s", 1.46e6, final.tokens_per_s,
                      "Pangu Ultra MoE report"),
@@ -373,6 +415,9 @@ def residual_rows(final, dense, dsv3, llama, folding) -> list:
              for label, e, rep, _ in llama[0]]
     rows += [residual(label, "tokens_per_s", published, e.tokens_per_s_per_device, MBRIDGE)
              for label, e, published in folding]
+    for label, bf, f8, bf_pub, f8_pub, _, _ in precision:
+        rows += [residual(f"{label}, BF16", "tokens_per_s", bf_pub, bf.tokens_per_s_per_device, "dgxc-benchmarking"),
+                 residual(f"{label}, FP8", "tokens_per_s", f8_pub, f8.tokens_per_s_per_device, "dgxc-benchmarking")]
     return rows
 
 
@@ -393,9 +438,9 @@ def main(argv=None):
     dsv3 = case_dsv3(lines)
     llama = case_llama3(lines)
     case_overlap(lines)
-    case_precision(lines)
+    precision, _ = case_precision(lines)
     folding = case_folding(lines)
-    rows = residual_rows(final, dense, dsv3, llama, folding)
+    rows = residual_rows(final, dense, dsv3, llama, folding, precision)
     band, n = uncertainty_band(rows)
     lines.append("### Throughput residuals (the search's uncertainty band)\n")
     lines.append("| case | metric | published | predicted | error |")

@@ -224,18 +224,25 @@ class CommModel:
         self.cfg, self.L, self.hw = cfg, layout, hw
         self.act_bytes = 4.0 if cfg.sim.precision == "fp32" else 2.0
         self.dispatch_bytes = 1.0 if cfg.sim.precision == "fp8" else self.act_bytes
+        self.gather_bytes = 1.0 if cfg.sim.precision == "fp8" else self.act_bytes   # TP all-gather (tp_pair)
 
     def tp_pair(self, gather_width: float | None = None) -> float:
         """All-gather of a [tok, gather_width] activation (default: h) + reduce-scatter of the [tok, h] output
-        over the TP group (sequence parallel; the backward pass moves the same bytes the other way)."""
+        over the TP group (sequence parallel; the backward pass moves the same bytes the other way).
+
+        FP8 runs gather the GEMM input already cast to FP8 (1 byte per element) and, in the backward, the FP8
+        output gradient of the row-parallel GEMM (Transformer Engine: ``LayerNormLinear`` / ``Linear`` cast
+        before ``gather_along_first_dim``; ``grad_output_preprocess`` "FP8 case with gather"); the
+        reduce-scatters carry the BF16 GEMM outputs / input gradients."""
         L = self.L
         if L.tp <= 1:
             return 0.0
         h = self.cfg.model.hidden_size
         g = h if gather_width is None else gather_width
+        gb = L.tokens_per_micro * self.gather_bytes
         b = L.tokens_per_micro * self.act_bytes
         spans = L.tp > self.hw.devices_per_node
-        return allgather_time(b * g, L.tp, self.hw, spans) + allgather_time(b * h, L.tp, self.hw, spans)
+        return allgather_time(gb * g, L.tp, self.hw, spans) + allgather_time(b * h, L.tp, self.hw, spans)
 
     def attn_gather_width(self) -> float:
         """Width of what the attention block all-gathers over the TP group (sequence parallel).

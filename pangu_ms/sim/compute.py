@@ -16,8 +16,15 @@ built from ``attention_params``, ``attention_norm_params``, ``attention_core_flo
 
 Precision per GEMM (``sim.precision: fp8``, the DeepSeek-V3 / Transformer Engine recipe): the linear layers of
 attention, dense FFN, experts and the MTP projection run at the FP8 peak times the profile's
-``fp8_gemm_efficiency_scale`` (FP8 GEMMs reach a lower fraction of their peak than BF16 ones) and pay a
-quantisation pass over their input activation and weight (3 bytes per element: read BF16, write FP8); the
+``fp8_gemm_efficiency_scale`` (FP8 GEMMs reach a lower fraction of their peak than BF16 ones) and pay the
+quantisation passes of Transformer Engine's FP8 linear (transformer_engine/pytorch/module/linear.py,
+layernorm_linear.py, base.py ``grad_output_preprocess``): the forward casts the input activation with a fused
+cast-transpose (read BF16, write the FP8 copy for the forward / dgrad GEMM and the FP8 transpose the Hopper wgrad
+GEMM needs: 4 bytes per element), the backward does the same to the output gradient (4 bytes per element of the
+GEMM's output), and the weight is cast (and transposed) once per optimizer step, not per micro-batch: TE caches
+the FP8 weight between the micro-batches of one step (``is_first_microbatch``, TE docs "FP8 weight caching"), so
+its 4 bytes per element are spread over the step's micro-batches. The quantisation passes are memory-bound
+element-wise traffic, not scaled by the GEMM's backward factor; the
 attention core, the router and the LM head stay BF16 (DeepSeek-V3 sec. 3.3.1: embedding, output head, gating,
 normalisation and attention operators keep their original precision).
 
@@ -47,6 +54,8 @@ from .kernels import BWD_KERNELS_PER_FWD, reference_elementwise, reference_forwa
 from ..parallel.dims import ParallelDims
 
 GEMM, ATTN, ELEM = "gemm", "attn", "elementwise"
+# bytes per element of one FP8 cast-transpose pass: read 2 (bf16) + write 1 (fp8) + write 1 (fp8 transpose)
+QUANT_BYTES = 4.0
 # recompute tags: which granularity re-runs an op in the backward pass
 R_ELEM, R_EXPERT_FC1, R_NONE = "elementwise", "expert_fc1", "none"
 
@@ -86,7 +95,11 @@ class Op:
     imbalance: bool = False   # scales with sim.expert_imbalance
     recompute: str = R_ELEM
     gemm_dtype: str = "bf16"  # which peak a GEMM runs at
-    quant_elems: float = 0.0  # FP8 GEMMs: elements quantised per forward call (input activation + weight)
+    quant_elems: float = 0.0  # FP8 GEMMs: input-activation elements cast per forward (all calls)
+    quant_grad_elems: float = 0.0   # FP8 GEMMs: output-gradient elements cast per backward (all calls)
+    quant_weight_elems: float = 0.0  # FP8 GEMMs: weight elements, cast once per optimizer step
+    quant_fwd: float = 0.0    # seconds of the forward quantisation (set by ComputeModel.time)
+    quant_bwd: float = 0.0    # seconds of the backward quantisation (set by ComputeModel.time)
     launch: float = 0.0       # per-kernel cost part of the forward time (set by ComputeModel.time)
     bwd_launch: float = 2.0   # backward kernels per forward kernel
 
@@ -116,8 +129,9 @@ class BlockCost:
         self.ops.append((op, t))
         bwd_factor = 2.5 if op.kind == ATTN else 2.0
         self.fwd += t
-        # work scales like the FLOPs / bytes; kernel launches by the backward's kernels per forward kernel
-        bwd = bwd_factor * (t - op.launch) + op.bwd_launch * op.launch
+        # work scales like the FLOPs / bytes; kernel launches by the backward's kernels per forward kernel; FP8
+        # quantisation passes are their own (element-wise) terms
+        bwd = bwd_factor * (t - op.launch - op.quant_fwd) + op.quant_bwd + op.bwd_launch * op.launch
         self.bwd += bwd
         if op.name.startswith(("moe.experts", "moe.shared")):
             self.expert_fwd += t
@@ -168,11 +182,16 @@ class ComputeModel:
             if op.gemm_dtype == "fp8":
                 eff *= hw.fp8_gemm_efficiency_scale
             t = max(flops / (self._peak[op.gemm_dtype] * eff), byts / hw.hbm_bandwidth)
+            op.quant_fwd = op.quant_bwd = 0.0
             if op.gemm_dtype == "fp8":
-                # quantisation: read bf16 + write fp8 (+ the per-block scales, negligible) of the GEMM's input
-                # activation and weight each call (the backward quantises the output gradient: 2x like the GEMM)
-                q = op.quant_elems * (self.imb if op.imbalance else 1.0)
-                t += 3.0 * q / (hw.hbm_bandwidth * hw.elementwise_efficiency)
+                # quantisation (module docstring): fused cast-transpose = read bf16 + write fp8 + write the fp8
+                # transpose (the per-tensor / per-block scales are negligible): the input activation in the
+                # forward, the output gradient in the backward, the weight once per optimizer step
+                scale = self.imb if op.imbalance else 1.0
+                bw = QUANT_BYTES / (hw.hbm_bandwidth * hw.elementwise_efficiency)
+                op.quant_fwd = bw * (scale * op.quant_elems + op.quant_weight_elems / self.L.micro_batches)
+                op.quant_bwd = bw * scale * op.quant_grad_elems
+                t += op.quant_fwd
         elif op.kind == ATTN:
             t = max(flops / (self._peak[self.attn_dtype] * hw.attention_efficiency), byts / hw.hbm_bandwidth)
         else:
@@ -194,11 +213,15 @@ class ComputeModel:
         return t + op.launch
 
     def _gemm(self, name, model_flops, hw_flops, weight_elems, rows, in_dim, out_dim, calls=1, imbalance=False,
-              recompute=R_NONE, dtype=None) -> Op:
+              recompute=R_NONE, dtype=None, quant_in=None, quant_grad=None) -> Op:
+        """``quant_in`` / ``quant_grad``: input-activation / output-gradient elements an FP8 run casts (default
+        ``rows * in_dim`` / ``rows * out_dim``; given where the calls' widths differ or share one input)."""
         b = self.act_bytes * (weight_elems + rows * (in_dim + out_dim))
         op = Op(name, GEMM, model_flops, hw_flops, b, hw_flops / calls, calls, imbalance, recompute,
                 dtype or self.linear_dtype)
-        op.quant_elems = rows * in_dim + weight_elems
+        op.quant_elems = rows * in_dim if quant_in is None else quant_in
+        op.quant_grad_elems = rows * out_dim if quant_grad is None else quant_grad
+        op.quant_weight_elems = weight_elems
         return op
 
     def _elem(self, name, elems, imbalance=False, recompute=R_ELEM, calls=1) -> Op:
@@ -234,9 +257,10 @@ class ComputeModel:
         else:
             hd = m.attn_head_dim
             kvh = m.num_heads if m.attention_type == "mha" else m.num_kv_heads
+            qkv_w = (m.num_heads / t + 2 * max(kvh / t, 1.0)) * hd      # per-rank QKV output width
             op = self._gemm("attn.qkv_o_proj", 2.0 * tok * mm / t, 2.0 * tok * mm / t, mm / t, tok,
                             h / 2 + m.num_heads * hd / t / 2, (m.num_heads + 2 * kvh) * hd / t / 2 + h / 2,
-                            calls=2)
+                            calls=2, quant_in=tok * (h + m.num_heads * hd / t), quant_grad=tok * (qkv_w + h))
             blk.add(op, self.time(op), "attn")
             heads_qk = m.num_heads / t * hd
             lat = 0
@@ -255,8 +279,9 @@ class ComputeModel:
         m, t, tok = self.cfg.model, self.L.tp, self.L.tokens_per_micro
         h = m.hidden_size
         w = swiglu_params(h, ffn)
+        # FP8 casts: the fc1 (gate + up) input once, the fc2 input; the fc1 and fc2 output gradients
         op = self._gemm("ffn.swiglu", 2.0 * tok * w / t, 2.0 * tok * w / t, w / t, tok, (h + 2 * ffn / t) / 3,
-                        (2 * ffn / t + h) / 3, calls=3)
+                        (2 * ffn / t + h) / 3, calls=3, quant_in=tok * (h + ffn / t), quant_grad=tok * (2 * ffn / t + h))
         blk.add(op, self.time(op), "mlp")
         norms = (2 if m.sandwich_norm else 1) * 2 * h / t
         op = self._elem("ffn.act_norm_residual", tok * (3 * ffn / t + norms + 3 * h / t), calls=4)
@@ -303,7 +328,8 @@ class ComputeModel:
             fs = e.num_shared_experts * f
             w = p["shared_experts"]
             op = self._gemm("moe.shared", 2.0 * tok * w / t, 2.0 * tok * w / t, w / t, tok, (h + 2 * fs / t) / 3,
-                            (2 * fs / t + h) / 3, calls=3)
+                            (2 * fs / t + h) / 3, calls=3, quant_in=tok * (h + fs / t),
+                            quant_grad=tok * (2 * fs / t + h))
             if merged:                     # runs inside the expert matmuls above: same per-call efficiency
                 op.call_flops = 2 * per_call
             blk.add(op, self.time(op), "mlp")

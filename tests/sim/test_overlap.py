@@ -130,9 +130,56 @@ def test_fp8_per_gemm_precision_and_mfu_against_both_peaks():
     assert op.gemm_dtype == "fp8"
     eff = hw.gemm_efficiency(op.call_flops) * hw.fp8_gemm_efficiency_scale
     gemm = max(op.hw_flops / (hw.peak("fp8") * eff), op.bytes / hw.hbm_bandwidth)
-    quant = 3.0 * op.quant_elems / (hw.hbm_bandwidth * hw.elementwise_efficiency)
+    quant = 4.0 * (op.quant_elems + op.quant_weight_elems / lay.micro_batches) / (hw.hbm_bandwidth
+                                                                                * hw.elementwise_efficiency)
     assert t == pytest.approx(gemm + quant + op.launch)
     e = estimate(cfg, hw, 16384)
     assert e.mfu_by_peak["bf16"] == pytest.approx(e.mfu)
     assert e.mfu_by_peak["fp8"] == pytest.approx(e.mfu * hw.peak("bf16") / hw.peak("fp8"))
     assert set(e.as_dict()["mfu_by_peak"]) == {"mfu_vs_bf16_peak", "mfu_vs_fp8_peak"}
+
+
+def test_fp8_quantisation_passes_follow_transformer_engine():
+    """FP8 cast traffic of a dense SwiGLU FFN and a GQA attention block against hand counts (TE's fused
+    cast-transpose = 4 bytes per element): forward = fc1 input [tok, h] once (gate and up share it) + fc2 input
+    [tok, F/t]; backward = output gradients [tok, 2F/t] + [tok, h], not 2x the forward's; the weight once per
+    optimizer step (TE caches the FP8 weight between micro-batches), so the forward's cost falls as the
+    micro-batches grow; TP all-gathers carry FP8 (1 byte), reduce-scatters BF16."""
+    from pangu_ms.sim.comm import CommModel, allgather_time
+    from pangu_ms.sim.compute import ComputeModel
+    from pangu_ms.sim.hardware import load_hardware
+    from pangu_ms.sim.layout import resolve_layout
+    path = os.path.join(ROOT, "yaml", "sim", "llama3_70b.yaml")
+    hw = load_hardware("h100")
+    bw = hw.hbm_bandwidth * hw.elementwise_efficiency
+    h, f, tp, tok = 8192, 28672, 4, 8192 // 2           # recipe: tp 4, cp 2, seq 8192, micro-batch 1
+    fwd = {}
+    for gbs in (128, 512):
+        cfg, lay = resolve_layout(load_config(path, ["sim.precision=fp8", f"train.global_batch_size={gbs}"],
+                                              validate=False), 64, 8)
+        assert lay.micro_batches == gbs // 2 and lay.tokens_per_micro == tok
+        cm = ComputeModel(cfg, lay, hw)
+        blk = cm.layer(False)
+        ops = dict((op.name, (op, t)) for op, t in blk.ops)
+        op, t = ops["ffn.swiglu"]
+        w = 3 * h * f / tp
+        assert op.quant_fwd == pytest.approx(4.0 * (tok * (h + f / tp) + w / lay.micro_batches) / bw)
+        assert op.quant_bwd == pytest.approx(4.0 * tok * (2 * f / tp + h) / bw)
+        fwd[gbs] = op.quant_fwd
+        # the backward of the layer = 2x the non-quantisation forward + the gradient casts (+ kernel launches)
+        expect = sum((2.5 if o.kind == "attn" else 2.0) * (tt - o.launch - o.quant_fwd) + o.quant_bwd
+                     + o.bwd_launch * o.launch for o, tt in blk.ops)
+        assert blk.bwd == pytest.approx(expect)
+        qkv, _ = ops["attn.qkv_o_proj"]
+        assert qkv.quant_elems == pytest.approx(tok * (h + 64 * 128 / tp))
+        assert qkv.quant_grad_elems == pytest.approx(tok * ((64 / tp + 2 * 8 / tp) * 128 + h))
+    assert fwd[512] < fwd[128]                          # the weight cast is spread over more micro-batches
+    bf_cfg, bf_lay = resolve_layout(load_config(path, ["sim.precision=bf16"], validate=False), 64, 8)
+    bf = ComputeModel(bf_cfg, bf_lay, hw).layer(False)
+    assert all(o.quant_fwd == 0.0 and o.quant_bwd == 0.0 for o, _ in bf.ops)
+    # TP pair: FP8 all-gather (1 byte) + BF16 reduce-scatter (2 bytes) vs 2 + 2 in BF16
+    spans = tp > hw.devices_per_node
+    assert CommModel(cfg, lay, hw).tp_pair() == pytest.approx(
+        allgather_time(tok * h * 1.0, tp, hw, spans) + allgather_time(tok * h * 2.0, tp, hw, spans))
+    assert CommModel(bf_cfg, bf_lay, hw).tp_pair() == pytest.approx(
+        2 * allgather_time(tok * h * 2.0, tp, hw, spans))

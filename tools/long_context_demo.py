@@ -31,7 +31,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("LOCAL_DEFAULT_PATH", "/tmp/pangu_ms_mflogs")
 os.environ.setdefault("GLOG_v", "3")
 
-PASSKEY_DOCS = {128: (40, 110), 256: (80, 240), 512: (150, 480), 1024: (300, 960), 2048: (600, 1900)}
+# passkey document sizes (tokens) per training length: they span most of the window so that needle-to-question
+# distances cover it; reminders of the key (passkey_documents) only in pretraining, where they make the copy
+# circuit form early; the extension documents hold the needle alone (far needles at the new lengths)
+PASSKEY_DOCS = {128: (50, 124), 256: (100, 250), 512: (200, 496), 1024: (400, 990), 2048: (800, 1980)}
+PASSKEY_REMINDERS = {128: 2}       # max reminders per document at this length (0 where absent)
 START, END = "<!-- DEMO-RESULTS-START -->", "<!-- DEMO-RESULTS-END -->"
 
 
@@ -180,7 +184,8 @@ def main(argv=None) -> int:
         lo, hi = PASSKEY_DOCS.get(L, (int(0.3 * L), int(0.93 * L)))
         path = os.path.join("data", "passkey", f"passkey_s{L}.jsonl")
         if not os.path.isfile(path):
-            write_passkey_corpus(path, n=4000 if L <= 256 else 2000, min_tokens=lo, max_tokens=hi, seed=L)
+            write_passkey_corpus(path, n=4000 if L <= 256 else 2000, min_tokens=lo, max_tokens=hi, seed=L,
+                                 max_reminders=PASSKEY_REMINDERS.get(L, 0))
     timings = {}
     # 2. pretraining at the short length
     t0 = time.perf_counter()

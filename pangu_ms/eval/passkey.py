@@ -130,11 +130,13 @@ def _word_cut(text: str, rng) -> int:
     return j + 1 if j >= 0 else (0 if c == 0 else len(text))
 
 
-def write_passkey_corpus(path: str, n: int, min_tokens: int, max_tokens: int, seed: int = 0) -> str:
-    """Write ``passkey_documents`` as a ``.jsonl`` corpus (field ``text``) usable in ``data.corpus``."""
+def write_passkey_corpus(path: str, n: int, min_tokens: int, max_tokens: int, seed: int = 0,
+                         max_reminders: int = 4) -> str:
+    """Write ``passkey_documents`` as a ``.jsonl`` corpus (field ``text``) usable in ``data.corpus``;
+    ``max_reminders=0``: the needle is the key's only occurrence before the question (far-needle documents)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
-        for d in passkey_documents(n, min_tokens, max_tokens, seed):
+        for d in passkey_documents(n, min_tokens, max_tokens, seed, max_reminders=max_reminders):
             f.write(json.dumps({"text": d}) + "\n")
     return path
 

@@ -56,6 +56,26 @@ def test_training_documents(tmp_path, tok):
     assert len([json.loads(x)["text"] for x in open(path)]) == 5
 
 
+def _occurrences_before_question(doc):
+    key = doc.split("The pass key is #")[1].split(".")[0]
+    body = doc[: doc.rindex(pk.QUESTION)]
+    return key, body.count("#" + key)
+
+
+def test_max_reminders_bounds_key_occurrences(tmp_path):
+    # max_reminders=0: the needle (which names the key twice) is the key's only occurrence before the question
+    path = pk.write_passkey_corpus(str(tmp_path / "far.jsonl"), 50, 40, 110, seed=3, max_reminders=0)
+    docs = [json.loads(x)["text"] for x in open(path)]
+    assert len(docs) == 50
+    for d in docs:
+        key, n = _occurrences_before_question(d)
+        assert n == 2 and pk.REMINDER.format(key=key) not in d
+    # max_reminders=2: 0..2 reminders beside the needle, and every count occurs over 50 documents
+    counts = {_occurrences_before_question(d)[1] - 2
+              for d in pk.passkey_documents(50, 40, 110, seed=3, max_reminders=2)}
+    assert counts == {0, 1, 2}
+
+
 def test_evaluate_unextended_model_and_heatmap(tmp_path, small_cfg):
     import mindspore as ms
     from pangu_ms.model import build_model

@@ -73,6 +73,12 @@ def recompute_value(entry: str):
     return name.split("+") if "+" in name else name
 
 
+def recompute_override(entry: str, key: str = "train.recompute") -> str:
+    """The entry's recompute value as one config override ('KEY=[a,b]' for a module list)."""
+    rc = recompute_value(entry)
+    return f"{key}=" + ("[" + ",".join(rc) + "]" if isinstance(rc, list) else rc)
+
+
 def entry_overrides(args, entry: str) -> list:
     """The run's --set overrides followed by the entry's own."""
     return list(args.set) + split_entry(entry)[1]
@@ -126,10 +132,9 @@ def predict(config: str, overrides: list, name: str) -> dict:
     """The simulator's step memory (activations + transient + gradients) on cpu_local, one device, in MB."""
     from pangu_ms.config import load_config
     from pangu_ms.sim.estimate import estimate
-    rc = recompute_value(name)
-    rc_set = "[" + ",".join(rc) + "]" if isinstance(rc, list) else rc
-    cfg = load_config(config, list(overrides) + split_entry(name)[1] + ["sim.hardware=cpu_local", "sim.precision=fp32",
-                                                  "sim.moe_impl=training_cpu", f"sim.recompute={rc_set}"])
+    cfg = load_config(config, list(overrides) + split_entry(name)[1] + [
+        "sim.hardware=cpu_local", "sim.precision=fp32", "sim.moe_impl=training_cpu",
+        recompute_override(name, "sim.recompute")])
     est = estimate(cfg, devices=1)
     m = est.memory_gb
     return {"predicted_mb": (m["activations"] + m["transient"] + m["gradients"]) * 1e9 / MB,
@@ -195,9 +200,7 @@ def main(argv=None) -> int:
     if not names or names[0] != "none":
         raise ConfigError("--granularities: the first must be 'none' (the reference)")
     for n in names:                                   # bad names / modules: one error before anything compiles
-        rc = recompute_value(n)
-        load_config(args.config, entry_overrides(args, n) + ["train.recompute=" + ("[" + ",".join(rc) + "]"
-                                                                                 if isinstance(rc, list) else rc)])
+        load_config(args.config, entry_overrides(args, n) + [recompute_override(n)])
     try:
         from tqdm import tqdm
     except ImportError:                               # pragma: no cover

@@ -110,6 +110,13 @@ def norm_kept_elems(cfg: Config, width: float) -> float:
     return REFERENCE_NORM_TENSORS * width if reference_path(cfg) else 0.0
 
 
+def _layer_norms_kept(cfg: Config, t: int, mods) -> float:
+    """Per token: the ``norm_kept_elems`` of a sub-layer's pre-norm and (sandwich) post-norm; dropped by ``norm``."""
+    if "norm" in mods:
+        return 0.0
+    return norm_kept_elems(cfg, cfg.model.hidden_size / t) * (2 if cfg.model.sandwich_norm else 1)
+
+
 def _elems_attention(cfg: Config, t: int, mods) -> float:
     m = cfg.model
     fp8_scale = 0.5 if cfg.sim.precision == "fp8" else 1.0     # o_proj input cached in FP8
@@ -134,7 +141,7 @@ def _elems_attention(cfg: Config, t: int, mods) -> float:
     else:
         core = 2.0 * m.num_heads / t                            # fused attention: softmax LSE (fp32)
     # the norms' own tensors (reference path): input norm and sandwich post-norm [norm], latent norms [mla_up_proj]
-    norms = (0.0 if "norm" in mods else norm_kept_elems(cfg, h / t) * (2 if m.sandwich_norm else 1))
+    norms = _layer_norms_kept(cfg, t, mods)
     if m.attention_type == "mla" and not up:
         norms += norm_kept_elems(cfg, m.q_lora_rank + m.kv_lora_rank)
     return h / t + norm_out + qkvo + core + lat + lat_norm + sandwich + norms
@@ -159,7 +166,7 @@ def _elems_dense_ffn(cfg: Config, t: int, ffn: int, mods) -> float:
     gate_up = 0.0 if "mlp" in mods else 2 * ffn / t
     # the SwiGLU output (the down-projection input); the reference path's unfused SwiGLU also keeps silu(gate)
     act = 0.0 if ("mlp" in mods or "mlp_act" in mods) else (2 if reference_path(cfg) else 1) * ffn / t
-    norms = 0.0 if "norm" in mods else norm_kept_elems(cfg, h / t) * (2 if cfg.model.sandwich_norm else 1)
+    norms = _layer_norms_kept(cfg, t, mods)
     return h / t + (0.0 if "norm" in mods else h / t) + gate_up + act + sandwich + norms
 
 
@@ -169,7 +176,7 @@ def _elems_moe(cfg: Config, layout: ParallelDims, mods) -> dict:
     act = "moe_act" in mods or "experts" in mods
     fs = e.num_shared_experts * f
     sandwich = h / t if m.sandwich_norm else 0.0
-    norms = 0.0 if "norm" in mods else norm_kept_elems(cfg, h / t) * (2 if m.sandwich_norm else 1)
+    norms = _layer_norms_kept(cfg, t, mods)
     common = h / t + (0.0 if "norm" in mods else h / t) + 2.0 * e.num_experts / t + sandwich + norms
     if reference_path(cfg) and e.resolved_dropless_impl() == "masked_dense":
         # every token through every expert (and the folded shared experts) in two matmuls: per (token, expert)

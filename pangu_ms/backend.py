@@ -19,6 +19,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.ops.operations.nn_ops import FlashAttentionScore, RmsNorm
 
 from .config import ConfigError
+from .layers.blockwise_attention import BlockwiseAttention
 from .layers.explicit_broadcast import Softmax, expand_as
 
 
@@ -162,19 +163,26 @@ class ChunkedCausalAttention(CausalAttention):
     can see under a causal mask), so the score/probability tensor of one chunk is [B, N, chunk, i1] instead of
     the full [B, N, S, S]. The result equals full attention exactly as long as ``mask`` is causal (every key
     after a chunk's last query is masked; its -1e9 weight is exactly 0 after softmax in fp32). Forward-only use
-    (evaluation, generation) frees each chunk's scores before the next; under autodiff the kept probabilities
-    sum to about S^2/2 instead of S^2 per head (causal truncation). The chunk loop is unrolled at trace time
+    (evaluation, generation) frees each chunk's scores before the next. Training: with RoPE (MLA) the chunks
+    go through :class:`~pangu_ms.layers.blockwise_attention.BlockwiseAttention`, whose backward rebuilds each
+    chunk's probabilities instead of keeping them (same forward bits; ``blockwise_backward``, switched off by
+    ``model/recompute.py`` for a recomputed core); otherwise (GQA / MHA, or a recomputed core) autodiff keeps
+    the visible probabilities, about S^2/2 instead of S^2 per head. The chunk loop is unrolled at trace time
     (static shapes), one matmul pair per chunk. ``S <= chunk`` falls back to full attention.
     """
 
     def __init__(self, scale: float, chunk: int):
         super().__init__(scale)
         self.chunk = int(chunk)
+        self.blockwise = BlockwiseAttention(scale, self.chunk)
+        self.blockwise_backward = True
 
     def construct(self, q_nope, q_rope, k_nope, k_rope, v, mask):
         b, n, s, _ = q_nope.shape
         if self.chunk <= 0 or s <= self.chunk:
             return super().construct(q_nope, q_rope, k_nope, k_rope, v, mask)
+        if self.blockwise_backward and q_rope is not None:
+            return self.blockwise(q_nope, q_rope, k_nope, k_rope, v, mask)
         outs = ()
         for i0 in range(0, s, self.chunk):
             i1 = min(i0 + self.chunk, s)

@@ -93,11 +93,14 @@ def _check_composes(net, modules) -> None:
 
 def _recomputable_softmax(layers) -> None:
     """The attention cores of ``layers`` (about to be recomputed) take the softmax without a custom backward
-    (same values, same gradient bits; ``layers/explicit_broadcast.py`` says why)."""
+    (same values, same gradient bits; ``layers/explicit_broadcast.py`` says why), and a query-chunked core its
+    autodiff path instead of the blockwise backward (``layers/blockwise_attention.py``)."""
     for ly in layers:
         core = ly.attention.core
         if not isinstance(core.softmax, RecomputableSoftmax):
             core.softmax = RecomputableSoftmax()
+        if hasattr(core, "blockwise_backward"):      # query-chunked: the autodiff path (no custom bprop)
+            core.blockwise_backward = False
 
 
 def whole_layer_cells(layer) -> list:

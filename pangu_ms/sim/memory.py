@@ -23,7 +23,8 @@ the recompute module (``pangu_ms/config/recompute.py``; the presets are module s
                [mla_up_proj for MLA], output o H/t*v, MLA latents q_lora + kv_lora + rope and their norm
                outputs q_lora + kv_lora [mla_up_proj], post-norm input h/t (sandwich norm);
                fused attention: softmax LSE 2*H/t; reference path (``sim.moe_impl: training_cpu``, explicit
-               attention): the softmax probabilities H/t*S_k [core_attn] (S_k = S; query-chunked: (S+chunk)/2)
+               attention): the softmax probabilities H/t*S_k [core_attn] (S_k = S; query-chunked: (S+chunk)/2,
+               and none where the chunked MLA core takes the blockwise backward: ``blockwise_core``)
     dense FFN  norm in h/t, norm out h/t [norm], gate f/t, up f/t [mlp], act f/t [mlp_act, mlp], post-norm in h/t
     MoE        norm in h/t, norm out h/t [norm], router probabilities 2*E/t (fp32),
                per routed row (k*T*etp/t rows at width n_w = f/etp: ParallelDims.routed_rows), times the
@@ -117,7 +118,15 @@ def _layer_norms_kept(cfg: Config, t: int, mods) -> float:
     return norm_kept_elems(cfg, cfg.model.hidden_size / t) * (2 if cfg.model.sandwich_norm else 1)
 
 
-def _elems_attention(cfg: Config, t: int, mods) -> float:
+def blockwise_core(cfg: Config) -> bool:
+    """The reference path's query-chunked MLA attention takes the blockwise backward
+    (``layers/blockwise_attention.py``): its probabilities are rebuilt chunk by chunk in the backward, not kept.
+    (Not for a recomputed core, which takes the autodiff path; nor without RoPE, i.e. GQA / MHA.)"""
+    s_len, chunk = cfg.train.seq_length, cfg.long_context.attention_chunk
+    return reference_path(cfg) and cfg.model.attention_type == "mla" and 0 < chunk < s_len
+
+
+def _elems_attention(cfg: Config, t: int, mods, recomputed_core: bool = False) -> float:
     m = cfg.model
     fp8_scale = 0.5 if cfg.sim.precision == "fp8" else 1.0     # o_proj input cached in FP8
     h = m.hidden_size
@@ -136,8 +145,9 @@ def _elems_attention(cfg: Config, t: int, mods) -> float:
         qkvo = (m.num_heads / t + 2 * max(kvh / t, 1.0)) * d + m.num_heads / t * d * fp8_scale
         lat = lat_norm = 0.0
     if reference_path(cfg):
-        # explicit attention: the softmax probabilities [H, S, S_k], re-computed by 'core_attn'
-        core = 0.0 if "core_attn" in mods else _probs_elems(cfg, t)
+        # explicit attention: the softmax probabilities [H, S, S_k], re-computed by 'core_attn'; none with the
+        # blockwise backward of a core that is not inside a recomputed region
+        core = 0.0 if "core_attn" in mods or (blockwise_core(cfg) and not recomputed_core) else _probs_elems(cfg, t)
     else:
         core = 2.0 * m.num_heads / t                            # fused attention: softmax LSE (fp32)
     # the norms' own tensors (reference path): input norm and sandwich post-norm [norm], latent norms [mla_up_proj]
@@ -203,7 +213,7 @@ def layer_activation_bytes(cfg: Config, layout: ParallelDims, moe_layer: bool, r
     t, tok = layout.tp, layout.tokens_per_micro
     b = 4.0 if cfg.sim.precision == "fp32" else 2.0
     mods = frozenset() if rc == FULL else rc
-    out = {"attention": _elems_attention(cfg, t, mods)}
+    out = {"attention": _elems_attention(cfg, t, mods, recomputed_core=rc == FULL)}
     if moe_layer:
         out.update(_elems_moe(cfg, layout, mods))
     else:

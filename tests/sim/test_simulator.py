@@ -153,6 +153,15 @@ def test_reference_path_activation_memory_hand_computed():
     fused = memory.layer_activation_bytes(dataclasses.replace(cfg, sim=dataclasses.replace(
         cfg.sim, moe_impl="grouped")), L, False, "none")
     assert fused["attention"] == pytest.approx(4 * tok * (attn_fused + 2 * heads))   # LSE, no norm tensors
+    # query-chunked (chunk 128 of S 512): the MLA core's blockwise backward keeps no probabilities, and its
+    # softmax backward works on one chunk's scores; inside 'full' the core takes autodiff: the visible triangle
+    chunked = dataclasses.replace(cfg, long_context=dataclasses.replace(cfg.long_context, attention_chunk=128))
+    assert memory.layer_activation_bytes(chunked, L, False, "none")["attention"] == pytest.approx(4 * tok * (
+        attn - heads * s))
+    assert memory.backward_working_set_bytes(chunked, L) == pytest.approx(4 * 4 * tok * heads * 128)
+    rerun = memory.layer_activation_bytes(chunked, L, False, "full", 1.0)["_recompute_working_set"]
+    visible = heads * (s + 128) / 2                                       # probabilities of the kept triangle
+    assert rerun == pytest.approx(4 * tok * (attn - heads * s + 3 * visible + 3 * h + 2 * f + 2 * f + layer_norms))
 
 
 def test_optimizer_sharding_memory():

@@ -76,8 +76,11 @@ class BlockwiseAttention(nn.Cell):
         for i0 in range(0, s, self.chunk):
             i1 = i0 + self.chunk if i0 + self.chunk < s else s
             c = i1 - i0
-            if dq_nope:         # one chunk at a time: rebuild its probabilities after the previous chunk's grads
-                q_nope, q_rope = ops.depend(q_nope, dk_rope), ops.depend(q_rope, dk_rope)
+            # one chunk at a time: its probabilities are rebuilt after the previous chunk's gradients (the first
+            # after dout arrives); every rebuilt input depends on the backward, so graph optimisation cannot merge
+            # the rebuild with the forward's identical ops (that would keep the forward's tensors until here)
+            anchor = dk_rope if dq_nope else dout
+            q_nope, q_rope, mask = ops.depend(q_nope, anchor), ops.depend(q_rope, anchor), ops.depend(mask, anchor)
             probs = self._probs(q_nope, q_rope, k_nope, k_rope, mask, i0, i1)
             d_out = dout[:, :, i0:i1]
             dv = dv + _pad_keys(self.transposed_matmul(probs, d_out), s)

@@ -47,7 +47,9 @@ to the host. The first stage holds the most micro-batches in flight (schedule.py
 
 Transient (one micro-batch, largest of the stage): fp32 logits + their gradient of the LM head (2 * 4 * T * V/t
 bytes) on the last stage, the working set of one fully recomputed layer (reference path: with the re-run
-softmax's three probability-sized tensors; ``core_attn`` alone: those three), all-to-all send/receive buffers,
+softmax's three probability-sized tensors), on the reference path for a module list the tensors its modules
+dropped from one layer (they exist again while that layer's backward runs; a re-run core's softmax: three
+probability-sized tensors instead of one), all-to-all send/receive buffers,
 and on the reference path the explicit softmax backward (``backward_working_set_bytes``).
 """
 from __future__ import annotations
@@ -213,12 +215,15 @@ def layer_activation_bytes(cfg: Config, layout: ParallelDims, moe_layer: bool, r
     t, tok = layout.tp, layout.tokens_per_micro
     b = 4.0 if cfg.sim.precision == "fp32" else 2.0
     mods = frozenset() if rc == FULL else rc
-    out = {"attention": _elems_attention(cfg, t, mods, recomputed_core=rc == FULL)}
-    if moe_layer:
-        out.update(_elems_moe(cfg, layout, mods))
-    else:
-        out["ffn"] = _elems_dense_ffn(cfg, t, cfg.model.dense_ffn_hidden, mods)
-    out = {k: v * tok * b for k, v in out.items()}
+
+    def stored(modules, recomputed_core):
+        elems = {"attention": _elems_attention(cfg, t, modules, recomputed_core)}
+        if moe_layer:
+            elems.update(_elems_moe(cfg, layout, modules))
+        else:
+            elems["ffn"] = _elems_dense_ffn(cfg, t, cfg.model.dense_ffn_hidden, modules)
+        return {k: v * tok * b for k, v in elems.items()}
+    out = stored(mods, rc == FULL or "core_attn" in mods)
     # the re-run attention core's softmax (reference path) holds RECOMPUTED_SOFTMAX_TENSORS probability-sized
     # tensors while its layer's backward runs: transient
     rerun_core = (RECOMPUTED_SOFTMAX_TENSORS * _probs_elems(cfg, t) * tok * b
@@ -231,6 +236,11 @@ def layer_activation_bytes(cfg: Config, layout: ParallelDims, moe_layer: bool, r
         out = {k: (1.0 - frac) * v for k, v in out.items()}
         out["layer_input"] = frac * kept
         out["_recompute_working_set"] = full_total     # transient, not multiplied by in-flight micro-batches
+    elif mods and reference_path(cfg):
+        # the recomputed modules' tensors exist again while their layer's backward runs (measured on the
+        # reference path; the Ascend rows of docs/simulator.md do not count it)
+        dropped = sum(stored(frozenset(), "core_attn" in mods).values()) - sum(out.values())
+        out["_recompute_working_set"] = dropped + (rerun_core - _probs_elems(cfg, t) * tok * b if rerun_core else 0.0)
     elif rerun_core:
         out["_recompute_working_set"] = rerun_core
     return out

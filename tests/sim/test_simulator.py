@@ -140,6 +140,8 @@ def test_reference_path_activation_memory_hand_computed():
     norm = memory.layer_activation_bytes(cfg, L, False, ["norm"])
     assert norm["attention"] == pytest.approx(4 * tok * (attn - h - layer_norms))       # - pre-norm output too
     assert norm["ffn"] == pytest.approx(4 * tok * (2 * h + 2 * f + 2 * f))
+    # the recomputed norms' tensors exist again while the layer's backward runs: a transient of what they dropped
+    assert norm["_recompute_working_set"] == pytest.approx(4 * tok * 2 * (h + layer_norms))
     up = memory.layer_activation_bytes(cfg, L, False, ["mla_up_proj"])["attention"]
     assert up == pytest.approx(4 * tok * (attn - heads * (2 * 24 + 16) - (64 + 32) - latent_norms))
     core = memory.layer_activation_bytes(cfg, L, False, ["core_attn"])

@@ -36,6 +36,9 @@ os.environ.setdefault("GLOG_v", "3")
 # circuit form early; the extension documents hold the needle alone (far needles at the new lengths)
 PASSKEY_DOCS = {128: (50, 124), 256: (100, 250), 512: (200, 496), 1024: (400, 990), 2048: (800, 1980)}
 PASSKEY_REMINDERS = {128: 2}       # max reminders per document at this length (0 where absent)
+# share of documents whose needle lies in the first quarter of the filler (passkey_documents far_fraction): with a
+# uniform depth, distances near the window length (a needle at the start of the prompt) are rarely trained
+PASSKEY_FAR_FRACTION = 0.5
 START, END = "<!-- DEMO-RESULTS-START -->", "<!-- DEMO-RESULTS-END -->"
 
 
@@ -185,7 +188,7 @@ def main(argv=None) -> int:
         path = os.path.join("data", "passkey", f"passkey_s{L}.jsonl")
         if not os.path.isfile(path):
             write_passkey_corpus(path, n=4000 if L <= 256 else 2000, min_tokens=lo, max_tokens=hi, seed=L,
-                                 max_reminders=PASSKEY_REMINDERS.get(L, 0))
+                                 max_reminders=PASSKEY_REMINDERS.get(L, 0), far_fraction=PASSKEY_FAR_FRACTION)
     timings = {}
     # 2. pretraining at the short length
     t0 = time.perf_counter()

@@ -88,15 +88,22 @@ def _find(seq, sub) -> int:
 
 # -------------------------------------------------------------------------------------- training documents
 def passkey_documents(n: int, min_tokens: int, max_tokens: int, seed: int = 0, filler: str = FILLER,
-                      max_reminders: int = 4) -> list[str]:
+                      max_reminders: int = 4, far_fraction: float = 0.0, far_zone: float = 0.25) -> list[str]:
     """``n`` text documents of the passkey form with about ``min_tokens``..``max_tokens`` tokens each (sized
-    with ``CHARS_PER_TOKEN``), uniform depth, random keys; deterministic in ``seed``.
+    with ``CHARS_PER_TOKEN``), random keys; deterministic in ``seed``.
+
+    Needle depth: uniform over the filler, except in a ``far_fraction`` of the documents, whose needle lies in the
+    first ``far_zone`` of the filler (far needles: with a uniform depth, needle-to-question distances near the
+    document length are rare, and those are what a prompt with the needle at its start asks for).
 
     Training curriculum: besides the needle, a document repeats the key 0..``max_reminders`` more times
     (``REMINDER``) at random word boundaries of the filler, so that copying "the digits after the last #" is
     supervised densely and at variable distances (a fixed-offset positional head cannot solve it; an induction
     head can). Evaluation prompts (``make_passkey_sample``) contain the needle only.
     """
+    if not 0.0 <= far_fraction <= 1.0 or not 0.0 < far_zone <= 1.0:
+        raise ValueError(f"passkey_documents: far_fraction={far_fraction} must be in [0, 1] and "
+                         f"far_zone={far_zone} in (0, 1]")
     rng = np.random.default_rng(seed)
     fixed = len(NEEDLE.format(key="12345")) + len(QUESTION) + len(ANSWER.format(key="12345")) + 2
     docs = []
@@ -110,7 +117,9 @@ def passkey_documents(n: int, min_tokens: int, max_tokens: int, seed: int = 0, f
         start = reps.find(" ", start) + 1 if start else 0
         text = reps[start: start + n_chars]
         text = text[: text.rfind(" ") + 1] if " " in text else ""          # cut at a word boundary
-        cuts = sorted(_word_cut(text, rng) for _ in range(n_rem + 1))
+        cuts = sorted(_word_cut(text, rng) for _ in range(n_rem + 1))       # the needle goes at the first
+        if far_fraction > 0 and rng.random() < far_fraction:
+            cuts[0] = min(cuts[0], _word_cut(text[: int(far_zone * len(text))], rng))
         pieces, prev = [], 0
         for j, c in enumerate(cuts):
             pieces.append(text[prev:c])
@@ -131,12 +140,13 @@ def _word_cut(text: str, rng) -> int:
 
 
 def write_passkey_corpus(path: str, n: int, min_tokens: int, max_tokens: int, seed: int = 0,
-                         max_reminders: int = 4) -> str:
+                         max_reminders: int = 4, far_fraction: float = 0.0) -> str:
     """Write ``passkey_documents`` as a ``.jsonl`` corpus (field ``text``) usable in ``data.corpus``;
-    ``max_reminders=0``: the needle is the key's only occurrence before the question (far-needle documents)."""
+    ``max_reminders=0``: the needle is the key's only occurrence before the question."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
-        for d in passkey_documents(n, min_tokens, max_tokens, seed, max_reminders=max_reminders):
+        for d in passkey_documents(n, min_tokens, max_tokens, seed, max_reminders=max_reminders,
+                                   far_fraction=far_fraction):
             f.write(json.dumps({"text": d}) + "\n")
     return path
 

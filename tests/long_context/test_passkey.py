@@ -76,6 +76,22 @@ def test_max_reminders_bounds_key_occurrences(tmp_path):
     assert counts == {0, 1, 2}
 
 
+def _needle_depth(doc):
+    """Where the needle starts, as a fraction of the text before the question (0 = at the start)."""
+    return doc.index("The pass key is #") / doc.rindex(pk.QUESTION)
+
+
+def test_far_fraction_puts_needles_in_the_first_zone():
+    uniform = [_needle_depth(d) for d in pk.passkey_documents(200, 100, 250, seed=5, max_reminders=0)]
+    far = [_needle_depth(d) for d in pk.passkey_documents(200, 100, 250, seed=5, max_reminders=0, far_fraction=1.0)]
+    half = [_needle_depth(d) for d in pk.passkey_documents(200, 100, 250, seed=5, max_reminders=0, far_fraction=0.5)]
+    assert max(far) <= 0.25 and np.mean(np.asarray(uniform) <= 0.25) < 0.4    # uniform: ~a quarter in the zone
+    assert 0.5 < np.mean(np.asarray(half) <= 0.25) < 0.8                       # half forced + a quarter of the rest
+    assert pk.passkey_documents(20, 40, 110, seed=1, far_fraction=0.0) == pk.passkey_documents(20, 40, 110, seed=1)
+    with pytest.raises(ValueError, match="far_fraction=1.5"):
+        pk.passkey_documents(2, 40, 110, far_fraction=1.5)
+
+
 def test_evaluate_unextended_model_and_heatmap(tmp_path, small_cfg):
     import mindspore as ms
     from pangu_ms.model import build_model

@@ -178,7 +178,7 @@ class ChunkedCausalAttention(CausalAttention):
         self.blockwise_backward = True
 
     def construct(self, q_nope, q_rope, k_nope, k_rope, v, mask):
-        b, n, s, _ = q_nope.shape
+        s = q_nope.shape[2]
         if self.chunk <= 0 or s <= self.chunk:
             return super().construct(q_nope, q_rope, k_nope, k_rope, v, mask)
         if self.blockwise_backward and q_rope is not None:
@@ -186,14 +186,7 @@ class ChunkedCausalAttention(CausalAttention):
         outs = ()
         for i0 in range(0, s, self.chunk):
             i1 = min(i0 + self.chunk, s)
-            c = i1 - i0
-            scores = self.score_matmul(q_nope[:, :, i0:i1], k_nope[:, :, :i1])
-            if q_rope is not None:
-                dr = q_rope.shape[-1]
-                rope = self.rope_score_matmul(q_rope[:, :, i0:i1].reshape(b, n * c, dr), k_rope[:, :i1])
-                scores = scores + rope.reshape(b, n, c, i1)
-            scores = scores * self.scale
-            probs = self.softmax(scores + expand_as(mask[..., i0:i1, :i1], scores))
+            probs = self.softmax(self.blockwise.masked_scores(q_nope, q_rope, k_nope, k_rope, mask, i0, i1))
             outs = outs + (self.value_matmul(probs, v[:, :, :i1]),)
         return ops.concat(outs, 2)
 

@@ -1,6 +1,6 @@
 """Query-chunked causal attention with a blockwise backward: the CPU analogue of FlashAttention's memory use.
 
-Forward (the same ops in the same order as ``ChunkedCausalAttention``'s autodiff path, so the same bits): for
+Forward (``masked_scores``, which ``ChunkedCausalAttention``'s autodiff path calls too, so the same bits): for
 each chunk of queries [i0, i1), scores against the keys [0, i1) they can see, softmax, times the values.
 
 Backward (hand-written ``bprop``): MindSpore keeps only the inputs and the output for it, not the chunks'
@@ -50,13 +50,22 @@ class BlockwiseAttention(nn.Cell):
         self.zeros_like = ops.ZerosLike()
         self.row_sum = ops.ReduceSum(keep_dims=True)
 
-    def _probs(self, q_nope, q_rope, k_nope, k_rope, mask, i0, i1):
-        b, n, _, dr = q_rope.shape
+    def masked_scores(self, q_nope, q_rope, k_nope, k_rope, mask, i0, i1):
+        """Scaled, masked scores [B, N, i1 - i0, i1] of the queries [i0, i1) against the keys [0, i1) they can see
+        (``q_rope`` None: no RoPE part). The one definition of a chunk's scores: this backward's rebuild and
+        ``ChunkedCausalAttention``'s autodiff path both use it, each with its own softmax."""
+        b, n = q_nope.shape[0], q_nope.shape[1]
         c = i1 - i0
         scores = self.score_matmul(q_nope[:, :, i0:i1], k_nope[:, :, :i1])
-        rope = self.rope_score_matmul(q_rope[:, :, i0:i1].reshape(b, n * c, dr), k_rope[:, :i1])
-        scores = (scores + rope.reshape(b, n, c, i1)) * self.scale
-        return self.softmax(scores + expand_as(mask[..., i0:i1, :i1], scores))
+        if q_rope is not None:
+            dr = q_rope.shape[-1]
+            rope = self.rope_score_matmul(q_rope[:, :, i0:i1].reshape(b, n * c, dr), k_rope[:, :i1])
+            scores = scores + rope.reshape(b, n, c, i1)
+        scores = scores * self.scale
+        return scores + expand_as(mask[..., i0:i1, :i1], scores)
+
+    def _probs(self, q_nope, q_rope, k_nope, k_rope, mask, i0, i1):
+        return self.softmax(self.masked_scores(q_nope, q_rope, k_nope, k_rope, mask, i0, i1))
 
     def construct(self, q_nope, q_rope, k_nope, k_rope, v, mask):
         s = q_nope.shape[2]

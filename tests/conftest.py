@@ -46,3 +46,9 @@ def flat_hw(**kw):
          "gemm_efficiency": [[1.0, 1.0]], "attention_efficiency": 1.0, "elementwise_efficiency": 1.0}
     d.update(kw)
     return profile_from_dict(d)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The msrun tests first: pytest-xdist (``-n 2 --dist loadfile``, pytest.ini) hands out whole modules in
+    collection order, and these are the longest, so that the two workers' queues end together."""
+    items.sort(key=lambda item: not item.nodeid.startswith("tests/distributed/"))

@@ -9,8 +9,7 @@
   reducer and the aux-statistics reducer.
 
 Each worker prints one ``RESULT {json}`` line per rank into ``<log_dir>/worker_<rank>.log``. The 4-rank check
-runs in the one 4-rank launch of the distributed tests (four_rank_worker.py, fixture ``four_ranks`` in
-conftest.py), after the 4-rank placement check.
+is in test_msrun_four_ranks.py (the one 4-rank launch of the distributed tests).
 """
 from tests.distributed.launch import launch
 
@@ -56,23 +55,3 @@ def test_ep2_dp2_flat_and_hierarchical_match_single_process(tmp_path):
     bias = {r: out["expert_bias"] for r, out in res.items()}
     assert bias[0]["dist"] == bias[1]["dist"] == bias[0]["ref"] == bias[0]["flat"], bias
     assert max(abs(v) for row in bias[0]["dist"] for v in row) > 0, bias
-
-
-def test_dispatchers_reducers_on_subgroups_4_ranks(four_ranks):
-    res, rc, wall = four_ranks                       # the 4-rank launch shared with test_msrun_placement.py
-    assert rc == 0
-    res = {r: o["dispatch"] for r, o in res.items()}
-    for r, out in res.items():
-        print(f"rank {r}: A {out['A_flat']} / {out['A_hier']} hier-flat {out['A_hier_vs_flat_max_abs']:.2e}; "
-              f"B grads {out['B_grads_rel']:.2e} norm {out['B_norm_rel']:.2e} stats {out['B_stats_ok']} "
-              f"({out['total_s']:.0f} s)")
-        assert out["A_groups"]["inner"] == ([0, 1] if r < 2 else [2, 3])
-        assert out["A_groups"]["outer"] == ([0, 2] if r % 2 == 0 else [1, 3])
-        for key in ("A_flat", "A_hier"):
-            for name, v in out[key].items():
-                assert v <= 1e-6, (r, key, name, v)
-        assert out["A_hier_vs_flat_max_abs"] <= 1e-6
-        assert out["B_groups"]["ep"] == ([0, 1] if r < 2 else [2, 3])
-        assert out["B_groups"]["expert_dp"] == ([0, 2] if r % 2 == 0 else [1, 3])
-        assert out["B_grads_rel"] <= 1e-6 and out["B_norm_rel"] <= 1e-6
-        assert out["B_stats_ok"]

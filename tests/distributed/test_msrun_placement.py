@@ -1,5 +1,5 @@
 """Dynamic expert placement under msrun (2 ranks, dp=2 ep=2, one launch of placement_worker.py; its docstring lists
-the four parts; and 4 ranks, placement_worker4.py in the shared 4-rank launch). Placement must be invisible to the
+the four parts; the 4-rank check is in test_msrun_four_ranks.py). Placement must be invisible to the
 math, move weights and both AdamW moments intact, load from a checkpoint saved under another placement, resume
 exactly after a migration, and lower the device-load CV of a skewed router by at least moe.placement_threshold."""
 import json
@@ -78,18 +78,3 @@ def check(res, out):
     # load statistics: every step routes tokens * top_k pairs per layer (global batch 4 x 32 tokens, top-2)
     for m in logged.values():
         assert m["moe/layer0/tokens"] == m["moe/layer1/tokens"] == 4 * 32 * 2
-
-
-def test_expert_placement_four_ranks(four_ranks):
-    """4 ranks (dp=4 ep=4): experts cross between all four ranks with weights and both moments intact, the
-    forward loss unchanged, and the checkpoint loads into one process as logical experts (placement_worker4.py).
-    It runs in the one 4-rank launch of the distributed tests (four_rank_worker.py, fixture ``four_ranks``)."""
-    res, rc, wall = four_ranks
-    assert rc == 0
-    res = {r: o["placement"] for r, o in res.items()}
-    print(f"worker time {res[0]['total_s']:.0f} s, launch {wall:.0f} s")
-    for r, o in res.items():
-        assert o["exact"], o
-        assert o["loss_after"] == pytest.approx(o["loss_before"], rel=1e-6, abs=0), o
-        assert len(o["moved_layer0"]) >= 4 and o["tables"] != [list(range(8))] * 2
-    assert res[0]["one_process_exact"] and res[0]["manifest_placement"], res[0]

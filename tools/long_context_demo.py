@@ -71,6 +71,17 @@ def scaled_config(cfg, scaling: str, factor: float, original: int):
     return dataclasses.replace(cfg, long_context=lc)
 
 
+def scaled_schedule(lc_cfg, scaling: str, short: int):
+    """The recipe's extension schedule with RoPE scaling ``scaling`` (ntk / yarn) instead of the raised base: every
+    sub-stage keeps the pretraining base and scales by its length / ``short`` (yarn: over ``short`` positions);
+    same steps, LR and data; runs into ``<train.output_dir>_<scaling>``."""
+    sched = [dataclasses.replace(s, rope_theta=0.0, rope_scaling=scaling, rope_scaling_factor=s.seq_length / short,
+                                 rope_original_max_position=short) for s in lc_cfg.long_context.schedule]
+    train = dataclasses.replace(lc_cfg.train, output_dir=f"{lc_cfg.train.output_dir.rstrip('/')}_{scaling}")
+    return dataclasses.replace(lc_cfg, train=train, long_context=dataclasses.replace(lc_cfg.long_context,
+                                                                                     schedule=sched))
+
+
 def _mean_acc(pk, length) -> float:
     """Passkey accuracy at ``length``, mean over depths (fraction; keys are strings once read from JSON)."""
     table = pk["mean_accuracy"]
@@ -89,10 +100,11 @@ def render_table(res: dict) -> str:
     acc = _mean_acc
     load = f"~{res['load_average']:.0f}" if "load_average" in res else "~6"
     evals = t["eval_before_s"] + t["eval_after_s"] + t.get("eval_scaling_s", 0.0)
+    variants = (f", NTK / YaRN extensions {t['scaling_extension_s']:.0f} s" if "scaling_extension_s" in t else "")
     return "\n".join([
         f"Schedule: {res['schedule']}. Measured on this 2-core CPU machine (shared with other jobs, load average "
         f"{load} at the end), wall time of the whole demo {res['total_s'] / 60:.1f} min (pretrain "
-        f"{t['pretrain_s']:.0f} s, extension {t['extend_s']:.0f} s, evaluations {evals:.0f} s; rest = "
+        f"{t['pretrain_s']:.0f} s, extension {t['extend_s']:.0f} s, evaluations {evals:.0f} s{variants}; rest = "
         f"data preparation and start-up).",
         "",
         f"| model | passkey acc @ {short} | passkey acc @ {long_len} (4x) | answer log-prob @ {short} | "
@@ -107,6 +119,11 @@ def render_table(res: dict) -> str:
         f"| pretrained + {name} x4, no training | {acc(r['passkey'], short):.2f} | {acc(r['passkey'], long_len):.2f} | "
         f"{_mean_lp(r['passkey'], short):.2f} | {_mean_lp(r['passkey'], long_len):.2f} | {r['heldout_loss']:.3f} |"
         for name, r in res.get("scaling_rows", {}).items()
+    ] + [
+        f"| extended with {name} instead (base {res.get('pretrain_rope_theta', 'kept')}, same steps) | "
+        f"{acc(r['passkey'], short):.2f} | {acc(r['passkey'], long_len):.2f} | "
+        f"{_mean_lp(r['passkey'], short):.2f} | {_mean_lp(r['passkey'], long_len):.2f} | {r['heldout_loss']:.3f} |"
+        for name, r in res.get("scaling_extension_rows", {}).items()
     ] + [
         "",
         f"Passkey accuracy = exact greedy match of all answer tokens, mean over 5 depths x {res['trials']} random "
@@ -141,6 +158,9 @@ def main(argv=None) -> int:
                     help="put the demo's runs under DIR (DIR/pretrain, DIR/long_context) and write DIR/results.json")
     ap.add_argument("--no-scaling-rows", action="store_true",
                     help="skip the NTK / YaRN comparisons (the pretrained model at 4x with RoPE scaling)")
+    ap.add_argument("--scaling-extension", action="store_true",
+                    help="also run the extension with NTK-aware and with YaRN RoPE scaling (pretraining base kept) "
+                         "and evaluate both (~7 more minutes)")
     ap.add_argument("--report-only", action="store_true",
                     help="only re-render the docs table from the last run's demo_results.json")
     args = ap.parse_args(argv)
@@ -176,7 +196,8 @@ def main(argv=None) -> int:
     if args.fresh:       # the demo's runs, its prepared data and passkey corpora (everything is rebuilt)
         data_dirs = [pre_cfg.data.path] + [f"{pre_cfg.data.path.rstrip('/')}_s{L}" for L in lens[1:]] + \
             [s.data_path for s in lc_cfg.long_context.schedule if s.data_path]
-        for d in [lc_cfg.train.output_dir, lc_cfg.stage.init_from] + data_dirs:
+        variant_dirs = [f"{lc_cfg.train.output_dir.rstrip('/')}_{n}" for n in ("ntk", "yarn")]
+        for d in [lc_cfg.train.output_dir, lc_cfg.stage.init_from] + variant_dirs + data_dirs:
             shutil.rmtree(d, ignore_errors=True)
         for L in lens:
             p = os.path.join("data", "passkey", f"passkey_s{L}.jsonl")
@@ -231,6 +252,18 @@ def main(argv=None) -> int:
     pk_after, loss_after = evaluate(last_cfg, after_ckpt, [short, long_len], long_len, long_data, args.trials,
                                     tok, log)
     timings["eval_after_s"] = time.perf_counter() - t0
+    # 5b. comparisons: the same extension schedule with NTK / YaRN scaling instead of the raised base
+    extended_rows = {}
+    if args.scaling_extension:
+        t0 = time.perf_counter()
+        for name in ("ntk", "yarn"):
+            var_cfg = scaled_schedule(lc_cfg, name, short)
+            run_long_context(var_cfg, progress=False)
+            var_last = sub_stage_config(var_cfg, len(var_cfg.long_context.schedule) - 1)
+            pk, loss = evaluate(var_last, resolve_checkpoint(var_last.train.output_dir), [short, long_len], long_len,
+                                long_data, args.trials, tok, log)
+            extended_rows[name.upper() if name == "ntk" else "YaRN"] = {"passkey": pk, "heldout_loss": loss}
+        timings["scaling_extension_s"] = time.perf_counter() - t0
     total = time.perf_counter() - t_start
     out_dir = lc_cfg.train.output_dir
     os.makedirs(out_dir, exist_ok=True)
@@ -243,13 +276,16 @@ def main(argv=None) -> int:
                          for s in lc_cfg.long_context.schedule])
     res = {"schedule": sched, "passkey_before": pk_before, "passkey_after": pk_after,
            "heldout_loss_before": loss_before, "heldout_loss_after": loss_after, "long_length": long_len,
-           "pretrain_valid_loss": pre.get("valid_loss"), "timings_s": timings, "total_s": total,
-           "trials": args.trials, "scaling_rows": scaling_rows, "sub_stages": [{k: v for k, v in s.items() if k != "losses"}
+           "pretrain_valid_loss": pre.get("valid_loss"),
+           "pretrain_rope_theta": f"{pre_cfg.model.rope_theta:g}", "timings_s": timings, "total_s": total,
+           "trials": args.trials, "scaling_rows": scaling_rows, "scaling_extension_rows": extended_rows, "sub_stages": [{k: v for k, v in s.items() if k != "losses"}
                                                  for s in summary["sub_stages"]]}
     res.update(acc_train_len=_mean_acc(pk_before, short), acc_4x_before=_mean_acc(pk_before, long_len),
                acc_4x_after=_mean_acc(pk_after, long_len), load_average=os.getloadavg()[0],
                **{f"acc_4x_{k.lower()}_no_training": _mean_acc(v["passkey"], long_len)
-                  for k, v in scaling_rows.items()})
+                  for k, v in scaling_rows.items()},
+               **{f"acc_4x_after_{k.lower()}_extension": _mean_acc(v["passkey"], long_len)
+                  for k, v in extended_rows.items()})
     with open(os.path.join(out_dir, "demo_results.json"), "w", encoding="utf-8") as f:
         json.dump(res, f, indent=1)
     if args.out:
@@ -257,7 +293,7 @@ def main(argv=None) -> int:
             shutil.copy(os.path.join(out_dir, name), os.path.join(args.out, name))
         with open(os.path.join(args.out, "results.json"), "w", encoding="utf-8") as f:
             json.dump({k: res[k] for k in ("acc_train_len", "acc_4x_before", "acc_4x_after", "schedule", "total_s")
-                       + tuple(k for k in res if k.endswith("_no_training"))}, f, indent=1)
+                       + tuple(k for k in res if k.endswith(("_no_training", "_extension")))}, f, indent=1)
     table = render_table(res)
     print("\n" + format_table(pk_before, "before:") + "\n\n" + format_table(pk_after, "after:") + "\n\n" + table)
     write_doc(args.doc, table)

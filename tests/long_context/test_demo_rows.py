@@ -43,3 +43,31 @@ def test_scaled_configs_change_the_rope_tables_and_the_table_has_their_rows():
     table = demo.render_table(res)
     assert "| pretrained + NTK x4, no training | 1.00 | 0.25 |" in table
     assert "| pretrained + YaRN x4, no training | 1.00 | 0.25 |" in table and "evaluations 4 s" in table
+
+
+def test_scaling_extension_schedule_keeps_the_base_and_scales_each_sub_stage():
+    from pangu_ms.train.long_context import sub_stage_config
+    demo = _demo()
+    cfg = load_config(os.path.join(ROOT, "yaml/tiny_cpu_long_context.yaml"))
+    short = cfg.train.seq_length
+    for name in ("ntk", "yarn"):
+        var = demo.scaled_schedule(cfg, name, short)
+        assert var.train.output_dir == cfg.train.output_dir + "_" + name
+        for i, step in enumerate(cfg.long_context.schedule):
+            sub, raised = sub_stage_config(var, i), sub_stage_config(cfg, i)
+            assert raised.model.rope_theta == step.rope_theta != cfg.model.rope_theta    # the recipe raises it
+            assert sub.model.rope_theta == cfg.model.rope_theta                           # the variant keeps it
+            assert (sub.long_context.rope_scaling, sub.long_context.rope_scaling_factor,
+                    sub.long_context.rope_original_max_position) == (name, step.seq_length / short, short)
+            assert (sub.train.seq_length, sub.train.steps, sub.train.lr) == \
+                (raised.train.seq_length, raised.train.steps, raised.train.lr)
+    pk = {"lengths": [16, 64], "mean_accuracy": {"16": 1.0, "64": 0.75}, "accuracy": [[1.0] * 5, [0.75] * 5],
+          "logprob": [[-0.1] * 5, [-1.0] * 5]}
+    res = {"passkey_before": pk, "passkey_after": pk, "long_length": 64, "timings_s": {
+        "pretrain_s": 1, "extend_s": 1, "eval_before_s": 1, "eval_after_s": 1, "scaling_extension_s": 5},
+        "schedule": "16 -> 64", "total_s": 60, "trials": 2, "heldout_loss_before": 3.0, "heldout_loss_after": 2.5,
+        "sub_stages": [{"seq_length": 64}], "pretrain_rope_theta": "10000",
+        "scaling_extension_rows": {"NTK": {"passkey": pk, "heldout_loss": 2.9}}}
+    table = demo.render_table(res)
+    assert "| extended with NTK instead (base 10000, same steps) | 1.00 | 0.75 |" in table
+    assert "NTK / YaRN extensions 5 s" in table

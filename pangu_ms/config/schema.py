@@ -138,6 +138,13 @@ class MoEConfig:
         num_shared_experts: always-on experts; they form one SwiGLU of width num_shared * expert_ffn_hidden.
         expert_ffn_hidden: intermediate size of one expert.
         top_k: routed experts per token.
+        router_num_groups: group-limited routing (DeepSeek-V3's node-limited routing; HF ``n_group``): the routed
+            experts form this many equal groups of consecutive experts (1 = no groups). On the expert-parallel
+            path consecutive experts share a rank, so a group lies on one node when the groups are at least as
+            many as the nodes of the EP group (DeepSeek-V3: 8 groups, EP over 8 nodes).
+        router_group_topk: groups a token may use (HF ``topk_group``): the groups ranked by the sum of their two
+            highest selection scores, the k experts then chosen inside the best ``router_group_topk`` groups
+            (DeepSeek-V3: 4 of 8, "each token is sent to at most 4 nodes"). 0 = all groups.
         router_score: ``sigmoid`` (Pangu / DeepSeek-V3) or ``softmax`` (Mixtral). Scores are computed in fp32.
         norm_topk_prob: renormalise the k selected scores to sum to 1 before scaling.
         routed_scaling_factor: the combine weights of a token sum to this (2.5 in the 718B model).
@@ -172,6 +179,8 @@ class MoEConfig:
     num_shared_experts: int = 1
     expert_ffn_hidden: int = 64
     top_k: int = 2
+    router_num_groups: int = 1
+    router_group_topk: int = 0
     router_score: str = _choice("sigmoid", ("sigmoid", "softmax"))
     norm_topk_prob: bool = True
     routed_scaling_factor: float = 2.5
@@ -191,6 +200,11 @@ class MoEConfig:
     @property
     def enabled(self) -> bool:
         return self.num_experts > 0
+
+    @property
+    def group_limited(self) -> bool:
+        """True when routing is restricted to ``router_group_topk`` of ``router_num_groups`` groups."""
+        return self.router_num_groups > 1 and 0 < self.router_group_topk < self.router_num_groups
 
     def resolved_dropless_impl(self) -> str:
         if self.dropless_impl != "auto":

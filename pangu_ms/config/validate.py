@@ -71,6 +71,7 @@ def validate_moe(cfg: Config) -> None:
     _positive("moe", e, ["expert_ffn_hidden", "top_k", "routed_scaling_factor", "sorted_block_size"])
     if e.top_k > e.num_experts:
         raise ConfigError(f"moe.top_k: {e.top_k} > moe.num_experts={e.num_experts}")
+    _check_router_groups(e)
     if e.dispatcher == "drop_and_pad" and e.capacity_factor <= 0:
         raise ConfigError(f"moe.capacity_factor: must be > 0 for drop_and_pad, got {e.capacity_factor}")
     validate_placement(cfg)
@@ -226,3 +227,16 @@ def validate_config(cfg: Config) -> Config:
     validate_train(cfg)
     validate_data(cfg)
     return cfg
+
+
+def _check_router_groups(e) -> None:
+    """moe.router_num_groups / router_group_topk: equal groups, enough experts in the allowed groups."""
+    g, tg = e.router_num_groups, e.router_group_topk
+    if g < 1 or e.num_experts % g:
+        raise ConfigError(f"moe.router_num_groups: {g} must be >= 1 and divide moe.num_experts={e.num_experts}")
+    if not 0 <= tg <= g:
+        raise ConfigError(f"moe.router_group_topk: {tg} must be in [0, moe.router_num_groups={g}] (0 = all groups)")
+    if e.group_limited and (e.num_experts // g < 2 or e.top_k > tg * (e.num_experts // g)):
+        raise ConfigError(f"moe.router_group_topk: {tg} groups of {e.num_experts // g} experts cannot hold "
+                          f"moe.top_k={e.top_k} choices (groups are ranked by their two best scores: >= 2 "
+                          f"experts per group)")

@@ -24,8 +24,8 @@ openPangu-Ultra-MoE naming (tensor names: ``hf_names.py``).
     moe.top_k                   num_experts_per_tok                   num_experts_per_tok
     moe.norm_topk_prob, moe.routed_scaling_factor (same names)
     moe.router_score            sigmoid (scoring_func)                sigmoid
-Keys pangu_ms cannot honour are refused by name (group-limited routing ``n_group`` > ``topk_group``,
-``rope_scaling``, ``hidden_act`` other than silu, ``attention_bias``, FP8 ``quantization_config``); keys without
+Group-limited routing ``n_group`` / ``topk_group`` is ``moe.router_num_groups`` / ``router_group_topk``.
+Keys pangu_ms cannot honour are refused by name (``rope_scaling``, ``hidden_act`` other than silu, ``attention_bias``, FP8 ``quantization_config``); keys without
 effect on the weights (token ids, dtype, ...) are listed back to the caller as ignored.
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ HF_LATENT_NORM_EPS = 1e-6
 _NO_WEIGHT_EFFECT = {"architectures", "model_type", "auto_map", "bos_token_id", "eos_token_id", "pad_token_id",
                      "torch_dtype", "dtype", "transformers_version", "initializer_range", "use_cache",
                      "attention_dropout", "num_key_value_heads", "hidden_act", "attention_bias", "rope_scaling",
-                     "n_group", "topk_group", "topk_method", "scoring_func", "moe_layer_freq", "ep_size",
+                     "topk_method", "scoring_func", "moe_layer_freq", "ep_size",
                      "pretraining_tp", "aux_loss_alpha", "seq_aux", "quantization_config", "head_dim",
                      "qk_head_dim", "rope_interleave", "sandwich_norm"}
 
@@ -98,10 +98,6 @@ def _refuse(cj: dict, fmt: str, where: str) -> None:
     score = cj.get("scoring_func", "sigmoid")
     if score != "sigmoid":
         raise ConfigError(f"{where}: scoring_func={score!r}: both formats route with sigmoid scores")
-    groups, topk_groups = cj.get("n_group", 1) or 1, cj.get("topk_group", 1) or 1
-    if fmt == "deepseek_v3" and groups > 1 and topk_groups < groups:
-        raise ConfigError(f"{where}: n_group={groups}, topk_group={topk_groups}: group-limited routing is not "
-                          f"implemented by pangu_ms's router (top-k over all experts)")
     freq = cj.get("moe_layer_freq", 1)
     if freq != 1:
         raise ConfigError(f"{where}: moe_layer_freq={freq}: pangu_ms puts MoE in every layer after the dense ones")
@@ -129,7 +125,10 @@ def recipe_sections(cj: dict, fmt: str, where: str = "config.json") -> tuple[dic
             value = 0
         section, name = path.split(".")
         sections[section][name] = value
-    ignored = sorted(k for k in cj if k not in keys and k not in _NO_WEIGHT_EFFECT)
+    groups, group_topk = int(cj.get("n_group", 1) or 1), int(cj.get("topk_group", 1) or 1)
+    sections["moe"].update(router_num_groups=groups, router_group_topk=group_topk if group_topk < groups else 0)
+    ignored = sorted(k for k in cj if k not in keys and k not in _NO_WEIGHT_EFFECT and
+                     k not in ("n_group", "topk_group"))
     return sections, ignored
 
 
@@ -151,7 +150,9 @@ def config_json(cfg: Config, fmt: str, mtp: bool = True, dtype: str = "float32")
            "num_key_value_heads": m.num_heads, "hidden_act": "silu", "attention_bias": False,
            "attention_dropout": 0.0, "rope_scaling": None, "use_cache": True, "torch_dtype": dtype}
     if fmt == "deepseek_v3":
-        out.update({"n_group": 1, "topk_group": 1, "scoring_func": "sigmoid", "topk_method": "noaux_tc",
+        e = cfg.moe
+        out.update({"n_group": e.router_num_groups, "topk_group": e.router_group_topk or e.router_num_groups,
+                    "scoring_func": "sigmoid", "topk_method": "noaux_tc",
                     "rope_interleave": m.rope_interleaved, "moe_layer_freq": 1})
     else:
         out["sandwich_norm"] = m.sandwich_norm

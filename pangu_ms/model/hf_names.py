@@ -80,6 +80,9 @@ def exportable(cfg: Config, fmt: str) -> list[str]:
                    "(use --format openpangu)")
     if fmt == "openpangu" and not m.rope_interleaved:
         why.append("model.rope_interleaved=false: openPangu always rotates interleaved pairs")
+    if fmt == "openpangu" and e.enabled and e.router_num_groups > 1:
+        why.append(f"moe.router_num_groups={e.router_num_groups}: openPangu's config has no routing groups "
+                   f"(use --format deepseek_v3)")
     if fmt == "openpangu" and e.expert_bias:
         why.append("moe.expert_bias=true: openPangu has no expert score bias (use --format deepseek_v3)")
     return why

@@ -18,7 +18,8 @@ experts spread uniformly over the W ranks of the expert-parallel group, n_loc of
                    t = max(intra / bw_intra, inter / bw_inter) + latency      (the two link classes run in parallel)
     hierarchical:  a token crosses the slow link once per remote node that holds at least one of its experts:
                    D = (N_g - 1) * (1 - P_none),  P_none = prod_{i<k} (E - E_node - i) / (E - i)
-                   (N_g nodes in the group, E_node = E / N_g experts per node), then is spread inside the node:
+                   (N_g nodes in the group, E_node = E / N_g experts per node; group-limited routing bounds D,
+                   ``expected_remote_nodes``), then is spread inside the node:
                    inter bytes = T*D*h*b,   intra bytes = T*k*h*b*(n_loc-1)/n_loc,   t = inter/bw + intra/bw
                    (the inter-node AllGather stage precedes the intra-node all-to-all stage)
 
@@ -58,6 +59,7 @@ slowest). c = 1 gives zero. The CP ranks hold the same (dense) parameters, so th
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..config.schema import Config
@@ -101,15 +103,43 @@ def ep_group_geometry(layout: ParallelDims, devices_per_node: int) -> tuple[int,
     return layout.ep_node_span(devices_per_node)
 
 
-def expected_remote_nodes(num_experts: int, top_k: int, n_nodes: int) -> float:
-    """Expected number of *other* nodes holding at least one of a token's k experts (uniform routing)."""
+def expected_remote_nodes(num_experts: int, top_k: int, n_nodes: int, groups: int = 1, group_topk: int = 0) -> float:
+    """Expected number of *other* nodes holding at least one of a token's k experts.
+
+    Uniform routing: ``(N - 1) * (1 - P_none)``, P_none = prod_{i<k} (E - E_node - i) / (E - i).
+
+    Group-limited routing (``moe.router_num_groups`` G, ``router_group_topk`` g; experts in consecutive groups, EP
+    ranks and nodes in expert order):
+
+    * G a multiple of N (every group inside one node, G/N per node; DeepSeek-V3: 8 groups on 8 nodes): the g
+      groups are taken uniformly, and each of them receives at least one of the k experts (groups are ranked by
+      their two best scores, so a chosen group holds some of the token's highest scores; choice, written down):
+      a node is touched iff one of its groups is chosen, ``(N - 1) * (1 - C(G - G/N, g) / C(G, g))``, and never
+      more than uniform routing of the k experts would touch;
+    * N a multiple of G (a group spans N/G nodes): uniform routing over the g*N/G nodes of the chosen groups, the
+      own node among them with probability g/G: ``(g N/G - g/G) * (1 - P_none)`` over those g E/G experts;
+    * otherwise (groups and nodes not aligned) uniform routing, which over-counts.
+    """
     if n_nodes <= 1:
         return 0.0
-    e_node = num_experts / n_nodes
-    p_none = 1.0
-    for i in range(top_k):
-        p_none *= max(0.0, (num_experts - e_node - i) / (num_experts - i))
-    return (n_nodes - 1) * (1.0 - p_none)
+
+    def uniform(experts: float, nodes: float) -> float:
+        e_node = experts / nodes
+        p_none = 1.0
+        for i in range(top_k):
+            p_none *= max(0.0, (experts - e_node - i) / (experts - i))
+        return 1.0 - p_none
+
+    unlimited = (n_nodes - 1) * uniform(num_experts, n_nodes)
+    if groups > 1 and 0 < group_topk < groups:
+        if groups % n_nodes == 0:
+            per_node = groups // n_nodes
+            touched = 1.0 - math.comb(groups - per_node, group_topk) / math.comb(groups, group_topk)
+            return min((n_nodes - 1) * touched, unlimited)
+        if n_nodes % groups == 0:
+            chosen_nodes = group_topk * n_nodes // groups
+            return (chosen_nodes - group_topk / groups) * uniform(group_topk * num_experts / groups, chosen_nodes)
+    return unlimited
 
 
 @dataclass
@@ -122,12 +152,14 @@ class A2AVolume:
 
 
 def alltoall_volume(tokens: float, hidden: int, top_k: int, num_experts: int, width: int, n_loc: int,
-                    bytes_per_elem: float, hierarchical: bool) -> A2AVolume:
-    """Per-device dispatch (or combine) volume, flat or hierarchical (formulas in the module docstring)."""
+                    bytes_per_elem: float, hierarchical: bool, groups: int = 1, group_topk: int = 0) -> A2AVolume:
+    """Per-device dispatch (or combine) volume, flat or hierarchical (formulas in the module docstring; ``groups``
+    / ``group_topk``: group-limited routing, see ``expected_remote_nodes``; the flat volume does not change, each
+    (token, expert) pair still lands on the own node with probability n_loc / W)."""
     row = hidden * bytes_per_elem
     n_nodes = max(1, width // max(n_loc, 1))
     if hierarchical and n_nodes > 1:
-        d = expected_remote_nodes(num_experts, top_k, n_nodes)
+        d = expected_remote_nodes(num_experts, top_k, n_nodes, groups, group_topk)
         inter = tokens * d * row
         intra = tokens * top_k * row * (n_loc - 1) / n_loc
         return A2AVolume(intra, inter, True)
@@ -275,10 +307,11 @@ class CommModel:
             c.ep_dispatch, c.ep_combine, c.a2a_bytes = self.reference_alltoall(owned)
             c.ep_a2a = c.ep_dispatch + c.ep_combine
         elif L.ep_width > 1:
+            groups = (e.router_num_groups, e.router_group_topk)
             disp = alltoall_volume(owned, h, e.top_k, e.num_experts, L.ep_width, n_loc, self.dispatch_bytes,
-                                   L.hierarchical_alltoall)
+                                   L.hierarchical_alltoall, *groups)
             comb = alltoall_volume(owned, h, e.top_k, e.num_experts, L.ep_width, n_loc, self.act_bytes,
-                                   L.hierarchical_alltoall)
+                                   L.hierarchical_alltoall, *groups)
             imb = cfg.sim.expert_imbalance
             c.ep_dispatch = imb * alltoall_time(disp, n_loc, hw)
             c.ep_combine = imb * alltoall_time(comb, n_loc, hw)

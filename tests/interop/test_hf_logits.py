@@ -16,12 +16,12 @@ torch = pytest.importorskip("torch", reason="torch is a test dependency: pip ins
 transformers = pytest.importorskip("transformers", reason="transformers is a test dependency: pip install -e '.[test]'")
 
 
-def _hf_model():
+def _hf_model(experts=4, top_k=2, groups=1, group_topk=1):
     from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
     cfg = DeepseekV3Config(vocab_size=96, hidden_size=32, intermediate_size=48, moe_intermediate_size=16,
                            num_hidden_layers=3, first_k_dense_replace=1, num_attention_heads=2,
-                           num_key_value_heads=2, n_shared_experts=1, n_routed_experts=4, num_experts_per_tok=2,
-                           n_group=1, topk_group=1, routed_scaling_factor=2.5, kv_lora_rank=12, q_lora_rank=16,
+                           num_key_value_heads=2, n_shared_experts=1, n_routed_experts=experts,
+                           num_experts_per_tok=top_k, n_group=groups, topk_group=group_topk, routed_scaling_factor=2.5, kv_lora_rank=12, q_lora_rank=16,
                            qk_rope_head_dim=4, v_head_dim=8, qk_nope_head_dim=8, max_position_embeddings=64,
                            rms_norm_eps=1e-5, rope_theta=10000.0, norm_topk_prob=True, tie_word_embeddings=False)
     torch.manual_seed(0)
@@ -33,8 +33,38 @@ def _hf_model():
             else:
                 p.normal_(0.0, 0.3)
         for layer in model.model.layers[1:]:     # a selection bias that changes which experts are chosen
-            layer.mlp.gate.e_score_correction_bias.copy_(torch.randn(4) * 0.5)
+            layer.mlp.gate.e_score_correction_bias.copy_(torch.randn(experts) * 0.5)
     return model
+
+
+def test_group_limited_routing_gives_hf_logits(tmp_path):
+    """n_group / topk_group (DeepSeek-V3's node-limited routing): 8 experts in 4 groups, top-3 inside the best 2
+    groups. Imported as moe.router_num_groups / router_group_topk, the logits equal HF's, and differ from the
+    same weights routed over all experts (so the limit binds); exported back, config.json keeps the groups."""
+    import json
+    from pangu_ms.config import load_config
+    from pangu_ms.interop.hf_export import export_hf
+    from pangu_ms.interop.hf_import import import_hf
+    from pangu_ms.interop.logits import checkpoint_logits
+    model = _hf_model(experts=8, top_k=3, groups=4, group_topk=2)
+    hf_dir = str(tmp_path / "hf")
+    model.save_pretrained(hf_dir, safe_serialization=True)
+    ids = np.random.default_rng(1).integers(0, 96, (2, 12))
+    with torch.no_grad():
+        ref = model(input_ids=torch.from_numpy(ids)).logits.numpy()
+        for layer in model.model.layers[1:]:
+            layer.mlp.gate.n_group, layer.mlp.gate.topk_group = 1, 1
+        ungrouped = model(input_ids=torch.from_numpy(ids)).logits.numpy()
+    assert np.abs(ref - ungrouped).max() > 1e-2
+    run = str(tmp_path / "run")
+    import_hf(hf_dir, run, "auto", log=lambda m: None)
+    cfg = load_config(os.path.join(run, "config.yaml"))
+    assert (cfg.moe.router_num_groups, cfg.moe.router_group_topk, cfg.moe.top_k) == (4, 2, 3)
+    np.testing.assert_allclose(checkpoint_logits(run, ids), ref, rtol=1e-4, atol=1e-4)
+    out = str(tmp_path / "exported")
+    export_hf(run, out, "deepseek_v3", log=lambda m: None)
+    exported = json.load(open(os.path.join(out, "config.json")))
+    assert (exported["n_group"], exported["topk_group"]) == (4, 2)
 
 
 def test_import_gives_hf_logits_and_export_loads_in_hf(tmp_path):

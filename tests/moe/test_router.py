@@ -31,6 +31,44 @@ def test_router_matches_numpy(sigmoid):
     np.testing.assert_allclose(probs, s / s.sum(1, keepdims=True), rtol=1e-5)
 
 
+def test_group_limited_routing_matches_numpy():
+    """8 experts in 4 groups of 2, top-3 inside the best 2 groups (ranked by the sum of their two best scores,
+    with a negative expert bias so that a masked 0.0 would not be enough): numpy chooses independently."""
+    router, _ = make_router(router_num_groups=4, router_group_topk=2, expert_bias=True)
+    free, _ = make_router(expert_bias=True)
+    wg = np.random.default_rng(4).standard_normal((8, 16)).astype(np.float32)
+    bias = np.full(8, -2.0, np.float32)
+    for r in (router, free):
+        r.weight.set_data(Tensor(wg))
+        r.expert_bias.set_data(Tensor(bias))
+    x = np.random.default_rng(5).standard_normal((60, 16)).astype(np.float32)
+    idx = router(Tensor(x))[0].asnumpy()
+    s = 1.0 / (1.0 + np.exp(-(x.astype(np.float64) @ wg.T.astype(np.float64)))) + bias
+    group_score = np.sort(s.reshape(60, 4, 2), -1)[..., -2:].sum(-1)              # [T, 4]
+    best_groups = np.argsort(-group_score, 1)[:, :2]
+    allowed = np.zeros((60, 8), bool)
+    for t in range(60):
+        for g in best_groups[t]:
+            allowed[t, 2 * g: 2 * g + 2] = True
+    ref = np.argsort(-np.where(allowed, s, -np.inf), 1)[:, :3]
+    np.testing.assert_array_equal(np.sort(idx, 1), np.sort(ref, 1))
+    assert all(allowed[t, idx[t]].all() for t in range(60))
+    unlimited = free(Tensor(x))[0].asnumpy()                                    # the limit binds somewhere
+    assert (np.sort(unlimited, 1) != np.sort(idx, 1)).any(axis=1).sum() >= 5
+
+
+def test_router_group_keys_are_validated():
+    from pangu_ms.config import load_config
+    from pangu_ms.config.errors import ConfigError
+    from tests.conftest import tiny_overrides
+    for sets, key in [({"moe.router_num_groups": 3}, "moe.router_num_groups"),
+                      ({"moe.router_num_groups": 2, "moe.router_group_topk": 3}, "moe.router_group_topk"),
+                      ({"moe.router_num_groups": 4, "moe.router_group_topk": 1, "moe.top_k": 2},
+                       "moe.router_group_topk")]:
+        with pytest.raises(ConfigError, match=key):
+            load_config(None, tiny_overrides(**sets))
+
+
 def test_expert_bias_changes_selection_not_gate_values():
     router, _ = make_router(expert_bias=True)
     x = Tensor(np.random.default_rng(3).standard_normal((64, 16)).astype(np.float32))

@@ -187,7 +187,8 @@ def test_memory_aware_keeps_the_time_balanced_split_when_it_fits():
 
 def test_deepseek_v3_recipe_fits_with_memory_aware_split():
     """The recipe's time-balanced split (stage 0 = embedding + 3 dense + 2 MoE layers) runs out of memory on
-    device 0; the memory-aware split fits without a slower largest stage."""
+    device 0; the memory-aware split fits, its largest stage at most one block above the time-balanced one's
+    (it moves layers between stages; with node-limited routing it is 1.4 % slower)."""
     cfg = load_config(RDSV3, validate=False)
     assert cfg.parallel.pipeline_split == "memory_aware"
     e = estimate(cfg)
@@ -201,7 +202,7 @@ def test_deepseek_v3_recipe_fits_with_memory_aware_split():
     times = Simulator(cfg_r, lay, hw).item_costs(Simulator(cfg_r, lay, hw).blocks()).time
     chosen = part.bounds_from_counts(e.details["layers_per_virtual_stage"])
     balanced = part.bounds_from_counts(forced.details["layers_per_virtual_stage"])
-    assert chunk_max(chosen, times) <= chunk_max(balanced, times) * (1 + 1e-9)
+    assert chunk_max(balanced, times) <= chunk_max(chosen, times) <= chunk_max(balanced, times) + max(times)
 
 
 def test_recompute_auto_keeps_the_fastest_fitting(monkeypatch):

@@ -412,3 +412,27 @@ def test_etp_changes_expert_costs_like_the_grid_says():
     assert (b.layout["ep_width"], b.layout["etp"], b.layout["expert_dp"]) == (4, 8, 12)
     assert b.breakdown_s["tp_comm_exposed"] > 1.5 * a.breakdown_s["tp_comm_exposed"]
     assert b.step_time_s > a.step_time_s
+
+
+def test_group_limited_routing_bounds_the_remote_nodes_hand_computed():
+    from math import comb
+    T, h, k, E, b = 1000, 100, 8, 256, 2
+    unlimited = comm.expected_remote_nodes(E, k, 8)
+    # DeepSeek-V3: 8 groups on 8 nodes, 4 groups per token: a remote node is touched iff its group is chosen
+    assert comm.expected_remote_nodes(E, k, 8, groups=8, group_topk=4) == pytest.approx(7 * 4 / 8)
+    assert 7 * 4 / 8 < unlimited                                                  # 3.5 vs 4.6
+    # 16 groups on 8 nodes (2 per node), 4 chosen: P(node touched) = 1 - C(14, 4) / C(16, 4)
+    assert comm.expected_remote_nodes(E, k, 8, 16, 4) == pytest.approx(7 * (1 - comb(14, 4) / comb(16, 4)))
+    # 4 groups over 8 nodes (2 nodes each), 2 chosen: uniform over the 4 chosen nodes' 128 experts
+    p_none = 1.0
+    for i in range(k):
+        p_none *= (128 - 32 - i) / (128 - i)
+    assert comm.expected_remote_nodes(E, k, 8, 4, 2) == pytest.approx((4 - 2 / 4) * (1 - p_none))
+    # all groups allowed, or groups not aligned with nodes: uniform routing
+    assert comm.expected_remote_nodes(E, k, 8, 8, 0) == comm.expected_remote_nodes(E, k, 8, 8, 8) == unlimited
+    assert comm.expected_remote_nodes(E, k, 8, 32, 1) == pytest.approx(min(7 * (1 - comb(28, 1) / comb(32, 1)),
+                                                                          unlimited))
+    # the hierarchical all-to-all moves that many copies per token; the flat one is unchanged
+    hier = comm.alltoall_volume(T, h, k, E, 64, 8, b, True, groups=8, group_topk=4)
+    assert hier.inter_bytes == pytest.approx(T * 3.5 * h * b)
+    assert comm.alltoall_volume(T, h, k, E, 64, 8, b, False, 8, 4) == comm.alltoall_volume(T, h, k, E, 64, 8, b, False)

@@ -39,6 +39,7 @@ PASSKEY_REMINDERS = {128: 2}       # max reminders per document at this length (
 # share of documents whose needle lies in the first quarter of the filler (passkey_documents far_fraction): with a
 # uniform depth, distances near the window length (a needle at the start of the prompt) are rarely trained
 PASSKEY_FAR_FRACTION = 0.5
+SCALINGS = {"ntk": "NTK", "yarn": "YaRN"}     # the RoPE scalings compared with the raised base, and their labels
 START, END = "<!-- DEMO-RESULTS-START -->", "<!-- DEMO-RESULTS-END -->"
 
 
@@ -196,7 +197,7 @@ def main(argv=None) -> int:
     if args.fresh:       # the demo's runs, its prepared data and passkey corpora (everything is rebuilt)
         data_dirs = [pre_cfg.data.path] + [f"{pre_cfg.data.path.rstrip('/')}_s{L}" for L in lens[1:]] + \
             [s.data_path for s in lc_cfg.long_context.schedule if s.data_path]
-        variant_dirs = [f"{lc_cfg.train.output_dir.rstrip('/')}_{n}" for n in ("ntk", "yarn")]
+        variant_dirs = [scaled_schedule(lc_cfg, n, lens[0]).train.output_dir for n in SCALINGS]
         for d in [lc_cfg.train.output_dir, lc_cfg.stage.init_from] + variant_dirs + data_dirs:
             shutil.rmtree(d, ignore_errors=True)
         for L in lens:
@@ -236,10 +237,10 @@ def main(argv=None) -> int:
     scaling_rows = {}
     if not args.no_scaling_rows:
         t0 = time.perf_counter()
-        for name in ("ntk", "yarn"):
+        for name, label in SCALINGS.items():
             cfg_s = scaled_config(pre_cfg, name, float(long_len // short), short)
             pk, loss = evaluate(cfg_s, before_ckpt, [short, long_len], long_len, long_data, args.trials, tok, log)
-            scaling_rows[name.upper() if name == "ntk" else "YaRN"] = {"passkey": pk, "heldout_loss": loss}
+            scaling_rows[label] = {"passkey": pk, "heldout_loss": loss}
         timings["eval_scaling_s"] = time.perf_counter() - t0
     # 4. extension
     t0 = time.perf_counter()
@@ -256,13 +257,13 @@ def main(argv=None) -> int:
     extended_rows = {}
     if args.scaling_extension:
         t0 = time.perf_counter()
-        for name in ("ntk", "yarn"):
+        for name, label in SCALINGS.items():
             var_cfg = scaled_schedule(lc_cfg, name, short)
             run_long_context(var_cfg, progress=False)
             var_last = sub_stage_config(var_cfg, len(var_cfg.long_context.schedule) - 1)
             pk, loss = evaluate(var_last, resolve_checkpoint(var_last.train.output_dir), [short, long_len], long_len,
                                 long_data, args.trials, tok, log)
-            extended_rows[name.upper() if name == "ntk" else "YaRN"] = {"passkey": pk, "heldout_loss": loss}
+            extended_rows[label] = {"passkey": pk, "heldout_loss": loss}
         timings["scaling_extension_s"] = time.perf_counter() - t0
     total = time.perf_counter() - t_start
     out_dir = lc_cfg.train.output_dir

@@ -25,8 +25,8 @@ openPangu-Ultra-MoE naming (tensor names: ``hf_names.py``).
     moe.norm_topk_prob, moe.routed_scaling_factor (same names)
     moe.router_score            sigmoid (scoring_func)                sigmoid
 Group-limited routing ``n_group`` / ``topk_group`` is ``moe.router_num_groups`` / ``router_group_topk``.
-Keys pangu_ms cannot honour are refused by name (``rope_scaling``, ``hidden_act`` other than silu, ``attention_bias``, FP8 ``quantization_config``); keys without
-effect on the weights (token ids, dtype, ...) are listed back to the caller as ignored.
+Keys pangu_ms cannot honour are refused by name (``rope_scaling``, ``hidden_act`` other than silu,
+``attention_bias``, FP8 ``quantization_config``); keys without effect on the weights (token ids, dtype, ...) are listed back to the caller as ignored.
 """
 from __future__ import annotations
 

@@ -19,6 +19,8 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.ops.operations.nn_ops import FlashAttentionScore, RmsNorm
 
 from .config import ConfigError
+from .kernels.build import KernelBuildError, compiler
+from .kernels.ops import masked_softmax_primitives, rms_norm_primitives, swiglu_primitives
 from .layers.blockwise_attention import BlockwiseAttention
 from .layers.explicit_broadcast import Softmax, expand_as
 
@@ -45,6 +47,29 @@ class RMSNormKernel(nn.Cell):
         n = self.normalize(x, expand_as(self.rsqrt(self.mean(self.square(x, x), -1) + self.eps), x))
         return self.scale(n, expand_as(weight, n))
 
+    def shard_plan(self, x: tuple) -> dict:
+        """{primitive attr: strategy} for an x strategy (the weight is expanded to x's shape first)."""
+        row = x[:-1] + (1,)
+        return {"square": (x, x), "mean": (x,), "rsqrt": (row,), "normalize": (x, x), "scale": (x, x)}
+
+
+class FusedCpuRMSNormKernel(nn.Cell):
+    """The same (x, weight) -> norm as :class:`RMSNormKernel`, as one C++ kernel forward and one backward
+    (``pangu_ms/kernels/cpu/rms_norm.cc``): 2 kernel launches per norm and step instead of ~19, and the backward
+    keeps only x and a [..., 1] inverse RMS (the reference keeps 3 more tensors of x's size)."""
+
+    def __init__(self, eps: float, dtype=ms.float32):
+        super().__init__()
+        self.eps = eps
+        self.eps_tensor = Tensor(np.array([eps]), dtype)
+        self.fused_norm, self.fused_norm_backward = rms_norm_primitives()
+
+    def construct(self, x, weight):
+        return self.fused_norm(x, weight, self.eps_tensor)[0]
+
+    def shard_plan(self, x: tuple) -> dict:
+        return {"fused_norm": (x, (x[-1],), (1,))}
+
 
 class RMSNorm(nn.Cell):
     """y = x * rsqrt(mean(x^2, -1) + eps) * weight (reference path, in the input dtype: fp32/fp64 on CPU;
@@ -56,21 +81,21 @@ class RMSNorm(nn.Cell):
 
     plan_attrs = ("norm",)
 
-    def __init__(self, dim: int, eps: float = 1e-5, init_value: float = 1.0, dtype=ms.float32):
+    def __init__(self, dim: int, eps: float = 1e-5, init_value: float = 1.0, dtype=ms.float32,
+                 fused_cpu_kernel: bool = False):
         super().__init__()
         self.eps = eps
         self.weight = Parameter(Tensor(np.full((dim,), init_value, dtype=np.float32), dtype), name="weight")
         self.out_dtype = dtype
-        self.kernel = RMSNormKernel(eps)
+        self.kernel = FusedCpuRMSNormKernel(eps, dtype) if fused_cpu_kernel else RMSNormKernel(eps)
 
     def construct(self, x):
         return self.kernel(x, self.weight)
 
     def shard(self, attr: str, in_strategy: tuple) -> dict:
         """Shard the logical ``norm`` op (strategies of x [T, d] and weight [d]); returns {primitive attr: strategy}."""
-        x, w = in_strategy
-        row = x[:-1] + (1,)
-        plan = {"square": (x, x), "mean": (x,), "rsqrt": (row,), "normalize": (x, x), "scale": (x, x)}   # weight expanded
+        x, _ = in_strategy
+        plan = self.kernel.shard_plan(x)
         for name, strategy in plan.items():
             getattr(self.kernel, name).shard(strategy)
         return {f"kernel.{name}": strategy for name, strategy in plan.items()}
@@ -102,6 +127,18 @@ class SwiGLU(nn.Cell):
         g = h[..., : self.ffn]
         u = h[..., self.ffn:]
         return ops.silu(g) * u
+
+
+class FusedCpuSwiGLU(SwiGLU):
+    """:class:`SwiGLU` as one C++ kernel forward and one backward (``pangu_ms/kernels/cpu/swiglu.cc``); the
+    backward keeps only h."""
+
+    def __init__(self, ffn: int):
+        super().__init__(ffn)
+        self.fused_swiglu, self.fused_swiglu_backward = swiglu_primitives()
+
+    def construct(self, h):
+        return self.fused_swiglu(h)
 
 
 class FusedSwiGLU(SwiGLU):
@@ -154,6 +191,30 @@ class CausalAttention(nn.Cell):
         for name, strategy in plan.items():
             getattr(self, name).shard(strategy)
         return plan
+
+
+class FusedCpuCausalAttention(CausalAttention):
+    """:class:`CausalAttention` with its scale, mask add and softmax as one C++ kernel forward and one backward
+    (``pangu_ms/kernels/cpu/masked_softmax.cc``); the matmuls stay MindSpore's. Same values and gradients.
+    The backward keeps only the probabilities. ``use_fused_softmax = False`` (set by ``model/recompute.py`` for a
+    recomputed core, like the reference core's softmax swap) takes the reference path."""
+
+    def __init__(self, scale: float, dtype=ms.float32):
+        super().__init__(scale)
+        self.scale_tensor = Tensor(np.array([scale]), dtype)
+        self.fused_softmax, self.fused_softmax_backward = masked_softmax_primitives()
+        self.use_fused_softmax = True
+
+    def construct(self, q_nope, q_rope, k_nope, k_rope, v, mask):
+        if not self.use_fused_softmax:
+            return super().construct(q_nope, q_rope, k_nope, k_rope, v, mask)
+        b, n, s, _ = q_nope.shape
+        sk = k_nope.shape[2]
+        scores = self.score_matmul(q_nope, k_nope)
+        if q_rope is not None:
+            dr = q_rope.shape[-1]
+            scores = scores + self.rope_score_matmul(q_rope.reshape(b, n * s, dr), k_rope).reshape(b, n, s, sk)
+        return self.value_matmul(self.fused_softmax(scores, mask, self.scale_tensor), v)
 
 
 class ChunkedCausalAttention(CausalAttention):
@@ -242,9 +303,27 @@ class Backend:
     def swiglu(self, ffn: int) -> nn.Cell:
         return SwiGLU(ffn)
 
-    def attention(self, scale: float, chunk: int = 0, heads: int = 0) -> nn.Cell:
+    def attention(self, scale: float, chunk: int = 0, heads: int = 0, dtype=ms.float32) -> nn.Cell:
         """Full causal attention, or query-chunked (``ChunkedCausalAttention``) when ``chunk > 0``."""
         return ChunkedCausalAttention(scale, chunk) if chunk > 0 else CausalAttention(scale)
+
+
+class FusedCpuBackend(Backend):
+    """The reference ops with RMSNorm, SwiGLU and the attention core's scaled masked softmax as one C++ kernel
+    forward and one backward each (``pangu_ms/kernels``), built on first use with the system compiler. Same math;
+    the tests hold each to numpy and to the reference path."""
+
+    name = "cpu_fused"
+
+    def rms_norm(self, dim, eps, init_value=1.0, dtype=ms.float32):
+        return RMSNorm(dim, eps, init_value, dtype, fused_cpu_kernel=True)
+
+    def swiglu(self, ffn):
+        return FusedCpuSwiGLU(ffn)
+
+    def attention(self, scale, chunk=0, heads=0, dtype=ms.float32):
+        """The fused core for full attention; the query-chunked core (``chunk > 0``) is the reference one."""
+        return ChunkedCausalAttention(scale, chunk) if chunk > 0 else FusedCpuCausalAttention(scale, dtype)
 
 
 class AscendBackend(Backend):
@@ -258,19 +337,26 @@ class AscendBackend(Backend):
     def swiglu(self, ffn):
         return FusedSwiGLU(ffn)
 
-    def attention(self, scale, chunk=0, heads=0):
+    def attention(self, scale, chunk=0, heads=0, dtype=ms.float32):
         # FlashAttentionScore is blockwise already: ``chunk`` (the CPU memory knob) does not apply here
         return FusedCausalAttention(scale, heads)
 
 
 def get_backend(name: str = "cpu") -> Backend:
-    """``cpu`` (reference) or ``ascend`` (fused kernels; requires an Ascend device).
+    """``cpu`` (reference), ``cpu_fused`` (the reference with fused C++ CPU kernels; needs a C++ compiler) or
+    ``ascend`` (fused kernels; requires an Ascend device).
 
     Choosing ``ascend`` while MindSpore targets another device raises one error naming ``model.backend``
     before any Cell is built (the fused kernels have no CPU implementation).
     """
     if name == "cpu":
         return Backend()
+    if name == "cpu_fused":
+        try:
+            compiler()
+        except KernelBuildError as err:
+            raise ConfigError(f"model.backend=cpu_fused: {err}") from None
+        return FusedCpuBackend()
     if name == "ascend":
         target = ms.get_context("device_target")
         if target != "Ascend":
@@ -278,4 +364,4 @@ def get_backend(name: str = "cpu") -> Backend:
                               f"{target!r} (its fused RmsNorm / Swiglu / FlashAttentionScore kernels have no "
                               f"{target} implementation); use model.backend=cpu here")
         return AscendBackend()
-    raise ConfigError(f"model.backend: unknown backend {name!r} (expected 'cpu' or 'ascend')")
+    raise ConfigError(f"model.backend: unknown backend {name!r} (expected 'cpu', 'cpu_fused' or 'ascend')")

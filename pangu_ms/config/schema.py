@@ -77,7 +77,8 @@ class ModelConfig:
         tie_embeddings: share input embedding and LM head.
         compute_dtype / param_dtype: ``float32`` on CPU (no bf16 matmul there); ``float64`` for gradient checks;
             ``bfloat16``/``float16`` on Ascend.
-        backend: ``cpu`` (reference ops, the test oracle) or ``ascend`` (fused RmsNorm / Swiglu /
+        backend: ``cpu`` (reference ops, the test oracle), ``cpu_fused`` (the reference with fused C++ CPU
+            kernels, built on first use with g++: pangu_ms/kernels) or ``ascend`` (fused RmsNorm / Swiglu /
             FlashAttentionScore kernels; needs an Ascend device, see pangu_ms/backend.py).
     """
 
@@ -112,7 +113,7 @@ class ModelConfig:
     tie_embeddings: bool = False
     compute_dtype: str = _choice("float32", ("float32", "float64", "float16", "bfloat16"))
     param_dtype: str = _choice("float32", ("float32", "float64", "float16", "bfloat16"))
-    backend: str = _choice("cpu", ("cpu", "ascend"))
+    backend: str = _choice("cpu", ("cpu", "cpu_fused", "ascend"))
 
     @property
     def attn_head_dim(self) -> int:

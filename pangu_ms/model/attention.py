@@ -81,7 +81,7 @@ class MLA(nn.Cell):
         self.q_heads = SplitHeads(n, self.qk_nope_head_dim, self.qk_rope_head_dim)
         self.kv_latent = SplitLatent(self.kv_lora_rank, self.qk_rope_head_dim)
         self.kv_heads = SplitHeads(n, self.qk_nope_head_dim, self.v_head_dim)
-        self.core = backend.attention(1.0 / math.sqrt(dq), heads=n, **_chunk(options))
+        self.core = backend.attention(1.0 / math.sqrt(dq), heads=n, dtype=dtype, **_chunk(options))
 
     def project_q(self, x):
         if self.q_lora:
@@ -120,7 +120,7 @@ class GQA(nn.Cell):
         self.o_proj = Linear(n * self.head_dim, h, init, dtype)
         self.rope = RotaryEmbedding(self.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_interleaved,
                                     dtype, **_rope_scaling(options))
-        self.core = backend.attention(1.0 / math.sqrt(self.head_dim), heads=n, **_chunk(options))
+        self.core = backend.attention(1.0 / math.sqrt(self.head_dim), heads=n, dtype=dtype, **_chunk(options))
         self.kv_repeats = n // self.num_kv_heads
 
     def _heads(self, y, heads, batch, s):

@@ -101,6 +101,8 @@ def _recomputable_softmax(layers) -> None:
             core.softmax = RecomputableSoftmax()
         if hasattr(core, "blockwise_backward"):      # query-chunked: the autodiff path (no custom bprop)
             core.blockwise_backward = False
+        if hasattr(core, "use_fused_softmax"):       # the fused CPU core: its reference path
+            core.use_fused_softmax = False
 
 
 def whole_layer_cells(layer) -> list:

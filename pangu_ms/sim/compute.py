@@ -36,7 +36,8 @@ Roofline per operator (forward; backward = 2x for GEMMs and element-wise, 2.5x f
 
 Per-kernel cost: ``calls`` is the number of kernel launches of an operator group (fused NPU/GPU kernels by
 default); with ``sim.moe_impl: training_cpu`` it is the forward kernel count of the project's reference
-implementation (kernels.py), and the backward pays kernels.BWD_KERNELS_PER_FWD (1.4, measured) per forward kernel.
+implementation (kernels.py), and the backward pays kernels.bwd_kernels_per_fwd (1.4 for the ``cpu`` backend, 1.18 for ``cpu_fused``,
+measured) per forward kernel.
 
 Conventions: ``tok`` = micro_batch_size * seq / cp tokens per micro-batch; with TP > 1 sequence parallelism is
 on, so token-wise (norm, residual, router) work is split over the TP ranks and TP-sharded GEMMs see all ``tok``
@@ -50,7 +51,7 @@ from ..config.schema import Config
 from ..model.stats import (attention_core_flops_per_token, attention_norm_params, attention_params, moe_params,
                            swiglu_params)
 from .hardware import HardwareProfile
-from .kernels import BWD_KERNELS_PER_FWD, reference_elementwise, reference_forward_kernels
+from .kernels import bwd_kernels_per_fwd, reference_elementwise, reference_forward_kernels
 from ..parallel.dims import ParallelDims
 
 GEMM, ATTN, ELEM = "gemm", "attn", "elementwise"
@@ -206,7 +207,7 @@ class ComputeModel:
             t = t + t_elem if op.kind == ATTN else t_elem
         if self.ref_calls is not None:
             calls = self.ref_calls.get(op.name, op.calls)
-            op.bwd_launch = BWD_KERNELS_PER_FWD
+            op.bwd_launch = bwd_kernels_per_fwd(self.cfg)
         else:
             calls = op.calls
         op.launch = calls * hw.op_overhead

@@ -108,9 +108,10 @@ REFERENCE_NORM_TENSORS = 3
 
 
 def norm_kept_elems(cfg: Config, width: float) -> float:
-    """Per token: what one RMSNorm of ``width`` stores beyond its input and output (reference path only; the
-    fused Ascend norm keeps a [T, 1] statistic, not counted)."""
-    return REFERENCE_NORM_TENSORS * width if reference_path(cfg) else 0.0
+    """Per token: what one RMSNorm of ``width`` stores beyond its input and output (the composite norm of the
+    ``cpu`` backend on the reference path only; the fused norms, ``cpu_fused``'s C++ kernel and Ascend's
+    RmsNorm, keep a [T, 1] statistic, not counted)."""
+    return REFERENCE_NORM_TENSORS * width if reference_path(cfg) and cfg.model.backend == "cpu" else 0.0
 
 
 def _layer_norms_kept(cfg: Config, t: int, mods) -> float:

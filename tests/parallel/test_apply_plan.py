@@ -6,6 +6,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
+from pangu_ms.backend import FusedCpuRMSNormKernel
 from pangu_ms.config import ConfigError, load_config
 from pangu_ms.model.build import build_model
 from pangu_ms.model.loss import CausalLMLoss
@@ -18,6 +19,7 @@ SMALL = ["parallel.micro_batch_size=1", "train.seq_length=16", "model.hidden_siz
          "moe.expert_ffn_hidden=16"]
 LAYOUTS = {
     "tp2": ["parallel.tp=2"],
+    "tp2_reference_ops": ["parallel.tp=2", "model.backend=cpu"],      # the composite norm's primitives
     "ep2": ["parallel.dp=2", "parallel.ep=2"],
     "ep2_tp2_extend": ["parallel.dp=2", "parallel.tp=2", "parallel.ep=2", "parallel.tp_extend_ep=true"],
     "ep4_tp2_etp1": ["parallel.dp=4", "parallel.tp=2", "parallel.ep=4", "parallel.etp=1"],   # MoE folding
@@ -71,7 +73,13 @@ def test_dry_run_binds_every_target(layout):
     assert got["layers.1.attention.o_proj", "matmul"] == ((tokens, p.tp), (1, p.tp))
     assert got["layers.1.attention.q_b_proj", "matmul"] == ((tokens, 1), (p.tp, 1))
     assert got["layers.1.attention.core", "score_matmul"] == ((p.dp, p.tp, p.cp, 1), (p.dp, p.tp, 1, 1))
-    assert got["layers.1.input_norm.kernel", "scale"] == ((tokens, 1), (tokens, 1))    # the weight expanded to x
+    norm = net.model.layers[1].input_norm.kernel
+    if isinstance(norm, FusedCpuRMSNormKernel):     # the recipe's cpu_fused backend: one kernel (x, weight, eps)
+        assert got["layers.1.input_norm.kernel", "fused_norm"] == ((tokens, 1), (1,), (1,))
+        norm_prims = (norm.fused_norm, net.model.final_norm.kernel.fused_norm)
+    else:                                           # reference: the weight expanded to x
+        assert got["layers.1.input_norm.kernel", "scale"] == ((tokens, 1), (tokens, 1))
+        norm_prims = (norm.scale, net.model.final_norm.kernel.mean)
     width, ffn_split, edp = plan.dims.ep_width, plan.dims.etp, plan.dims.edp      # config/expert_grid.py
     assert edp == tokens * p.tp // (width * ffn_split)
     assert got["layers.1.moe.experts", "bmm_gate_up"] == ((width, edp, 1), (width, 1, ffn_split))
@@ -79,8 +87,8 @@ def test_dry_run_binds_every_target(layout):
     assert got["embedding", "gather"] == ((p.tp, 1), (tokens,))
     assert got["cross_entropy", "fused"] == ((tokens, p.tp), (tokens,))      # on the loss Cell
     model = net.model
-    for prim in (model.embedding.gather, model.layers[1].attention.o_proj.matmul, model.layers[1].input_norm.kernel.scale,
-                 model.layers[1].moe.experts.dense_down, model.final_norm.kernel.mean, net.cross_entropy.fused):
+    for prim in (model.embedding.gather, model.layers[1].attention.o_proj.matmul, *norm_prims,
+                 model.layers[1].moe.experts.dense_down, net.cross_entropy.fused):
         assert _attached(prim)
 
 

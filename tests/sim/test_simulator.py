@@ -287,7 +287,7 @@ def test_search_speed_and_ranking():
 # ------------------------------------------------------------------ reference-kernel (CPU launch) term
 def test_reference_kernel_count_tiny_hand_computed():
     from pangu_ms.sim.kernels import param_tensors, reference_step_kernels
-    cfg = load_config(os.path.join(ROOT, "yaml", "tiny_cpu.yaml"))
+    cfg = load_config(os.path.join(ROOT, "yaml", "tiny_cpu.yaml"), ["model.backend=cpu"])
     # tensors: dense layer 7 MLA + 4 norms + 2 = 13; MoE layer 7 + 4 + router + 2 experts + 2 shared = 16 (x3);
     # MTP 4 + one MoE layer 16; embedding, final norm, LM head 3  ->  13 + 48 + 20 + 3 = 84 (= the model's count)
     assert param_tensors(cfg) == 84
@@ -299,13 +299,22 @@ def test_reference_kernel_count_tiny_hand_computed():
     assert fwd == 607
     # step kernels: per tensor 2 (clip scale, fused AdamW) + STEP_KERNELS 91 (global norm, LR Cell, non-finite guard)
     assert reference_step_kernels(cfg) == pytest.approx(fwd * 2.4 + 2 * 84 + 91)
+    # the fused CPU kernels (cpu_fused, the recipe's backend): norm 1, SwiGLU 1, core 5 (one scaled masked softmax):
+    # MLA 2+2+1+5 + (1*3 + 12 + 9 + 1 + 1) = 36; dense FFN 2 + (1 + 3) = 6; MoE 1 + 19 + 2 + 1 + 2 + 3 + 4 + 3 = 35;
+    # layers: dense 42, MoE 71; embedding 1 + head 1 + 29 = 31; MTP extras 1 + 13 + head 2 = 16  ->  373
+    fused = load_config(os.path.join(ROOT, "yaml", "tiny_cpu.yaml"))
+    assert fused.model.backend == "cpu_fused"
+    fwd = 31 + 42 + 3 * 71 + (71 + 16)
+    assert fwd == 373
+    assert reference_step_kernels(fused) == pytest.approx(fwd * 2.18 + 2 * 84 + 91)
 
 
 def test_kernel_overhead_term_in_step_time():
     """With a zero-FLOP-cost profile, the reference step time is kernels x op_overhead (fwd + 1.4x bwd + optimizer)."""
     from pangu_ms.sim.kernels import reference_step_kernels
     cfg = load_config(os.path.join(ROOT, "yaml", "tiny_cpu.yaml"),
-                      ["sim.precision=fp32", "sim.moe_impl=training_cpu", "model.compute_dtype=float32"])
+                      ["sim.precision=fp32", "sim.moe_impl=training_cpu", "model.compute_dtype=float32",
+                       "model.backend=cpu"])
     big = 1e30
     hw = flat_hw(peak_flops={"bf16": big, "fp32": big, "fp8": big}, hbm_bandwidth=big, op_overhead=1e-5,
                  devices_per_node=1)

@@ -296,6 +296,7 @@ class Backend:
     """Reference CPU ops (the default and the oracle)."""
 
     name = "cpu"
+    fused_cpu_kernels = False   # model-level Cells (RotaryEmbedding, Embedding) take their C++ kernels (cpu_fused)
 
     def rms_norm(self, dim: int, eps: float, init_value: float = 1.0, dtype=ms.float32) -> nn.Cell:
         return RMSNorm(dim, eps, init_value, dtype)
@@ -309,11 +310,13 @@ class Backend:
 
 
 class FusedCpuBackend(Backend):
-    """The reference ops with RMSNorm, SwiGLU and the attention core's scaled masked softmax as one C++ kernel
-    forward and one backward each (``pangu_ms/kernels``), built on first use with the system compiler. Same math;
+    """The reference ops with RMSNorm, SwiGLU, the attention core's scaled masked softmax, and (through
+    ``fused_cpu_kernels``, read by model/rope.py and model/transformer.py) RoPE and the embedding lookup as one
+    C++ kernel forward and one backward each (``pangu_ms/kernels``), built on first use with the system compiler. Same math;
     the tests hold each to numpy and to the reference path."""
 
     name = "cpu_fused"
+    fused_cpu_kernels = True
 
     def rms_norm(self, dim, eps, init_value=1.0, dtype=ms.float32):
         return RMSNorm(dim, eps, init_value, dtype, fused_cpu_kernel=True)

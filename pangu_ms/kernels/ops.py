@@ -62,3 +62,36 @@ def swiglu_primitives():
     forward = ops.Custom(f"{path}:SwigluForward", out_shape=lambda h: list(h[:-1]) + [h[-1] // 2],
                          out_dtype=lambda h: h, func_type="aot", bprop=bprop)
     return forward, backward
+
+
+def rope_primitives():
+    """(forward, backward) of ``cpu/rope.cc``: forward(x [B, ..., S, D], cos, sin, interleaved [1]) ->
+    x * cos + rotate(x) * sin (tables [S, D], or [B, 1, S, D] / [B, S, D] at explicit positions); its bprop calls
+    backward(dy, cos, sin, interleaved) -> dx. The tables and the flag get zero gradients."""
+    path = library("rope")
+    backward = ops.Custom(f"{path}:RopeBackward", out_shape=lambda dy, c, s, flag: dy,
+                          out_dtype=lambda dy, c, s, flag: dy, func_type="aot")
+    zeros_like = ops.ZerosLike()
+
+    def bprop(x, cos, sin, interleaved, out, dout):
+        return backward(dout, cos, sin, interleaved), zeros_like(cos), zeros_like(sin), zeros_like(interleaved)
+
+    forward = ops.Custom(f"{path}:RopeForward", out_shape=lambda x, c, s, flag: x,
+                         out_dtype=lambda x, c, s, flag: x, func_type="aot", bprop=bprop)
+    return forward, backward
+
+
+def embedding_primitives():
+    """(forward, backward) of ``cpu/embedding.cc``: forward(weight [V, d], ids [T] int32) -> weight[ids] [T, d];
+    its bprop calls backward(drows, ids, weight) -> dweight [V, d] (ids get a zero gradient)."""
+    path = library("embedding")
+    backward = ops.Custom(f"{path}:EmbeddingBackward", out_shape=lambda dy, ids, w: w,
+                          out_dtype=lambda dy, ids, w: w, func_type="aot")
+    zeros_like = ops.ZerosLike()
+
+    def bprop(weight, ids, out, dout):
+        return backward(dout, ids, weight), zeros_like(ids)
+
+    forward = ops.Custom(f"{path}:EmbeddingForward", out_shape=lambda w, ids: [ids[0], w[1]],
+                         out_dtype=lambda w, ids: w, func_type="aot", bprop=bprop)
+    return forward, backward

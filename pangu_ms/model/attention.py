@@ -77,7 +77,8 @@ class MLA(nn.Cell):
         self.kv_b_proj = Linear(self.kv_lora_rank, n * (self.qk_nope_head_dim + self.v_head_dim), init, dtype)
         self.o_proj = Linear(n * self.v_head_dim, h, init, dtype)
         self.rope = RotaryEmbedding(self.qk_rope_head_dim, cfg.max_position_embeddings, cfg.rope_theta,
-                                    cfg.rope_interleaved, dtype, **_rope_scaling(options))
+                                    cfg.rope_interleaved, dtype, **_rope_scaling(options),
+                                    fused_cpu_kernel=backend.fused_cpu_kernels)
         self.q_heads = SplitHeads(n, self.qk_nope_head_dim, self.qk_rope_head_dim)
         self.kv_latent = SplitLatent(self.kv_lora_rank, self.qk_rope_head_dim)
         self.kv_heads = SplitHeads(n, self.qk_nope_head_dim, self.v_head_dim)
@@ -119,7 +120,7 @@ class GQA(nn.Cell):
         self.v_proj = Linear(h, self.num_kv_heads * self.head_dim, init, dtype)
         self.o_proj = Linear(n * self.head_dim, h, init, dtype)
         self.rope = RotaryEmbedding(self.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_interleaved,
-                                    dtype, **_rope_scaling(options))
+                                    dtype, **_rope_scaling(options), fused_cpu_kernel=backend.fused_cpu_kernels)
         self.core = backend.attention(1.0 / math.sqrt(self.head_dim), heads=n, dtype=dtype, **_chunk(options))
         self.kv_repeats = n // self.num_kv_heads
 

@@ -10,6 +10,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
+from ..kernels.ops import rope_primitives
 from ..layers.explicit_broadcast import expand_as
 
 
@@ -121,8 +122,10 @@ class RotaryEmbedding(nn.Cell):
     decoding), or at explicit ``positions`` [B, S] int32 (per-document positions of packed rows)."""
 
     def __init__(self, dim: int, max_len: int, base: float, interleaved: bool = True, dtype=ms.float32,
-                 scaling: str = "none", factor: float = 1.0, original_max_len: int = 0):
-        """``scaling``/``factor``/``original_max_len``: optional NTK / YaRN scaling (``scaled_rope_tables``)."""
+                 scaling: str = "none", factor: float = 1.0, original_max_len: int = 0, fused_cpu_kernel: bool = False):
+        """``scaling``/``factor``/``original_max_len``: optional NTK / YaRN scaling (``scaled_rope_tables``).
+        ``fused_cpu_kernel``: the rotation as one C++ kernel forward and one backward (``kernels/cpu/rope.cc``,
+        the ``cpu_fused`` backend) instead of the rotate matmul and four elementwise kernels; same values."""
         super().__init__()
         cos, sin = scaled_rope_tables(dim, max_len, base, interleaved, scaling, factor, original_max_len)
         self.cos = Tensor(cos, dtype)
@@ -130,6 +133,10 @@ class RotaryEmbedding(nn.Cell):
         self.rot = Tensor(rotation_matrix(dim, interleaved), dtype)
         self.matmul = ops.MatMul()
         self.dim = dim
+        self.fused_cpu_kernel = fused_cpu_kernel
+        if fused_cpu_kernel:
+            self.interleaved_flag = Tensor(np.array([1.0 if interleaved else 0.0]), dtype)
+            self.fused_rope, self.fused_rope_backward = rope_primitives()
 
     def construct(self, x, offset=0, positions=None):
         s = x.shape[-2]
@@ -141,6 +148,8 @@ class RotaryEmbedding(nn.Cell):
             table_shape = (b, 1, s, self.dim) if len(x.shape) == 4 else (b, s, self.dim)
             cos = ops.gather(self.cos, positions.reshape(-1), 0).reshape(table_shape)
             sin = ops.gather(self.sin, positions.reshape(-1), 0).reshape(table_shape)
+        if self.fused_cpu_kernel:
+            return self.fused_rope(x, cos, sin, self.interleaved_flag)
         shape = x.shape
         xr = self.matmul(x.reshape(-1, self.dim), self.rot).reshape(shape)
         return x * expand_as(cos, x) + xr * expand_as(sin, x)

@@ -18,6 +18,7 @@ from mindspore import Parameter, Tensor, nn, ops
 
 from ..backend import get_backend
 from ..config.schema import ModelConfig, MoEConfig
+from ..kernels.ops import embedding_primitives
 from ..layers.init import Initializer, dssn_gammas
 from ..layers.linear import Linear
 from ..layers.mlp import SwiGLUMLP
@@ -98,12 +99,19 @@ class Embedding(nn.Cell):
     """Token embedding [V, d] looked up with the ``Gather`` primitive (``mint`` embedding has no CPU kernel);
     ``gather`` is the primitive the Ascend plan shards (vocab-parallel weight, tokens over dp x cp)."""
 
-    def __init__(self, vocab: int, hidden: int, init: Initializer, dtype):
+    def __init__(self, vocab: int, hidden: int, init: Initializer, dtype, fused_cpu_kernel: bool = False):
+        """``fused_cpu_kernel`` (the ``cpu_fused`` backend): the lookup and its gradient as C++ kernels
+        (``kernels/cpu/embedding.cc``); MindSpore's CPU gradient of ``Gather`` is a slow UnsortedSegmentSum."""
         super().__init__()
         self.weight = Parameter(Tensor(init.embedding((vocab, hidden)), dtype), name="weight")
         self.gather = ops.Gather()
+        self.fused_cpu_kernel = fused_cpu_kernel
+        if fused_cpu_kernel:
+            self.fused_lookup, self.fused_lookup_backward = embedding_primitives()
 
     def construct(self, ids):
+        if self.fused_cpu_kernel:
+            return self.fused_lookup(self.weight, ids.reshape(-1).astype(ms.int32))
         return self.gather(self.weight, ids.reshape(-1), 0)
 
 
@@ -133,7 +141,7 @@ class PanguForCausalLM(nn.Cell):
         dtype = model_dtype(m)
         be = get_backend(backend or m.backend)
         init = Initializer(m, seed)
-        self.embedding = Embedding(m.vocab_size, m.hidden_size, init, dtype)
+        self.embedding = Embedding(m.vocab_size, m.hidden_size, init, dtype, be.fused_cpu_kernels)
         moe_flags = [moe_cfg.enabled and i >= m.num_dense_layers for i in range(m.num_layers)]
         self.layers = nn.CellList([DecoderLayer(m, moe_cfg, f, init, be, dtype, hooks, attention)
                                    for f in moe_flags])

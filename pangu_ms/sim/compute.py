@@ -36,7 +36,7 @@ Roofline per operator (forward; backward = 2x for GEMMs and element-wise, 2.5x f
 
 Per-kernel cost: ``calls`` is the number of kernel launches of an operator group (fused NPU/GPU kernels by
 default); with ``sim.moe_impl: training_cpu`` it is the forward kernel count of the project's reference
-implementation (kernels.py), and the backward pays kernels.bwd_kernels_per_fwd (1.4 for the ``cpu`` backend, 1.18 for ``cpu_fused``,
+implementation (kernels.py), and the backward pays kernels.bwd_kernels_per_fwd (1.4 for the ``cpu`` backend, 1.30 for ``cpu_fused``,
 measured) per forward kernel.
 
 Conventions: ``tok`` = micro_batch_size * seq / cp tokens per micro-batch; with TP > 1 sequence parallelism is

@@ -35,13 +35,13 @@ schedule Cell of train/schedule.py and the non-finite guard of train/step.py add
 Whole step: compiled vs counted within 2 % on all seven (the table in docs/simulator.md). Re-run
 ``tools/count_kernels.py --variants`` and update these numbers whenever the model or the train step changes.
 
-The ``cpu_fused`` backend (backend.FusedCpuBackend) runs RMSNorm, SwiGLU and the attention core's scaled masked
-softmax as one C++ kernel forward and one backward each: a norm is 1 forward kernel instead of 7, SwiGLU 1
-instead of 4, the core 3 fewer (scale, mask expand and add, softmax -> one kernel): tiny_cpu's structural forward
-607 -> 373 (compiled: 664 -> 374). Its backward ratio ``bwd_kernels_per_fwd`` = 1.18 per structural forward
-kernel is the value that minimises the largest whole-step error over the seven variants compiled with
-``model.backend=cpu_fused`` and the 2-layer config of tests/sim/test_graph_kernels.py: all eight within 2.0 %
-(tiny_cpu: 1,093 compiled, 1,072 counted).
+The ``cpu_fused`` backend (backend.FusedCpuBackend) runs RMSNorm, RoPE, SwiGLU, the attention core's scaled masked
+softmax and the embedding lookup as one C++ kernel forward and one backward each: a norm is 1 forward kernel
+instead of 7, RoPE 1 instead of 6, SwiGLU 1 instead of 4, the core 3 fewer (scale, mask expand and add, softmax ->
+one kernel): tiny_cpu's structural forward 607 -> 323 (compiled: 664 -> 336). Its backward ratio
+``bwd_kernels_per_fwd`` = 1.30 per structural forward kernel is the value that minimises the largest whole-step
+error over the seven variants compiled with ``model.backend=cpu_fused`` and the 2-layer config of
+tests/sim/test_graph_kernels.py: all eight within 2.5 % (tiny_cpu: 1,025 compiled, 1,002 counted).
 """
 from __future__ import annotations
 
@@ -52,8 +52,9 @@ BWD_KERNELS_PER_FWD = 1.40    # measured on the compiled graph (see the module d
 # forward kernels per op by backend (see the module docstring); any other backend counts as the reference
 NORM_KERNELS = {"cpu": 7, "cpu_fused": 1}
 SWIGLU_KERNELS = {"cpu": 4, "cpu_fused": 1}
+ROPE_KERNELS = {"cpu": 6, "cpu_fused": 1}
 CORE_SOFTMAX_KERNELS = {"cpu": 4, "cpu_fused": 1}       # scale, mask expand, mask add, softmax
-BACKWARD_PER_FORWARD = {"cpu": BWD_KERNELS_PER_FWD, "cpu_fused": 1.18}
+BACKWARD_PER_FORWARD = {"cpu": BWD_KERNELS_PER_FWD, "cpu_fused": 1.30}
 
 
 def bwd_kernels_per_fwd(cfg: Config) -> float:
@@ -71,18 +72,18 @@ def reference_forward_kernels(cfg: Config) -> dict:
     """Forward kernels of each simulator operator (compute.py op names) in the reference implementation."""
     m, e = cfg.model, cfg.moe
     sandwich = 1 if m.sandwich_norm else 0
-    nk, sw = _per_backend(NORM_KERNELS, cfg), _per_backend(SWIGLU_KERNELS, cfg)
+    nk, sw, rk = _per_backend(NORM_KERNELS, cfg), _per_backend(SWIGLU_KERNELS, cfg), _per_backend(ROPE_KERNELS, cfg)
     core_fused = CORE_SOFTMAX_KERNELS["cpu"] - _per_backend(CORE_SOFTMAX_KERNELS, cfg)   # kernels the fusion saves
     if m.attention_type == "mla":
         q_lora = 1 if m.q_lora_rank > 0 else 0
         attn = {"attn.down_proj": 1 + q_lora, "attn.up_proj": 2, "attn.o_proj": 1, "attn.core": 8 - core_fused,
                 # input norm, q_a / kv_a norms, 2 RoPEs, MLA glue, residual, post-attention norm (sandwich)
-                "attn.norm_rope_residual": nk * (1 + q_lora + 1) + 2 * 6 + 9 + 1 + nk * sandwich}
+                "attn.norm_rope_residual": nk * (1 + q_lora + 1) + 2 * rk + 9 + 1 + nk * sandwich}
     else:
         grouped = m.attention_type == "gqa" and m.num_kv_heads < m.num_heads
         attn = {"attn.qkv_o_proj": 4, "attn.core": 6 + (2 if grouped else 0) - core_fused,
                 # input norm, RoPE on q and k, 4 transposes, residual, post-attention norm
-                "attn.norm_rope_residual": nk + 2 * 6 + 4 + 1 + nk * sandwich}
+                "attn.norm_rope_residual": nk + 2 * rk + 4 + 1 + nk * sandwich}
     norms_res = nk * (1 + sandwich) + 1                # pre-MLP norm (+ post-MLP norm) + residual
     out = dict(attn)
     out.update({"ffn.swiglu": 2, "ffn.act_norm_residual": sw + norms_res,
@@ -162,6 +163,9 @@ def reference_elementwise(cfg: Config, tokens: float, batch: float, seq: float) 
     def _norm(rows, d):                                        # the backend's norm
         return _norm_of(rows, d, fused)
 
+    def rope_work(rope, other_plain):                          # reference: + (plain), * cos, * sin (broadcast)
+        return (3.0 * rope + other_plain, 0.0) if fused else (rope + other_plain, 2.0 * rope)
+
     out = {}
     if m.attention_type == "mla":
         dn, dr, dv = m.qk_nope_head_dim, m.qk_rope_head_dim, m.v_head_dim
@@ -172,7 +176,7 @@ def reference_elementwise(cfg: Config, tokens: float, batch: float, seq: float) 
             a = add(a, _norm(t, h))
         rope = t * n * dr + t * dr                             # q and the shared k_rope
         glue = t * n * ((dn + dr) + (dn + dv) + dv) + t * n * (dn + dr + dn + dv) + t * (m.kv_lora_rank + dr)
-        a = add(a, (rope + glue + t * h, 2.0 * rope))          # rope: + (plain), * cos, * sin; residual add
+        a = add(a, rope_work(rope, glue + t * h))          # rope: + (plain), * cos, * sin; residual add
         out["attn.core"] = (core[0] + p, core[1])              # + rope scores; * scale, + mask, softmax (2)
     else:
         hd = m.attn_head_dim
@@ -182,7 +186,7 @@ def reference_elementwise(cfg: Config, tokens: float, batch: float, seq: float) 
             a = add(a, _norm(t, h))
         rope = t * (n + kvh) * hd
         glue = t * hd * (2 * n + 2 * kvh) + (2 * t * n * hd if kvh < n else 0.0)   # transposes (+ repeats)
-        a = add(a, (rope + glue + t * h, 2.0 * rope))
+        a = add(a, rope_work(rope, glue + t * h))
         out["attn.core"] = core                                # * scale; + mask, softmax (2)
     out["attn.norm_rope_residual"] = a
     mlp_norms = add((t * h, 0.0), _norm(t, h), *([_norm(t, h)] if sandwich else []))   # + residual

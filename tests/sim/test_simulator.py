@@ -299,14 +299,14 @@ def test_reference_kernel_count_tiny_hand_computed():
     assert fwd == 607
     # step kernels: per tensor 2 (clip scale, fused AdamW) + STEP_KERNELS 91 (global norm, LR Cell, non-finite guard)
     assert reference_step_kernels(cfg) == pytest.approx(fwd * 2.4 + 2 * 84 + 91)
-    # the fused CPU kernels (cpu_fused, the recipe's backend): norm 1, SwiGLU 1, core 5 (one scaled masked softmax):
-    # MLA 2+2+1+5 + (1*3 + 12 + 9 + 1 + 1) = 36; dense FFN 2 + (1 + 3) = 6; MoE 1 + 19 + 2 + 1 + 2 + 3 + 4 + 3 = 35;
-    # layers: dense 42, MoE 71; embedding 1 + head 1 + 29 = 31; MTP extras 1 + 13 + head 2 = 16  ->  373
+    # the fused CPU kernels (cpu_fused, the recipe's backend): norm 1, RoPE 1, SwiGLU 1, core 5 (one scaled masked
+    # softmax): MLA 2+2+1+5 + (1*3 + 2 + 9 + 1 + 1) = 26; dense FFN 2 + (1 + 3) = 6; MoE 1 + 19 + 2 + 1 + 2 + 3 + 4 + 3
+    # = 35; layers: dense 32, MoE 61; embedding 1 + head 1 + 29 = 31; MTP extras 1 + 13 + head 2 = 16  ->  323
     fused = load_config(os.path.join(ROOT, "yaml", "tiny_cpu.yaml"))
     assert fused.model.backend == "cpu_fused"
-    fwd = 31 + 42 + 3 * 71 + (71 + 16)
-    assert fwd == 373
-    assert reference_step_kernels(fused) == pytest.approx(fwd * 2.18 + 2 * 84 + 91)
+    fwd = 31 + 32 + 3 * 61 + (61 + 16)
+    assert fwd == 323
+    assert reference_step_kernels(fused) == pytest.approx(fwd * 2.30 + 2 * 84 + 91)
 
 
 def test_kernel_overhead_term_in_step_time():

@@ -5,7 +5,8 @@
 //          probs = softmax(scores * scale + mask) over the last axis   (the reference path's order of ops)
 // backward (dprobs, probs, scale [1]) -> dscores = scale * probs * (dprobs - sum(dprobs * probs))
 //
-// Built with -ffast-math (vectorised exp); the mask's large negative entries (-1e9) give exact zeros.
+// Built with -ffast-math (vectorised exp); the mask's large negative entries (-1e9) give exact zeros, as does
+// any score more than 80 below its row's maximum (its reference probability is < 2e-35).
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -15,6 +16,9 @@
 namespace {
 
 using pangu_kernels::parallel_rows;
+
+// exp(-80) ~ 1.8e-35: below it an entry's probability is taken as exactly 0 (float32's smallest normal is 1.2e-38)
+constexpr float kUnderflow = 80.0f;
 
 template <typename T>
 void forward(const T *scores, const T *mask, int mask_ndim, T scale, T *probs, int64_t batch, int64_t heads,
@@ -32,10 +36,14 @@ void forward(const T *scores, const T *mask, int mask_ndim, T scale, T *probs, i
         p[j] = z;
         top = z > top ? z : top;
       }
+      // exp of a masked entry (-1e9) is exactly 0; feeding it to the vector exp would send the whole vector
+      // down glibc's scalar special-case path (underflow), so such lanes skip it: below -kUnderflow, e = 0
       T sum = 0;
 #pragma omp simd reduction(+ : sum)
       for (int64_t j = 0; j < sk; ++j) {
-        p[j] = std::exp(p[j] - top);
+        const T z = p[j] - top;
+        const T e = std::exp(z < -kUnderflow ? -kUnderflow : z);
+        p[j] = z < -kUnderflow ? static_cast<T>(0) : e;
         sum += p[j];
       }
 #pragma omp simd

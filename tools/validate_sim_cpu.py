@@ -40,7 +40,8 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 TINY = os.path.join(ROOT, "yaml", "tiny_cpu.yaml")
 SIM_CPU = ["sim.precision=fp32", "sim.attention_causal_skip=false", "sim.fused_kernels=false",
            "sim.moe_impl=training_cpu", "model.compute_dtype=float32", "model.param_dtype=float32",
-           "sim.dp_overlap=false"]   # the explicit path reduces the gradients after the backward
+           "sim.dp_overlap=false",   # the explicit path reduces the gradients after the backward
+           "model.backend=cpu"]      # the reference ops (unfused) the table in docs/simulator.md was measured with
 # configs of clearly different size (total parameters from stats.py: ~0.19M, ~1.3M, ~7.5M, ~29M) and family
 CONFIGS = {
     "xs (h64, 2 layers, 4 experts, batch 4 x 64)": [

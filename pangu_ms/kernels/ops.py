@@ -95,3 +95,21 @@ def embedding_primitives():
     forward = ops.Custom(f"{path}:EmbeddingForward", out_shape=lambda w, ids: [ids[0], w[1]],
                          out_dtype=lambda w, ids: w, func_type="aot", bprop=bprop)
     return forward, backward
+
+
+def weighted_scatter_primitives():
+    """(forward, backward) of ``cpu/weighted_scatter.cc``: forward(rows [R, d], index [R] int32, weight [R],
+    like [T, d]) -> y [T, d], y[t] = sum_{index[r] = t} weight[r] rows[r]; its bprop calls backward(dy, rows,
+    index, weight) -> (drows, dweight). ``like`` (shape only) and the index get zero gradients."""
+    path = library("weighted_scatter")
+    backward = ops.Custom(f"{path}:WeightedScatterBackward", out_shape=lambda dy, rows, index, w: (rows, w),
+                          out_dtype=lambda dy, rows, index, w: (rows, w), func_type="aot")
+    zeros_like = ops.ZerosLike()
+
+    def bprop(rows, index, weight, like, out, dout):
+        drows, dweight = backward(dout, rows, index, weight)
+        return drows, zeros_like(index), dweight, zeros_like(like)
+
+    forward = ops.Custom(f"{path}:WeightedScatterForward", out_shape=lambda rows, index, w, like: like,
+                         out_dtype=lambda rows, index, w, like: like, func_type="aot", bprop=bprop)
+    return forward, backward

@@ -22,6 +22,7 @@ import math
 import mindspore as ms
 from mindspore import nn, ops
 
+from ..kernels.ops import embedding_primitives, weighted_scatter_primitives
 from ..layers.explicit_broadcast import expand_as
 
 
@@ -74,9 +75,16 @@ class SortedBlockDispatcher(nn.Cell):
     padding rows, which point at token 0 and so add an exact 0 there). Permute = one gather of x by row_token,
     combine = one scatter-add of the weighted expert rows onto their tokens; no [T*k, d] copies."""
 
-    def __init__(self, num_experts: int, top_k: int, block: int):
+    def __init__(self, num_experts: int, top_k: int, block: int, fused_cpu_kernels: bool = False):
+        """``fused_cpu_kernels`` (the ``cpu_fused`` backend): the permute (row gather) and the combine
+        (weighted scatter-add) and their gradients as C++ kernels (``kernels/cpu/embedding.cc``,
+        ``weighted_scatter.cc``) instead of Gather / BroadcastTo / Mul / UnsortedSegmentSum; same values."""
         super().__init__()
         self.num_experts, self.top_k, self.block = num_experts, top_k, block
+        self.fused_cpu_kernels = fused_cpu_kernels
+        if fused_cpu_kernels:
+            self.fused_gather, self.fused_gather_backward = embedding_primitives()
+            self.fused_combine, self.fused_combine_backward = weighted_scatter_primitives()
 
     def construct(self, x, idx, w, experts):
         t = x.shape[0]
@@ -95,6 +103,10 @@ class SortedBlockDispatcher(nn.Cell):
         block_start = ops.arange(0, rows, self.block).astype(x.dtype).reshape(nb, 1)
         owner = (block_start >= ends.reshape(1, -1)).astype(ms.int32).sum(1)
         owner = ops.minimum(owner, self.num_experts - 1)
+        if self.fused_cpu_kernels:
+            buf = self.fused_gather(x, row_token).reshape(nb, self.block, -1)
+            out = experts.per_group(buf, owner).reshape(rows, -1)
+            return self.fused_combine(out, row_token, row_w, x), ops.zeros((), x.dtype)
         buf = ops.gather(x, row_token, 0).reshape(nb, self.block, -1)
         out = experts.per_group(buf, owner).reshape(rows, -1)
         return ops.unsorted_segment_sum(out * expand_as(row_w.reshape(rows, 1), out), row_token, t), ops.zeros((), x.dtype)
@@ -129,10 +141,11 @@ def sorted_block_rows(num_tokens: int, num_experts: int, top_k: int, block: int)
     return (num_tokens * top_k + num_experts * (block - 1) + block - 1) // block * block
 
 
-def build_dispatcher(cfg) -> nn.Cell:
-    """From ``MoEConfig``. Buffer sizes follow the token count of each call (static per compiled graph)."""
+def build_dispatcher(cfg, fused_cpu_kernels: bool = False) -> nn.Cell:
+    """From ``MoEConfig``. Buffer sizes follow the token count of each call (static per compiled graph).
+    ``fused_cpu_kernels``: the backend's ``fused_cpu_kernels`` (the sorted-block permute / combine in C++)."""
     if cfg.dispatcher == "drop_and_pad":
         return CapacityDispatcher(cfg.num_experts, cfg.top_k, cfg.capacity_factor)
     if cfg.resolved_dropless_impl() == "sorted_block":
-        return SortedBlockDispatcher(cfg.num_experts, cfg.top_k, cfg.sorted_block_size)
+        return SortedBlockDispatcher(cfg.num_experts, cfg.top_k, cfg.sorted_block_size, fused_cpu_kernels)
     return MaskedDenseDispatcher(cfg.num_experts, cfg.top_k)

@@ -31,7 +31,8 @@ class MoELayer(nn.Cell):
         if self.has_shared:
             self.shared_expert = SwiGLUMLP(hidden, cfg.num_shared_experts * cfg.expert_ffn_hidden, init,
                                            backend, dtype)
-        self.dispatcher = hooks.dispatcher(cfg) if hooks is not None else build_dispatcher(cfg)
+        fused = backend.fused_cpu_kernels
+        self.dispatcher = hooks.dispatcher(cfg, fused) if hooks is not None else build_dispatcher(cfg, fused)
         # masked-dense experts run every expert on every token in two matmuls; the shared expert then rides
         # along in the same two matmuls as extra experts with gate 1 (fewer, larger kernels; same math)
         self.fold_shared = self.has_shared and isinstance(self.dispatcher, MaskedDenseDispatcher)

@@ -49,9 +49,11 @@ class MoEHooks:
         self.hierarchical = hierarchical
         self.impl = impl
 
-    def dispatcher(self, moe_cfg) -> nn.Cell:
+    def dispatcher(self, moe_cfg, fused_cpu_kernels: bool = False) -> nn.Cell:
+        """The expert-parallel dispatcher for this rank; without EP the single-process one (with the backend's
+        ``fused_cpu_kernels``)."""
         if self._ep.size == 1:
-            return build_dispatcher(moe_cfg)
+            return build_dispatcher(moe_cfg, fused_cpu_kernels)
         if moe_cfg.dispatcher == "drop_and_pad":
             if self.hierarchical:
                 raise ConfigError("parallel.hierarchical_alltoall: only with moe.dispatcher=dropless")

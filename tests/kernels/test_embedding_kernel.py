@@ -48,3 +48,4 @@ def test_fused_embedding_matches_numpy_and_gather(dtype, np_dtype):
 def test_an_out_of_range_id_is_an_error():
     with pytest.raises(RuntimeError):
         _embedding(True, ms.float32)(Tensor(np.array([[1, V]], np.int32))).asnumpy()
+

@@ -22,7 +22,7 @@ class _Slice:
     def __init__(self, first, count):
         self.local_experts = (first, count)
 
-    def dispatcher(self, cfg):
+    def dispatcher(self, cfg, fused_cpu_kernels=False):
         return build_dispatcher(cfg)
 
 
@@ -91,7 +91,7 @@ class _PlacedSlice(_Slice):
     """An EP rank's hooks whose dispatchers carry a placement table (what ``moe.expert_placement`` adds to the
     flat EP dispatcher), without collectives."""
 
-    def dispatcher(self, cfg):
+    def dispatcher(self, cfg, fused_cpu_kernels=False):
         from mindspore import Parameter
         d = build_dispatcher(cfg)
         d.placement = Parameter(Tensor(np.arange(cfg.num_experts, dtype=np.int32)), name="placement",

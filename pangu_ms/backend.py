@@ -5,6 +5,11 @@ Model Cells never call a fused op directly. They ask the backend for a small Cel
 2.9 (see shared docs: classic ``ops.*``, explicit matmul + mask + softmax attention, RMSNorm as
 ``x * rsqrt(mean(x^2) + eps) * w``) and is the test oracle.
 
+The ``cpu_fused`` backend (:class:`FusedCpuBackend`, the CPU recipes' choice) keeps that math and runs RMSNorm,
+SwiGLU, the attention core's scaled masked softmax (and, through ``fused_cpu_kernels``, RoPE, the embedding and the
+sorted-block permute / combine) as the project's own C++ kernels (``pangu_ms/kernels``), each tested against this
+reference path.
+
 The Ascend backend swaps in ``ops.rms_norm``, ``ops.swiglu`` and ``ops.flash_attention_score``. None of these has
 a CPU kernel, so **the Ascend backend is untested in this repository**; it exists so that the same model
 definition compiles with the fused kernels on Ascend, where its output must be compared against the CPU

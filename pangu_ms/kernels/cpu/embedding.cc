@@ -8,10 +8,15 @@
 #include <cstdint>
 #include <cstring>
 
+#include "common.h"
 #include "parallel.h"
 
 namespace {
 
+using pangu_kernels::is_f32;
+using pangu_kernels::is_f64;
+using pangu_kernels::is_i32;
+using pangu_kernels::leading_rows;
 using pangu_kernels::parallel_rows;
 
 template <typename T>
@@ -40,10 +45,6 @@ int backward(const T *drows, const int32_t *ids, T *dweight, int64_t vocab, int6
   });
   return 0;
 }
-
-bool is_f64(const char *dtype) { return std::strcmp(dtype, "float64") == 0; }
-bool is_f32(const char *dtype) { return std::strcmp(dtype, "float32") == 0 || std::strcmp(dtype, "float") == 0; }
-bool is_i32(const char *dtype) { return std::strcmp(dtype, "int32") == 0; }
 
 }  // namespace
 

@@ -11,10 +11,15 @@
 #include <cstdint>
 #include <cstring>
 
+#include "common.h"
 #include "parallel.h"
 
 namespace {
 
+using pangu_kernels::is_f32;
+using pangu_kernels::is_f64;
+using pangu_kernels::is_i32;
+using pangu_kernels::leading_rows;
 using pangu_kernels::parallel_rows;
 
 // exp(-80) ~ 1.8e-35: below it an entry's probability is taken as exactly 0 (float32's smallest normal is 1.2e-38)
@@ -66,9 +71,6 @@ void backward(const T *dprobs, const T *probs, T scale, T *dscores, int64_t rows
     }
   });
 }
-
-bool is_f64(const char *dtype) { return std::strcmp(dtype, "float64") == 0; }
-bool is_f32(const char *dtype) { return std::strcmp(dtype, "float32") == 0 || std::strcmp(dtype, "float") == 0; }
 
 }  // namespace
 

@@ -12,18 +12,17 @@
 #include <cstring>
 #include <vector>
 
+#include "common.h"
 #include "parallel.h"
 
 namespace {
 
+using pangu_kernels::is_f32;
+using pangu_kernels::is_f64;
+using pangu_kernels::is_i32;
+using pangu_kernels::leading_rows;
 using pangu_kernels::parallel_rows;
 using pangu_kernels::row_ranges;
-
-int64_t leading_rows(int ndim, const int64_t *shape) {
-  int64_t rows = 1;
-  for (int i = 0; i + 1 < ndim; ++i) rows *= shape[i];
-  return rows;
-}
 
 template <typename T>
 void forward(const T *x, const T *weight, double eps, T *y, T *inv_rms, int64_t rows, int64_t d) {
@@ -70,9 +69,6 @@ void backward(const T *dy, const T *x, const T *weight, const T *inv_rms, T *dx,
     dweight[j] = static_cast<T>(sum);
   }
 }
-
-bool is_f64(const char *dtype) { return std::strcmp(dtype, "float64") == 0; }
-bool is_f32(const char *dtype) { return std::strcmp(dtype, "float32") == 0 || std::strcmp(dtype, "float") == 0; }
 
 }  // namespace
 

@@ -9,10 +9,15 @@
 #include <cstdint>
 #include <cstring>
 
+#include "common.h"
 #include "parallel.h"
 
 namespace {
 
+using pangu_kernels::is_f32;
+using pangu_kernels::is_f64;
+using pangu_kernels::is_i32;
+using pangu_kernels::leading_rows;
 using pangu_kernels::parallel_rows;
 
 struct Layout {
@@ -55,9 +60,6 @@ void rotate(const T *in, const T *cos, const T *sin, T *out, const Layout l) {
     }
   });
 }
-
-bool is_f64(const char *dtype) { return std::strcmp(dtype, "float64") == 0; }
-bool is_f32(const char *dtype) { return std::strcmp(dtype, "float32") == 0 || std::strcmp(dtype, "float") == 0; }
 
 template <bool Backward>
 int run(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {

@@ -9,10 +9,15 @@
 #include <cstdint>
 #include <cstring>
 
+#include "common.h"
 #include "parallel.h"
 
 namespace {
 
+using pangu_kernels::is_f32;
+using pangu_kernels::is_f64;
+using pangu_kernels::is_i32;
+using pangu_kernels::leading_rows;
 using pangu_kernels::parallel_rows;
 
 template <typename T>
@@ -45,15 +50,6 @@ void backward(const T *da, const T *h, T *dh, int64_t rows, int64_t f) {
       }
     }
   });
-}
-
-bool is_f64(const char *dtype) { return std::strcmp(dtype, "float64") == 0; }
-bool is_f32(const char *dtype) { return std::strcmp(dtype, "float32") == 0 || std::strcmp(dtype, "float") == 0; }
-
-int64_t leading_rows(int ndim, const int64_t *shape) {
-  int64_t rows = 1;
-  for (int i = 0; i + 1 < ndim; ++i) rows *= shape[i];
-  return rows;
 }
 
 }  // namespace

@@ -41,7 +41,7 @@ TINY = os.path.join(ROOT, "yaml", "tiny_cpu.yaml")
 SIM_CPU = ["sim.precision=fp32", "sim.attention_causal_skip=false", "sim.fused_kernels=false",
            "sim.moe_impl=training_cpu", "model.compute_dtype=float32", "model.param_dtype=float32",
            "sim.dp_overlap=false",   # the explicit path reduces the gradients after the backward
-           "model.backend=cpu"]      # the reference ops (unfused) the table in docs/simulator.md was measured with
+           "model.backend=cpu"]      # --backend: the reference ops (unfused) the tables in docs/simulator.md used
 # configs of clearly different size (total parameters from stats.py: ~0.19M, ~1.3M, ~7.5M, ~29M) and family
 CONFIGS = {
     "xs (h64, 2 layers, 4 experts, batch 4 x 64)": [
@@ -188,7 +188,7 @@ def measure_msrun(todo, rounds: int, steps: int, ranks: int = 2) -> tuple:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = ["msrun", f"--worker_num={ranks}", f"--local_worker_num={ranks}", f"--master_port={port}", "--join=True",
            f"--log_dir={log_dir}", os.path.abspath(__file__), "--msrun-cases", json.dumps([list(c) for c in todo]),
-           "--rounds", str(rounds), "--steps", str(steps)]
+           "--rounds", str(rounds), "--steps", str(steps), "--backend", SIM_CPU[-1].split("=", 1)[1]]
     print(f"msrun: {len(todo)} cases on {ranks} ranks (logs {log_dir})", file=sys.stderr, flush=True)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     text = open(os.path.join(log_dir, "worker_0.log"), errors="replace").read() \
@@ -215,8 +215,11 @@ def main(argv=None):
                     help="write the in-run calibrated profile here (e.g. yaml/hardware/cpu_local.yaml)")
     ap.add_argument("--predict-only", action="store_true", help="skip the measurement (needs --hardware)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--backend", default="cpu", choices=("cpu", "cpu_fused"),
+                    help="model.backend of every case (default cpu, the reference ops of the published tables)")
     ap.add_argument("--msrun-cases", default=None, help=argparse.SUPPRESS)     # JSON case list; run under msrun
     args = ap.parse_args(argv)
+    SIM_CPU[-1] = f"model.backend={args.backend}"
     unknown = [x for x in args.layouts if x not in LAYOUTS]
     if unknown:
         raise SystemExit(f"--layouts: unknown {unknown} (known: {', '.join(LAYOUTS)})")

@@ -13,11 +13,7 @@
 
 namespace {
 
-using pangu_kernels::is_f32;
-using pangu_kernels::is_f64;
-using pangu_kernels::is_i32;
-using pangu_kernels::leading_rows;
-using pangu_kernels::parallel_rows;
+using namespace pangu_kernels;  // NOLINT: the kernels' shared helpers
 
 template <typename T>
 int forward(const T *weight, const int32_t *ids, T *rows, int64_t vocab, int64_t tokens, int64_t d) {
@@ -53,11 +49,10 @@ extern "C" int EmbeddingForward(int nparam, void **params, int *ndims, int64_t *
   if (nparam != 3 || ndims[0] != 2 || ndims[1] != 1 || !is_i32(dtypes[1])) return 1;
   const int64_t vocab = shapes[0][0], d = shapes[0][1], tokens = shapes[1][0];
   const int32_t *ids = static_cast<const int32_t *>(params[1]);
-  if (is_f32(dtypes[0]))
-    return forward(static_cast<const float *>(params[0]), ids, static_cast<float *>(params[2]), vocab, tokens, d);
-  if (is_f64(dtypes[0]))
-    return forward(static_cast<const double *>(params[0]), ids, static_cast<double *>(params[2]), vocab, tokens, d);
-  return 2;
+  return with_float_type(dtypes[0], [&](auto zero) {
+    using T = decltype(zero);
+    return forward(input<T>(params, 0), ids, output<T>(params, 2), vocab, tokens, d);
+  });
 }
 
 extern "C" int EmbeddingBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
@@ -65,10 +60,8 @@ extern "C" int EmbeddingBackward(int nparam, void **params, int *ndims, int64_t 
   if (nparam != 4 || ndims[0] != 2 || ndims[1] != 1 || !is_i32(dtypes[1])) return 1;
   const int64_t tokens = shapes[0][0], d = shapes[0][1], vocab = shapes[2][0];
   const int32_t *ids = static_cast<const int32_t *>(params[1]);
-  if (is_f32(dtypes[0]))
-    return backward(static_cast<const float *>(params[0]), ids, static_cast<float *>(params[3]), vocab, tokens, d);
-  if (is_f64(dtypes[0]))
-    return backward(static_cast<const double *>(params[0]), ids, static_cast<double *>(params[3]), vocab, tokens,
-                    d);
-  return 2;
+  return with_float_type(dtypes[0], [&](auto zero) {
+    using T = decltype(zero);
+    return backward(input<T>(params, 0), ids, output<T>(params, 3), vocab, tokens, d);
+  });
 }

@@ -16,11 +16,7 @@
 
 namespace {
 
-using pangu_kernels::is_f32;
-using pangu_kernels::is_f64;
-using pangu_kernels::is_i32;
-using pangu_kernels::leading_rows;
-using pangu_kernels::parallel_rows;
+using namespace pangu_kernels;  // NOLINT: the kernels' shared helpers
 
 // exp(-80) ~ 1.8e-35: below it an entry's probability is taken as exactly 0 (float32's smallest normal is 1.2e-38)
 constexpr float kUnderflow = 80.0f;
@@ -79,18 +75,12 @@ extern "C" int MaskedSoftmaxForward(int nparam, void **params, int *ndims, int64
   if (nparam != 4 || ndims[0] != 4 || (ndims[1] != 2 && ndims[1] != 4)) return 1;
   const int64_t *shape = shapes[0];
   if (ndims[1] == 4 && (shapes[1][0] != shape[0] || shapes[1][1] != 1)) return 3;   // [B, 1, S, Sk] only
-  if (is_f32(dtypes[0])) {
-    forward(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]), ndims[1],
-            static_cast<const float *>(params[2])[0], static_cast<float *>(params[3]), shape[0], shape[1], shape[2],
-            shape[3]);
-  } else if (is_f64(dtypes[0])) {
-    forward(static_cast<const double *>(params[0]), static_cast<const double *>(params[1]), ndims[1],
-            static_cast<const double *>(params[2])[0], static_cast<double *>(params[3]), shape[0], shape[1],
-            shape[2], shape[3]);
-  } else {
-    return 2;
-  }
-  return 0;
+  return with_float_type(dtypes[0], [&](auto zero) {
+    using T = decltype(zero);
+    forward(input<T>(params, 0), input<T>(params, 1), ndims[1],
+            input<T>(params, 2)[0], output<T>(params, 3), shape[0], shape[1], shape[2], shape[3]);
+    return 0;
+  });
 }
 
 extern "C" int MaskedSoftmaxBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
@@ -99,14 +89,9 @@ extern "C" int MaskedSoftmaxBackward(int nparam, void **params, int *ndims, int6
   int64_t rows = 1;
   for (int k = 0; k + 1 < ndims[0]; ++k) rows *= shapes[0][k];
   const int64_t sk = shapes[0][ndims[0] - 1];
-  if (is_f32(dtypes[0])) {
-    backward(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
-             static_cast<const float *>(params[2])[0], static_cast<float *>(params[3]), rows, sk);
-  } else if (is_f64(dtypes[0])) {
-    backward(static_cast<const double *>(params[0]), static_cast<const double *>(params[1]),
-             static_cast<const double *>(params[2])[0], static_cast<double *>(params[3]), rows, sk);
-  } else {
-    return 2;
-  }
-  return 0;
+  return with_float_type(dtypes[0], [&](auto zero) {
+    using T = decltype(zero);
+    backward(input<T>(params, 0), input<T>(params, 1), input<T>(params, 2)[0], output<T>(params, 3), rows, sk);
+    return 0;
+  });
 }

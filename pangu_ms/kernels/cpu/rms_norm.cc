@@ -17,12 +17,7 @@
 
 namespace {
 
-using pangu_kernels::is_f32;
-using pangu_kernels::is_f64;
-using pangu_kernels::is_i32;
-using pangu_kernels::leading_rows;
-using pangu_kernels::parallel_rows;
-using pangu_kernels::row_ranges;
+using namespace pangu_kernels;  // NOLINT: the kernels' shared helpers
 
 template <typename T>
 void forward(const T *x, const T *weight, double eps, T *y, T *inv_rms, int64_t rows, int64_t d) {
@@ -77,18 +72,12 @@ extern "C" int RmsNormForward(int nparam, void **params, int *ndims, int64_t **s
   if (nparam != 5) return 1;
   const int64_t d = shapes[0][ndims[0] - 1];
   const int64_t rows = leading_rows(ndims[0], shapes[0]);
-  if (is_f32(dtypes[0])) {
-    forward(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
-            static_cast<const float *>(params[2])[0], static_cast<float *>(params[3]), static_cast<float *>(params[4]),
-            rows, d);
-  } else if (is_f64(dtypes[0])) {
-    forward(static_cast<const double *>(params[0]), static_cast<const double *>(params[1]),
-            static_cast<const double *>(params[2])[0], static_cast<double *>(params[3]),
-            static_cast<double *>(params[4]), rows, d);
-  } else {
-    return 2;
-  }
-  return 0;
+  return with_float_type(dtypes[0], [&](auto zero) {
+    using T = decltype(zero);
+    forward(input<T>(params, 0), input<T>(params, 1), input<T>(params, 2)[0],
+            output<T>(params, 3), output<T>(params, 4), rows, d);
+    return 0;
+  });
 }
 
 extern "C" int RmsNormBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
@@ -96,16 +85,10 @@ extern "C" int RmsNormBackward(int nparam, void **params, int *ndims, int64_t **
   if (nparam != 6) return 1;
   const int64_t d = shapes[1][ndims[1] - 1];
   const int64_t rows = leading_rows(ndims[1], shapes[1]);
-  if (is_f32(dtypes[0])) {
-    backward(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
-             static_cast<const float *>(params[2]), static_cast<const float *>(params[3]),
-             static_cast<float *>(params[4]), static_cast<float *>(params[5]), rows, d);
-  } else if (is_f64(dtypes[0])) {
-    backward(static_cast<const double *>(params[0]), static_cast<const double *>(params[1]),
-             static_cast<const double *>(params[2]), static_cast<const double *>(params[3]),
-             static_cast<double *>(params[4]), static_cast<double *>(params[5]), rows, d);
-  } else {
-    return 2;
-  }
-  return 0;
+  return with_float_type(dtypes[0], [&](auto zero) {
+    using T = decltype(zero);
+    backward(input<T>(params, 0), input<T>(params, 1), input<T>(params, 2),
+             input<T>(params, 3), output<T>(params, 4), output<T>(params, 5), rows, d);
+    return 0;
+  });
 }

@@ -14,11 +14,7 @@
 
 namespace {
 
-using pangu_kernels::is_f32;
-using pangu_kernels::is_f64;
-using pangu_kernels::is_i32;
-using pangu_kernels::leading_rows;
-using pangu_kernels::parallel_rows;
+using namespace pangu_kernels;  // NOLINT: the kernels' shared helpers
 
 struct Layout {
   int64_t rows, per_batch, s, d;   // rows of x, rows per batch entry, sequence length, head dim
@@ -64,18 +60,12 @@ void rotate(const T *in, const T *cos, const T *sin, T *out, const Layout l) {
 template <bool Backward>
 int run(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   if (nparam != 5 || ndims[0] < 2 || ndims[1] != ndims[2] || shapes[0][ndims[0] - 1] % 2 != 0) return 1;
-  if (is_f32(dtypes[0])) {
-    const Layout l = layout_of(ndims[0], shapes[0], ndims[1], static_cast<const float *>(params[3])[0] != 0.0f);
-    rotate<float, Backward>(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
-                            static_cast<const float *>(params[2]), static_cast<float *>(params[4]), l);
-  } else if (is_f64(dtypes[0])) {
-    const Layout l = layout_of(ndims[0], shapes[0], ndims[1], static_cast<const double *>(params[3])[0] != 0.0);
-    rotate<double, Backward>(static_cast<const double *>(params[0]), static_cast<const double *>(params[1]),
-                             static_cast<const double *>(params[2]), static_cast<double *>(params[4]), l);
-  } else {
-    return 2;
-  }
-  return 0;
+  return with_float_type(dtypes[0], [&](auto zero) {
+    using T = decltype(zero);
+    const Layout l = layout_of(ndims[0], shapes[0], ndims[1], input<T>(params, 3)[0] != T(0));
+    rotate<T, Backward>(input<T>(params, 0), input<T>(params, 1), input<T>(params, 2), output<T>(params, 4), l);
+    return 0;
+  });
 }
 
 }  // namespace

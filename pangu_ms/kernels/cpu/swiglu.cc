@@ -14,11 +14,7 @@
 
 namespace {
 
-using pangu_kernels::is_f32;
-using pangu_kernels::is_f64;
-using pangu_kernels::is_i32;
-using pangu_kernels::leading_rows;
-using pangu_kernels::parallel_rows;
+using namespace pangu_kernels;  // NOLINT: the kernels' shared helpers
 
 template <typename T>
 void forward(const T *h, T *a, int64_t rows, int64_t f) {
@@ -60,14 +56,11 @@ extern "C" int SwigluForward(int nparam, void **params, int *ndims, int64_t **sh
   const int64_t two_f = shapes[0][ndims[0] - 1];
   if (two_f % 2 != 0) return 3;
   const int64_t rows = leading_rows(ndims[0], shapes[0]);
-  if (is_f32(dtypes[0])) {
-    forward(static_cast<const float *>(params[0]), static_cast<float *>(params[1]), rows, two_f / 2);
-  } else if (is_f64(dtypes[0])) {
-    forward(static_cast<const double *>(params[0]), static_cast<double *>(params[1]), rows, two_f / 2);
-  } else {
-    return 2;
-  }
-  return 0;
+  return with_float_type(dtypes[0], [&](auto zero) {
+    using T = decltype(zero);
+    forward(input<T>(params, 0), output<T>(params, 1), rows, two_f / 2);
+    return 0;
+  });
 }
 
 extern "C" int SwigluBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
@@ -75,14 +68,9 @@ extern "C" int SwigluBackward(int nparam, void **params, int *ndims, int64_t **s
   if (nparam != 3) return 1;
   const int64_t f = shapes[0][ndims[0] - 1];
   const int64_t rows = leading_rows(ndims[0], shapes[0]);
-  if (is_f32(dtypes[0])) {
-    backward(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
-             static_cast<float *>(params[2]), rows, f);
-  } else if (is_f64(dtypes[0])) {
-    backward(static_cast<const double *>(params[0]), static_cast<const double *>(params[1]),
-             static_cast<double *>(params[2]), rows, f);
-  } else {
-    return 2;
-  }
-  return 0;
+  return with_float_type(dtypes[0], [&](auto zero) {
+    using T = decltype(zero);
+    backward(input<T>(params, 0), input<T>(params, 1), output<T>(params, 2), rows, f);
+    return 0;
+  });
 }

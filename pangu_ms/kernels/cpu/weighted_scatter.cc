@@ -14,11 +14,7 @@
 
 namespace {
 
-using pangu_kernels::is_f32;
-using pangu_kernels::is_f64;
-using pangu_kernels::is_i32;
-using pangu_kernels::leading_rows;
-using pangu_kernels::parallel_rows;
+using namespace pangu_kernels;  // NOLINT: the kernels' shared helpers
 
 template <typename T>
 int forward(const T *rows, const int32_t *index, const T *weight, T *y, int64_t r_count, int64_t t_count,
@@ -69,13 +65,10 @@ extern "C" int WeightedScatterForward(int nparam, void **params, int *ndims, int
     return 1;
   const int64_t r_count = shapes[0][0], d = shapes[0][1], t_count = shapes[3][0];
   const int32_t *index = static_cast<const int32_t *>(params[1]);
-  if (is_f32(dtypes[0]))
-    return forward(static_cast<const float *>(params[0]), index, static_cast<const float *>(params[2]),
-                   static_cast<float *>(params[4]), r_count, t_count, d);
-  if (is_f64(dtypes[0]))
-    return forward(static_cast<const double *>(params[0]), index, static_cast<const double *>(params[2]),
-                   static_cast<double *>(params[4]), r_count, t_count, d);
-  return 2;
+  return with_float_type(dtypes[0], [&](auto zero) {
+    using T = decltype(zero);
+    return forward(input<T>(params, 0), index, input<T>(params, 2), output<T>(params, 4), r_count, t_count, d);
+  });
 }
 
 extern "C" int WeightedScatterBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
@@ -83,13 +76,9 @@ extern "C" int WeightedScatterBackward(int nparam, void **params, int *ndims, in
   if (nparam != 6 || ndims[0] != 2 || ndims[1] != 2 || ndims[2] != 1 || !is_i32(dtypes[2])) return 1;
   const int64_t t_count = shapes[0][0], d = shapes[0][1], r_count = shapes[1][0];
   const int32_t *index = static_cast<const int32_t *>(params[2]);
-  if (is_f32(dtypes[0]))
-    return backward(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]), index,
-                    static_cast<const float *>(params[3]), static_cast<float *>(params[4]),
-                    static_cast<float *>(params[5]), r_count, t_count, d);
-  if (is_f64(dtypes[0]))
-    return backward(static_cast<const double *>(params[0]), static_cast<const double *>(params[1]), index,
-                    static_cast<const double *>(params[3]), static_cast<double *>(params[4]),
-                    static_cast<double *>(params[5]), r_count, t_count, d);
-  return 2;
+  return with_float_type(dtypes[0], [&](auto zero) {
+    using T = decltype(zero);
+    return backward(input<T>(params, 0), input<T>(params, 1), index,
+                    input<T>(params, 3), output<T>(params, 4), output<T>(params, 5), r_count, t_count, d);
+  });
 }

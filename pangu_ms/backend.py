@@ -174,7 +174,8 @@ class CausalAttention(nn.Cell):
         self.value_matmul = ops.BatchMatMul()                        # probs v           [B, N, S, Dv]
         self.softmax = Softmax()                                     # explicit broadcasts (CPU memory)
 
-    def construct(self, q_nope, q_rope, k_nope, k_rope, v, mask):
+    def raw_scores(self, q_nope, q_rope, k_nope, k_rope):
+        """q_nope k_nope^T (+ q_rope k_rope^T), unscaled and unmasked: [B, N, S, Sk]."""
         b, n, s, _ = q_nope.shape
         sk = k_nope.shape[2]
         scores = self.score_matmul(q_nope, k_nope)
@@ -182,7 +183,10 @@ class CausalAttention(nn.Cell):
             dr = q_rope.shape[-1]
             rope = self.rope_score_matmul(q_rope.reshape(b, n * s, dr), k_rope).reshape(b, n, s, sk)
             scores = scores + rope
-        scores = scores * self.scale
+        return scores
+
+    def construct(self, q_nope, q_rope, k_nope, k_rope, v, mask):
+        scores = self.raw_scores(q_nope, q_rope, k_nope, k_rope) * self.scale
         probs = self.softmax(scores + expand_as(mask, scores))
         return self.value_matmul(probs, v)
 
@@ -213,12 +217,7 @@ class FusedCpuCausalAttention(CausalAttention):
     def construct(self, q_nope, q_rope, k_nope, k_rope, v, mask):
         if not self.use_fused_softmax:
             return super().construct(q_nope, q_rope, k_nope, k_rope, v, mask)
-        b, n, s, _ = q_nope.shape
-        sk = k_nope.shape[2]
-        scores = self.score_matmul(q_nope, k_nope)
-        if q_rope is not None:
-            dr = q_rope.shape[-1]
-            scores = scores + self.rope_score_matmul(q_rope.reshape(b, n * s, dr), k_rope).reshape(b, n, s, sk)
+        scores = self.raw_scores(q_nope, q_rope, k_nope, k_rope)
         return self.value_matmul(self.fused_softmax(scores, mask, self.scale_tensor), v)
 
 
@@ -301,7 +300,9 @@ class Backend:
     """Reference CPU ops (the default and the oracle)."""
 
     name = "cpu"
-    fused_cpu_kernels = False   # model-level Cells (RotaryEmbedding, Embedding) take their C++ kernels (cpu_fused)
+    # cpu_fused: Cells built outside the backend (RotaryEmbedding, Embedding, SortedBlockDispatcher) take their
+    # C++ kernels
+    fused_cpu_kernels = False
 
     def rms_norm(self, dim: int, eps: float, init_value: float = 1.0, dtype=ms.float32) -> nn.Cell:
         return RMSNorm(dim, eps, init_value, dtype)
@@ -315,10 +316,10 @@ class Backend:
 
 
 class FusedCpuBackend(Backend):
-    """The reference ops with RMSNorm, SwiGLU, the attention core's scaled masked softmax, and (through
-    ``fused_cpu_kernels``, read by model/rope.py and model/transformer.py) RoPE and the embedding lookup as one
-    C++ kernel forward and one backward each (``pangu_ms/kernels``), built on first use with the system compiler. Same math;
-    the tests hold each to numpy and to the reference path."""
+    """The reference ops with RMSNorm, SwiGLU, the attention core's scaled masked softmax and (through
+    ``fused_cpu_kernels``) RoPE, the embedding lookup and the sorted-block permute / combine as one C++ kernel
+    forward and one backward each (``pangu_ms/kernels``), built on first use with the system compiler. Same
+    math; the tests hold each to numpy and to the reference path."""
 
     name = "cpu_fused"
     fused_cpu_kernels = True

@@ -5,22 +5,14 @@ from __future__ import annotations
 import numpy as np
 import mindspore as ms
 import pytest
-from mindspore import Tensor, nn
+from mindspore import Tensor
 
 from pangu_ms.config.schema import ModelConfig
 from pangu_ms.layers.init import Initializer
 from pangu_ms.model.transformer import Embedding
+from tests.kernels.weighted_sum import WeightedSum
 
 V, D = 11, 6
-
-
-class _Loss(nn.Cell):
-    def __init__(self, embedding, c):
-        super().__init__()
-        self.embedding, self.c = embedding, Tensor(c)
-
-    def construct(self, ids):
-        return (self.embedding(ids) * self.c).sum()
 
 
 def _embedding(fused, dtype):
@@ -36,7 +28,7 @@ def test_fused_embedding_matches_numpy_and_gather(dtype, np_dtype):
         emb = _embedding(fused, dtype)
         weight = emb.weight.asnumpy()
         rows = emb(Tensor(ids)).asnumpy()
-        grad = ms.jit(ms.value_and_grad(_Loss(emb, c), None, weights=[emb.weight]))(Tensor(ids))[1][0].asnumpy()
+        grad = ms.jit(ms.value_and_grad(WeightedSum(emb, c), None, weights=[emb.weight]))(Tensor(ids))[1][0].asnumpy()
         want_grad = np.zeros((V, D))
         np.add.at(want_grad, ids.reshape(-1), c.astype(np.float64))
         np.testing.assert_array_equal(rows, weight[ids.reshape(-1)])

@@ -5,22 +5,12 @@ from __future__ import annotations
 import numpy as np
 import mindspore as ms
 import pytest
-from mindspore import Tensor, nn, ops
+from mindspore import Tensor, ops
 
 from pangu_ms.backend import get_backend
 from pangu_ms.config import ConfigError
 from pangu_ms.kernels import build
-
-
-class _Loss(nn.Cell):
-    """sum(norm(x) * c): a loss whose gradient reaches every output element with a different weight."""
-
-    def __init__(self, norm, c):
-        super().__init__()
-        self.norm, self.c = norm, Tensor(c)
-
-    def construct(self, x):
-        return (self.norm(x) * self.c).sum()
+from tests.kernels.weighted_sum import WeightedSum
 
 
 def _numpy_norm_and_grads(x, w, c, eps):
@@ -37,7 +27,7 @@ def _numpy_norm_and_grads(x, w, c, eps):
 def _run(backend, dtype, x, w, c, eps):
     norm = get_backend(backend).rms_norm(x.shape[-1], eps, dtype=dtype)
     norm.weight.set_data(Tensor(w))
-    loss = _Loss(norm, c)
+    loss = WeightedSum(norm, c)
     grad = ms.jit(ms.value_and_grad(loss, grad_position=0, weights=[norm.weight]))
     value, (dx, (dw,)) = grad(Tensor(x))
     return float(value), dx.asnumpy(), dw.asnumpy(), norm(Tensor(x)).asnumpy()

@@ -4,20 +4,12 @@ from __future__ import annotations
 import numpy as np
 import mindspore as ms
 import pytest
-from mindspore import Tensor, nn
+from mindspore import Tensor
 
 from pangu_ms.backend import FusedCpuSwiGLU, SwiGLU
+from tests.kernels.weighted_sum import WeightedSum
 
 F = 6
-
-
-class _Loss(nn.Cell):
-    def __init__(self, act, c):
-        super().__init__()
-        self.act, self.c = act, Tensor(c)
-
-    def construct(self, h):
-        return (self.act(h) * self.c).sum()
 
 
 def _numpy(h, c):
@@ -35,7 +27,7 @@ def test_fused_swiglu_matches_numpy_and_the_reference(dtype, tol):
     want_a, want_dh = _numpy(h.astype(np.float64), c.astype(np.float64))
     for act in (FusedCpuSwiGLU(F), SwiGLU(F)):
         a = act(Tensor(h)).asnumpy()
-        _, dh = ms.jit(ms.value_and_grad(_Loss(act, c), grad_position=0))(Tensor(h))
+        _, dh = ms.jit(ms.value_and_grad(WeightedSum(act, c), grad_position=0))(Tensor(h))
         np.testing.assert_allclose(a, want_a, rtol=tol, atol=tol)
         np.testing.assert_allclose(dh.asnumpy(), want_dh, rtol=tol * 10, atol=tol * 10)
 
@@ -45,7 +37,7 @@ def test_fused_swiglu_gradient_matches_finite_differences():
     h = rng.standard_normal((5, 2 * F))
     c = rng.standard_normal((5, F))
     act = FusedCpuSwiGLU(F)
-    _, dh = ms.jit(ms.value_and_grad(_Loss(act, c), grad_position=0))(Tensor(h))
+    _, dh = ms.jit(ms.value_and_grad(WeightedSum(act, c), grad_position=0))(Tensor(h))
     step = 1e-6
     for index in [(0, 0), (2, F - 1), (4, F), (3, 2 * F - 1)]:
         plus, minus = h.copy(), h.copy()

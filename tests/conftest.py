@@ -1,4 +1,5 @@
-"""Shared test setup: CPU device, MindFormers logs out of the working tree, small config factory."""
+"""Shared test setup: CPU device, MindFormers logs out of the working tree, every test starting in the same
+execution mode, small config factory."""
 import os
 import tempfile
 
@@ -10,6 +11,17 @@ import mindspore as ms  # noqa: E402
 import pytest  # noqa: E402
 
 ms.set_device("CPU")
+DEFAULT_MODE = ms.get_context("mode")
+
+
+@pytest.fixture(autouse=True)
+def default_execution_mode():
+    """Every test starts in MindSpore's default execution mode (PyNative), whatever an earlier test in the same
+    worker set: many tests and the in-process trainer call ``ms.set_context(mode=...)``, and a test whose result
+    depends on the mode (see ``tests/model/test_model.py::pynative``) would otherwise pass or fail with the order
+    in which xdist hands out tests."""
+    ms.set_context(mode=DEFAULT_MODE)
+    yield
 
 
 def tiny_overrides(**extra):

@@ -67,6 +67,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    args.config = os.path.abspath(args.config)     # the child runs in the dump directory
     if args.child:
         _child(args.config, args.set)
         return
